@@ -1,0 +1,63 @@
+"""The one interface every agent backend implements.
+
+The pipeline hands a backend a worktree and a prompt and gets back an outcome. Backends
+never decide whether the task is done (the orchestrator checks commits and validation),
+and never look for the Safe Exit file (the pipeline does that for every backend alike).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    TIMED_OUT = "timed_out"
+    STALLED = "stalled"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class SessionRequest:
+    """What one agent session needs. ``on_line`` receives output as it arrives."""
+
+    task_id: str
+    worktree: Path
+    prompt: str
+    timeout_s: float = 1800.0
+    idle_timeout_s: float = 300.0
+    on_line: Callable[[str], None] = lambda line: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    model: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SessionResult:
+    outcome: Outcome
+    reason: str = ""
+    log: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    tool_errors: int = 0
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def tail(self) -> str:
+        """The last lines of output: what a retry's prompt and an error message show."""
+        return "\n".join(self.log[-40:])
+
+
+class Agent(Protocol):
+    name: str
+
+    def run(self, request: SessionRequest) -> SessionResult: ...
