@@ -7,8 +7,10 @@ comments and the rest of the body stay byte-for-byte as the user wrote them.
 
 from __future__ import annotations
 
-import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,8 +20,6 @@ from typing import Any
 import frontmatter
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-log = logging.getLogger(__name__)
 
 
 class Status(StrEnum):
@@ -133,6 +133,8 @@ class Task(BaseModel):
             return ()
         if isinstance(v, str):
             return (v,)
+        if isinstance(v, list | tuple):  # YAML reads `depends_on: [1, 2]` as numbers
+            return tuple(str(x) if isinstance(x, int | float) else x for x in v)
         return v
 
     @field_validator("due", mode="before")
@@ -206,15 +208,19 @@ def _describe(err: ValidationError) -> str:
 def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[Problem]]:
     """Parse one file's text. Returns the task (or None) with its problems and warnings."""
     warnings: list[Problem] = []
-    if not text.lstrip("\ufeff").startswith("---"):
+    text = text.removeprefix("\ufeff")  # python-frontmatter does not see '---' after a BOM
+    if not text.startswith("---"):
         return None, [Problem(path, "no YAML frontmatter (the file must start with '---')")], []
+    if not _FRONTMATTER.match(text):
+        return None, [Problem(path, "frontmatter is not closed by a '---' line")], []
     try:
         post = frontmatter.loads(text)
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, [Problem(path, f"frontmatter is not valid YAML: {first}")], []
     if not post.metadata:
-        return None, [Problem(path, "empty frontmatter")], []
+        problem = Problem(path, "frontmatter holds no 'key: value' pairs (it needs id and name)")
+        return None, [problem], []
     data = _normalise(post.metadata, path, warnings)
     try:
         task = Task.model_validate({**data, "path": path, "body": post.content})
@@ -239,8 +245,6 @@ def load_tasks(tasks_dir: Path) -> LoadResult:
         task, problems, warnings = parse_task(text, path)
         result.problems.extend(problems)
         result.warnings.extend(warnings)
-        for w in warnings:
-            log.warning("%s", w)
         if task is not None:
             result.tasks.append(task)
     return result
@@ -248,50 +252,87 @@ def load_tasks(tasks_dir: Path) -> LoadResult:
 
 # --- editing ---------------------------------------------------------------------------
 
-_FRONTMATTER = re.compile(r"\A(\ufeff?---[ \t]*\r?\n)(.*?)(^---[ \t]*$)", re.S | re.M)
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+# The closing line may be CRLF-terminated; python-frontmatter accepts any run of 3+ dashes.
+_FRONTMATTER = re.compile(r"\A(-{3,}[ \t]*\r?\n)(.*?)(^-{3,}[ \t]*\r?$)", re.S | re.M)
+_HEADING = re.compile(r"(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_STATUS_LINE = re.compile(r"^(status[ \t]*:)([^\r\n#]*)(#[^\r\n]*)?(?=\r?$)", re.M)
 
 
 def _split(text: str) -> tuple[str, str, str, str]:
-    m = _FRONTMATTER.match(text)
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    m = _FRONTMATTER.match(text, len(bom))
     if not m:
         raise ValueError("no frontmatter")
-    return m.group(1), m.group(2), m.group(3), text[m.end() :]
+    return bom + m.group(1), m.group(2), m.group(3), text[m.end() :]
+
+
+def _newline(text: str) -> str:
+    """The file's own line ending, so edits never mix CRLF into an LF file or vice versa."""
+    first = text.find("\n")
+    return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
 
 
 def set_status(text: str, status: Status) -> str:
-    """Change only the ``status:`` line (insert one after ``name:``/``id:`` if absent)."""
+    """Change only the value on the ``status:`` line (insert one after ``name:``/``id:``).
+
+    A trailing comment and the spacing around the value are kept; a file that already holds
+    this status (quoted or not) comes back unchanged.
+    """
     opening, meta, closing, rest = _split(text)
-    line = re.compile(r"^status[ \t]*:.*?$", re.M)
-    if line.search(meta):
-        meta = line.sub(f"status: {status.value}", meta, count=1)
+    m = _STATUS_LINE.search(meta)
+    if m:
+        key, value, comment = m.group(1), m.group(2), m.group(3) or ""
+        if value.strip().strip("\"'") == status.value:
+            return text
+        lead = value[: len(value) - len(value.lstrip(" \t"))] or " "
+        trail = value[len(value.rstrip(" \t")) :] if comment else ""
+        meta = meta[: m.start()] + key + lead + status.value + trail + comment + meta[m.end() :]
     else:
-        newline = "\r\n" if "\r\n" in meta else "\n"
-        anchor = re.search(r"^(?:name|title|id)[ \t]*:.*?$\r?\n", meta, re.M)
+        anchor = re.search(r"^(?:name|title|id)[ \t]*:[^\r\n]*\r?\n", meta, re.M)
         at = anchor.end() if anchor else 0
-        meta = meta[:at] + f"status: {status.value}{newline}" + meta[at:]
+        meta = meta[:at] + f"status: {status.value}{_newline(text)}" + meta[at:]
     return opening + meta + closing + rest
 
 
-def _find_heading(body: str, title: str) -> re.Match[str] | None:
-    for m in _HEADING.finditer(body):
-        if m.group(2).strip().lower() == title.lower():
-            return m
-    return None
+def _headings(body: str) -> list[tuple[int, int, int, str]]:
+    """(line start, end of heading text, level, title) of ATX headings outside code fences."""
+    found: list[tuple[int, int, int, str]] = []
+    fence = ""
+    offset = 0
+    for raw in body.splitlines(keepends=True):
+        line = raw.rstrip("\r\n")
+        opener = _FENCE.match(line)
+        if fence:
+            closes = (
+                opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence)
+            )
+            if closes and not line[opener.end() :].strip():
+                fence = ""
+        elif opener:
+            fence = opener.group(1)
+        else:
+            m = _HEADING.fullmatch(line)
+            if m:
+                found.append((offset, offset + len(line), len(m.group(1)), m.group(2).strip()))
+        offset += len(raw)
+    return found
 
 
 def _section_span(body: str, title: str) -> tuple[int, int, int] | None:
-    """(heading start, content start, content end) of the first heading named ``title``."""
-    m = _find_heading(body, title)
-    if not m:
+    """(heading start, heading end, content end) of the section named ``title``.
+
+    A ``##`` heading wins over other levels (the format's sections are level 2); the
+    section runs to the next heading of the same or a higher level.
+    """
+    heads = _headings(body)
+    named = [i for i, h in enumerate(heads) if h[3].lower() == title.lower()]
+    if not named:
         return None
-    level = len(m.group(1))
-    end = len(body)
-    for nxt in _HEADING.finditer(body, m.end()):
-        if len(nxt.group(1)) <= level:
-            end = nxt.start()
-            break
-    return m.start(), m.end(), end
+    at = next((i for i in named if heads[i][2] == 2), named[0])
+    start, head_end, level, _ = heads[at]
+    end = next((h[0] for h in heads[at + 1 :] if h[2] <= level), len(body))
+    return start, head_end, end
 
 
 def find_section(body: str, title: str) -> str | None:
@@ -300,18 +341,36 @@ def find_section(body: str, title: str) -> str | None:
 
 
 def set_section(text: str, title: str, content: str) -> str:
-    """Replace the content of ``## title`` (or append the section at the end of the body)."""
+    """Replace the content of ``## title`` (or append the section at the end of the body).
+
+    Only that section's text changes; the file's line endings are used for the new text.
+    """
     opening, meta, closing, rest = _split(text)
-    content = content.strip("\n")
+    nl = _newline(text)
+    content = content.replace("\r\n", "\n").strip("\n").replace("\n", nl)
+    block = f"{nl}{nl}{content}{nl}" if content else nl
     span = _section_span(rest, title)
     if span is None:
-        sep = "" if rest.endswith("\n\n") else ("\n" if rest.endswith("\n") else "\n\n")
-        rest = f"{rest}{sep}## {title}\n\n{content}\n"
+        sep = "" if rest.endswith(nl + nl) else (nl if rest.endswith(nl) else nl + nl)
+        rest = f"{rest}{sep}## {title}{block}"
     else:
-        _, start, end = span
+        _, head_end, end = span
         tail = rest[end:]
-        rest = rest[:start] + f"\n\n{content}\n" + ("\n" if tail else "") + tail
+        rest = rest[:head_end] + block + (nl if tail else "") + tail
     return opening + meta + closing + rest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temp file + rename: an interrupted write never leaves half a task file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def update_task_file(
@@ -332,5 +391,5 @@ def update_task_file(
         text = set_section(text, "Summary", summary)
     if text == original:
         return False
-    path.write_bytes(text.encode("utf-8"))
+    _write_atomic(path, text.encode("utf-8"))
     return True
