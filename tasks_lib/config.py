@@ -1,0 +1,160 @@
+"""Run parameters: one pydantic model that is the Prefect UI form and the `tgflow run` flags.
+
+Precedence, highest first:
+1. parameters given explicitly (CLI flags, the flow's ``config`` argument, a deployment's
+   parameters: every field a caller SETS, even to the default value);
+2. the target repository's ``.tgflow.toml`` (top-level keys named like the fields below),
+   read from the base branch of the origin as it is when the run starts;
+3. the built-in defaults below.
+
+The Prefect UI submits the whole form, so there every field counts as explicit; leave a
+field out of a deployment's parameters to let the repository's file decide it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILE = ".tgflow.toml"
+
+AgentPreset = Literal[
+    "scripted", "command", "opencode", "opencode-server", "claude", "codex", "aider"
+]
+
+# Fields a repository's own file may not set: they say which repository and what to run.
+_NOT_FROM_FILE = frozenset({"origin", "only"})
+
+
+class ConfigError(ValueError):
+    """A config file or parameter that cannot be used; the message says where and how to fix."""
+
+
+class RunConfig(BaseModel):
+    """Everything one run of the task graph needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    origin: str = Field(
+        description="The repository to work on: a URL or a local path (a bare repository, or a "
+        "checkout whose base branch is not checked out). tgflow works in its own clone of it."
+    )
+    base: str = Field("main", description="Branch the tasks are read from and merged into.")
+    tasks_dir: str = Field(
+        "tasks",
+        description="Folder of task files inside the repository, read from the base branch.",
+    )
+    agent: AgentPreset = Field(
+        "scripted",
+        description="Coding agent: 'scripted' runs the demo scripts in task descriptions; "
+        "'command' runs agent_command; the others run that agent's CLI.",
+    )
+    agent_command: list[str] | None = Field(
+        None,
+        description="For agent 'command': the argv template, e.g. "
+        '"my-agent --task {task_id} {prompt_file}" (placeholders: {prompt}, {prompt_file}, '
+        "{task_id}, {worktree}).",
+    )
+    model: str | None = Field(None, description="Model name passed to the agent, if it takes one.")
+    validate_commands: list[str] = Field(
+        default_factory=list,
+        description="Shell commands that must pass on the task branch and again after each "
+        'merge, e.g. "python -m pytest -q". None: only the agent\'s commits are checked.',
+    )
+    max_parallel: int = Field(2, ge=1, le=64, description="Agent sessions running at once.")
+    agent_timeout_s: float = Field(
+        1800.0, gt=0, description="Wall-clock limit of one agent session, in seconds."
+    )
+    idle_timeout_s: float = Field(
+        300.0, gt=0, description="An agent silent this long is stalled and stopped, in seconds."
+    )
+    validate_timeout_s: float = Field(
+        600.0, gt=0, description="Limit for each validation command, in seconds."
+    )
+    retries: int = Field(
+        1, ge=0, le=10, description="Extra attempts for a node that failed, stalled or timed out."
+    )
+    retry_delay_s: float = Field(
+        10.0, ge=0, description="Wait before the first retry; doubled for each later one."
+    )
+    push: bool = Field(True, description="Push main to the origin after each merge.")
+    only: list[str] = Field(
+        default_factory=list,
+        description="Run only these task ids (their dependencies must be completed or listed).",
+    )
+    workspace_root: str | None = Field(
+        None,
+        description="Where tgflow keeps its clone and worktrees (default: ~/.cache/tgflow).",
+    )
+    aar_dir: str = Field(
+        "docs/aar", description="Folder on the base branch the after-action review is saved to."
+    )
+
+    @field_validator("agent_command", mode="before")
+    @classmethod
+    def _split_command(cls, v: Any) -> Any:
+        """Accept the command as one shell-quoted string (what people type) or a list."""
+        return shlex.split(v) if isinstance(v, str) else v
+
+    @field_validator("validate_commands", "only", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _command_given(self) -> RunConfig:
+        if self.agent == "command" and not self.agent_command:
+            raise ValueError(
+                "agent 'command' needs agent_command (e.g. --agent-command "
+                "'my-agent {task_id} {prompt_file}')"
+            )
+        return self
+
+    @property
+    def workspace_path(self) -> Path:
+        return Path(self.workspace_root or Path.home() / ".cache" / "tgflow").expanduser()
+
+    def with_file(self, repo_root: Path) -> RunConfig:
+        """This config with the repository's ``.tgflow.toml`` filling what was not set."""
+        from_file = read_config_file(repo_root / CONFIG_FILE)
+        if not from_file:
+            return self
+        explicit = self.model_dump(include=self.model_fields_set)
+        try:
+            return RunConfig.model_validate({**from_file, **explicit})
+        except ValidationError as e:
+            raise ConfigError(_describe(e, repo_root / CONFIG_FILE)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings ({} without a file), checked against the fields they set."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    known = set(RunConfig.model_fields) - _NOT_FROM_FILE
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown or not allowed key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+    try:  # validate the file on its own so errors name the file's keys
+        RunConfig.model_validate({"origin": ".", "agent_command": ["x"], **data})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+    return data
+
+
+def _describe(err: ValidationError, where: Path) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+        for e in err.errors()
+    ]
+    return f"{where}: " + "; ".join(parts)

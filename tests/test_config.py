@@ -1,0 +1,51 @@
+"""RunConfig: explicit parameters beat the repository's .tgflow.toml, which beats defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tasks_lib.config import ConfigError, RunConfig
+
+
+def test_file_fills_only_what_was_not_given(tmp_path: Path) -> None:
+    (tmp_path / ".tgflow.toml").write_text(
+        'max_parallel = 4\nvalidate_commands = ["make test"]\nbase = "trunk"\n'
+    )
+    config = RunConfig(origin="o", base="main").with_file(tmp_path)
+    assert config.max_parallel == 4  # from the file
+    assert config.validate_commands == ["make test"]
+    assert config.base == "main"  # given explicitly, even though it is the default
+    assert config.retries == 1  # built-in default
+
+
+def test_no_file_changes_nothing(tmp_path: Path) -> None:
+    config = RunConfig(origin="o")
+    assert config.with_file(tmp_path) is config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_parallel = 0", "max_parallel"),
+        ("paralel = 3", "unknown or not allowed key(s) paralel"),
+        ('origin = "elsewhere"', "not allowed key(s) origin"),
+        ("max_parallel = [", "not valid TOML"),
+    ],
+)
+def test_bad_file_names_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / ".tgflow.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"\.tgflow\.toml") as err:
+        RunConfig(origin="o").with_file(tmp_path)
+    assert message in str(err.value)
+
+
+def test_command_agent_takes_a_shell_string_and_needs_it() -> None:
+    config = RunConfig(origin="o", agent="command", agent_command="my-agent --id '{task_id}' x")
+    assert config.agent_command == ["my-agent", "--id", "{task_id}", "x"]
+    with pytest.raises(ValidationError, match="needs agent_command"):
+        RunConfig(origin="o", agent="command")
+    with pytest.raises(ValidationError):
+        RunConfig(origin="o", agent="gpt-agent")  # not a preset
