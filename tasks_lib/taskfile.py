@@ -261,7 +261,8 @@ _STATUS_LINE = re.compile(r"^(status[ \t]*:)([^\r\n#]*)(#[^\r\n]*)?(?=\r?$)", re
 
 def _split(text: str) -> tuple[str, str, str, str]:
     bom = "\ufeff" if text.startswith("\ufeff") else ""
-    m = _FRONTMATTER.match(text, len(bom))
+    text = text.removeprefix(bom)
+    m = _FRONTMATTER.match(text)
     if not m:
         raise ValueError("no frontmatter")
     return bom + m.group(1), m.group(2), m.group(3), text[m.end() :]
@@ -271,6 +272,10 @@ def _newline(text: str) -> str:
     """The file's own line ending, so edits never mix CRLF into an LF file or vice versa."""
     first = text.find("\n")
     return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
+
+
+# A missing status line goes after the first of these keys found (the format's key order).
+KEYS_BEFORE_STATUS = ("name", "title", "id")
 
 
 def set_status(text: str, status: Status) -> str:
@@ -289,8 +294,8 @@ def set_status(text: str, status: Status) -> str:
         trail = value[len(value.rstrip(" \t")) :] if comment else ""
         meta = meta[: m.start()] + key + lead + status.value + trail + comment + meta[m.end() :]
     else:
-        anchor = re.search(r"^(?:name|title|id)[ \t]*:[^\r\n]*\r?\n", meta, re.M)
-        at = anchor.end() if anchor else 0
+        anchors = (re.search(rf"^{k}[ \t]*:[^\r\n]*\r?\n", meta, re.M) for k in KEYS_BEFORE_STATUS)
+        at = next((a.end() for a in anchors if a), 0)
         meta = meta[:at] + f"status: {status.value}{_newline(text)}" + meta[at:]
     return opening + meta + closing + rest
 
