@@ -1,0 +1,87 @@
+"""The generic command backend: any CLI that takes a prompt and works in the current directory.
+
+The argv template may use ``{prompt}`` (the prompt text as one argument), ``{prompt_file}``
+(a temporary file holding it, outside the worktree so it is never committed), ``{task_id}``
+and ``{worktree}``. Real CLI backends subclass this and override ``interpret`` to read
+outcome, tokens and cost from the output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from pathlib import Path
+
+from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.process import ProcessResult, run_watched
+
+PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{task_id}", "{worktree}")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+
+class CommandAgent:
+    def __init__(
+        self,
+        argv_template: list[str] | str,
+        name: str = "command",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        argv = shlex.split(argv_template) if isinstance(argv_template, str) else argv_template
+        if not argv:
+            raise ValueError("the agent command is empty; give the program to run and its args")
+        self.argv_template = list(argv)
+        self.name = name
+        self.env = dict(env or {})
+
+    def argv(self, request: SessionRequest, prompt_file: Path) -> list[str]:
+        values = {
+            "{prompt}": request.prompt,
+            "{prompt_file}": str(prompt_file),
+            "{task_id}": request.task_id,
+            "{worktree}": str(request.worktree),
+        }
+        # One pass, so a value that happens to contain "{task_id}" is never expanded again.
+        return [_PLACEHOLDER.sub(lambda m: values[m.group(0)], arg) for arg in self.argv_template]
+
+    def run(self, request: SessionRequest) -> SessionResult:
+        fd, name = tempfile.mkstemp(prefix="tgflow-prompt-", suffix=".md")
+        prompt_file = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(request.prompt)
+            env = {**os.environ, **self.env, **request.env, "PWD": str(request.worktree)}
+            proc = run_watched(
+                self.argv(request, prompt_file),
+                cwd=request.worktree,
+                env=env,
+                timeout_s=request.timeout_s,
+                idle_timeout_s=request.idle_timeout_s,
+                on_line=request.on_line,
+                cancel=request.cancel,
+            )
+        finally:
+            prompt_file.unlink(missing_ok=True)
+        return self.interpret(proc, request)
+
+    def interpret(self, proc: ProcessResult, request: SessionRequest) -> SessionResult:
+        """Turn the finished process into a result; backends override to parse their output."""
+        if proc.timed_out:
+            outcome, reason = Outcome.TIMED_OUT, f"no result after {request.timeout_s:g}s"
+        elif proc.stalled:
+            outcome, reason = Outcome.STALLED, f"no output for {request.idle_timeout_s:g}s"
+        elif proc.cancelled:
+            outcome, reason = Outcome.CANCELLED, "cancelled"
+        elif proc.returncode == 0:
+            outcome, reason = Outcome.SUCCEEDED, ""
+        else:
+            tail = "\n".join(proc.lines[-10:])
+            outcome, reason = Outcome.FAILED, f"exit code {proc.returncode}:\n{tail}"
+        return SessionResult(
+            outcome=outcome,
+            reason=reason,
+            log=proc.lines,
+            duration_s=proc.duration_s,
+            pids=[proc.pid],
+        )

@@ -1,0 +1,70 @@
+"""Running the user's build/lint/test commands, each with a timeout and its whole process group.
+
+The same commands run in the task worktree before a merge and in the integration worktree
+after every merge; the first failing command decides.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks_lib.agents.process import run_watched
+
+TAIL_LINES = 40
+
+
+@dataclass
+class ValidationResult:
+    ok: bool
+    failed_command: str | None = None
+    output_tail: str = ""
+    duration_s: float = 0.0
+
+
+def run_validation(
+    commands: list[str],
+    cwd: Path,
+    timeout_s: float,
+    on_line: Callable[[str], None] = lambda line: None,
+    cancel: threading.Event | None = None,
+) -> ValidationResult:
+    """Run each command with ``bash -c`` in ``cwd``; stop at the first failure.
+
+    ``$PYTHON`` is the interpreter running tgflow, so commands can say ``$PYTHON -m pytest``.
+    ``timeout_s`` applies to each command.
+    """
+    env = {**os.environ, "PYTHON": sys.executable, "PWD": str(cwd)}
+    total = 0.0
+    for command in commands:
+        on_line(f"$ {command}")
+        proc = run_watched(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            timeout_s=timeout_s,
+            idle_timeout_s=None,
+            on_line=on_line,
+            cancel=cancel,
+        )
+        total += proc.duration_s
+        if proc.returncode == 0 and not proc.interrupted:
+            continue
+        if proc.timed_out:
+            why = f"timed out after {timeout_s:g}s"
+        elif proc.cancelled:
+            why = "cancelled"
+        else:
+            why = f"exit code {proc.returncode}"
+        tail = "\n".join(proc.lines[-TAIL_LINES:])
+        return ValidationResult(
+            ok=False,
+            failed_command=command,
+            output_tail=f"`{command}` failed ({why}):\n{tail}",
+            duration_s=total,
+        )
+    return ValidationResult(ok=True, duration_s=total)
