@@ -107,7 +107,10 @@ def find_problems(tasks: Sequence[Task]) -> list[Problem]:
                 near = difflib.get_close_matches(dep, known, n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else ""
                 problems.append(
-                    Problem(t.path, f"depends on unknown id '{dep}' (no task has this id){hint}")
+                    Problem(
+                        t.path,
+                        f"depends on unknown id '{dep}' (no valid task file has this id){hint}",
+                    )
                 )
 
     problems.extend(_cycle_problems(tasks, by_id))

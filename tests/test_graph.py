@@ -48,7 +48,7 @@ def test_fixture_dangling_dependency_is_reported(shared_dir: Path) -> None:
     assert graph is None
     assert [str(p) for p in problems] == [
         f"{shared_dir}/corpora/taskgraph-fixtures/invalid/invalid-task.md: "
-        "depends on unknown id 'missing-dependency' (no task has this id)"
+        "depends on unknown id 'missing-dependency' (no valid task file has this id)"
     ]
 
 
@@ -77,7 +77,7 @@ def test_every_kind_of_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
         in lines
     )
     assert (
-        f"{tmp_path}/b.md: depends on unknown id 'typo-c' (no task has this id); "
+        f"{tmp_path}/b.md: depends on unknown id 'typo-c' (no valid task file has this id); "
         "did you mean 'typo-d'?" in lines
     )
     assert any("dependency cycle: a -> b -> a" in line for line in lines)
