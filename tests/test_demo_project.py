@@ -14,6 +14,7 @@ from tasks_lib.agents.base import Outcome, SessionRequest
 from tasks_lib.agents.scripted import SCRIPT, SCRIPT_BLOCK, ScriptedAgent
 from tasks_lib.demo import EXAMPLE_TASKS, DemoError, build_demo_origin
 from tasks_lib.graph import TaskGraph, branch_slug, load_graph
+from tasks_lib.prompt import build_prompt
 from tasks_lib.taskfile import Level, Task
 
 ME = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
@@ -86,14 +87,9 @@ def test_every_implementation_task_carries_a_valid_script(task: Task) -> None:
     assert any(s.commit for s in steps), task.id
 
 
-def develop(task: Task, worktree: Path, *, resolve: bool = False) -> None:
-    prompt = (
-        f"# {task.name}\n\nTask: {task.id}\nAttempt: 1\nTask file: tasks/"
-        f"{task.path.relative_to(EXAMPLE_TASKS).as_posix()}\n\n## Description\n\n"
-        f"{task.description}\n"
-    )
-    if resolve:
-        prompt += "\n## Resolve merge conflicts\n\nmain was merged into your branch.\n"
+def develop(task: Task, worktree: Path, conflicts: list[str] | None = None) -> None:
+    task_file = f"tasks/{task.path.relative_to(EXAMPLE_TASKS).as_posix()}"
+    prompt = build_prompt(task, task_file_rel=task_file, conflict_files=conflicts)
     request = SessionRequest(task_id=task.id, worktree=worktree, prompt=prompt, timeout_s=120)
     result = ScriptedAgent().run(request)
     assert result.outcome is Outcome.SUCCEEDED, f"{task.id}: {result.tail}"
@@ -125,7 +121,9 @@ def test_the_graph_merged_generation_by_generation_leaves_the_project_passing(
                 assert git(main, "merge", "--abort").returncode == 0
                 conflicts.append(task.id)
                 assert git(worktree, "merge", "-q", "--no-edit", "main").returncode != 0
-                develop(task, worktree, resolve=True)
+                unmerged = git(worktree, "diff", "--name-only", "--diff-filter=U").stdout.split()
+                assert unmerged == ["CHANGELOG.md", "textstats/__init__.py"]
+                develop(task, worktree, conflicts=unmerged)
                 merged = git(main, "merge", "-q", "--no-ff", "--no-edit", branch)
                 assert merged.returncode == 0, merged.stdout + merged.stderr
             tests = project_tests(main)

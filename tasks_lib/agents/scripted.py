@@ -232,6 +232,8 @@ def resolve_conflicts() -> None:
     files = git("diff", "--name-only", "--diff-filter=U").split()
     for name in files:
         path = Path(name)
+        if not path.is_file():
+            stop(f"cannot keep both sides of {name}: one side deleted it; resolve it by hand")
         path.write_text(keep_both(path.read_text(encoding="utf-8")), encoding="utf-8")
         git("add", "--", name)
         say(f"resolved {name} (kept both sides)")
