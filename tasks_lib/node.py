@@ -319,7 +319,7 @@ class _NodeRun:
                 "the agent left conflict markers in " + ", ".join(marked) + "; merge aborted",
             )
         if ws.in_merge(wt):
-            ws.git(wt, "add", "-A", "--", ".", ":(exclude).tgflow")
+            ws.git(wt, "add", "-A")
             ws.git(wt, "commit", "--quiet", "--no-edit", "--no-verify")
             self.record.notes.append("committed the merge the agent resolved but left open")
         elif not ws.is_ancestor(ws.base_ref(), "HEAD"):

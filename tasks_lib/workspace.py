@@ -383,7 +383,7 @@ class Workspace:
 
     def commit_all(self, cwd: Path, message: str) -> str | None:
         """Commit everything the worktree holds except the Safe Exit folder."""
-        self.git(cwd, "add", "-A", "--", ".", f":(exclude){SAFE_EXIT_DIR}")
+        self.git(cwd, "add", "-A")
         if not self.git(cwd, "diff", "--cached", "--name-only"):
             return None
         self.git(cwd, "commit", "--quiet", "--no-verify", "-m", message)
