@@ -1,0 +1,389 @@
+"""The ``opencode-server`` backend: one ``opencode serve`` for many worktrees, driven over HTTP.
+
+Per session: open the SSE event stream for the worktree, create a session, ``prompt_async``,
+follow events to ``session.idle`` and judge from the last assistant message. OpenCode never
+ends a session by itself on trouble (it retries provider errors for ever, hangs on a stuck
+stream, waits for ever on a permission ask), so every exit is ours: wall clock, idle (no
+events but heartbeats), a retry cap, cancellation, and an answer to every permission ask.
+Facts behind this: shared/research/agent-clis.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.clis import QUIET_ENV, error_text, find_cli, opencode_env
+from tasks_lib.agents.process import kill_group
+from tasks_lib.agents.settings import AgentSettings
+from tasks_lib.agents.tally import Tally
+
+LISTENING = re.compile(r"listening on (http://[\w.:\[\]-]+)")
+NUDGE = "There was an error, please continue."
+START_TIMEOUT_S = 60.0
+ABORT_SETTLE_S = 10.0
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class OpenCodeServer:
+    """A started ``opencode serve`` in its own process group (or an attached URL)."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.url: str | None = settings.server_url
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._home: tempfile.TemporaryDirectory[str] | None = None
+        self._lock = threading.Lock()
+
+    def ensure(self) -> str:
+        with self._lock:
+            if self.url is None:
+                self.url = self._start()
+            return self.url
+
+    def _start(self) -> str:
+        self._home = tempfile.TemporaryDirectory(prefix="tgflow-opencode-serve-")
+        home = Path(self._home.name)
+        env = {
+            **os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+            **QUIET_ENV,
+            **opencode_env(self.settings, self.settings.model, home),
+            **self.settings.extra_env,
+        }
+        argv = [find_cli("opencode"), "serve", "--hostname", "127.0.0.1", "--port", "0"]
+        self.proc = subprocess.Popen(
+            [*argv, "--print-logs", "--log-level", "WARN"],
+            cwd=home,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        found: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(found,), daemon=True).start()
+        try:
+            url = found.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            url = None
+        if url is None:
+            self.close()
+            tail = "\n".join(self.output[-20:])
+            raise ServerError(f"opencode serve did not start within {START_TIMEOUT_S:g} s:\n{tail}")
+        self._wait_healthy(url)
+        return url
+
+    def _pump(self, found: queue.Queue[str | None]) -> None:
+        """Read the server's output for ever (a full pipe would block it); report the URL."""
+        assert self.proc is not None and self.proc.stdout is not None
+        announced = False
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+            del self.output[:-200]
+            if not announced and (m := LISTENING.search(line)):
+                announced = True
+                found.put(m.group(1))
+        if not announced:
+            found.put(None)
+
+    def _wait_healthy(self, url: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/global/health", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.close()
+        raise ServerError(f"opencode serve at {url} never answered /global/health")
+
+    def close(self) -> None:
+        with self._lock:
+            if self.proc is not None:
+                kill_group(self.proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5)
+                self.proc = None
+                self.url = self.settings.server_url
+            if self._home is not None:
+                self._home.cleanup()
+                self._home = None
+
+
+@dataclass
+class _Session:
+    """One session's state while we follow its events."""
+
+    id: str
+    tally: Tally = field(default_factory=Tally)
+    log: list[str] = field(default_factory=list)
+    failed_tools: set[str] = field(default_factory=set)
+    retry_message: str = ""
+    idle: bool = False
+
+
+def _session_of(props: dict[str, Any]) -> str | None:
+    for holder in (props, props.get("info") or {}, props.get("part") or {}):
+        if isinstance(holder, dict) and holder.get("sessionID"):
+            return str(holder["sessionID"])
+    return None
+
+
+class OpenCodeServerAgent:
+    """Sessions on one shared server; thread-safe, so nodes can run side by side."""
+
+    name = "opencode-server"
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.server = OpenCodeServer(settings)
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> OpenCodeServerAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, request: SessionRequest) -> SessionResult:
+        started = time.monotonic()
+        url = self.server.ensure()
+        params = {"directory": str(request.worktree.resolve())}
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        connected = threading.Event()
+        with (
+            httpx.Client(base_url=url, params=params, timeout=30) as api,
+            httpx.Client(
+                base_url=url, params=params, timeout=httpx.Timeout(30, read=None)
+            ) as stream,
+        ):
+            threading.Thread(target=_follow, args=(stream, events, connected), daemon=True).start()
+            if not connected.wait(30):
+                raise ServerError(f"no event stream from opencode serve at {url}")
+            created = api.post("/session", json={"title": request.task_id})
+            created.raise_for_status()
+            session = _Session(id=created.json()["id"])
+            self._prompt(api, session, request, request.prompt)
+            outcome, reason = self._follow_session(api, session, events, request, started)
+            stream.close()  # ends the reader thread
+            tally = session.tally
+            self._read_messages(api, session)
+            if outcome is None:
+                outcome, reason = tally.verdict(self.name)
+        if tally.anomaly():
+            request.on_line(f"tgflow: {tally.anomaly()}")
+        return SessionResult(
+            outcome=outcome,
+            reason=reason,
+            log=session.log,
+            duration_s=time.monotonic() - started,
+            tokens_in=tally.tokens_in,
+            tokens_out=tally.tokens_out,
+            cost_usd=tally.cost_usd,
+            tool_errors=tally.tool_errors,
+        )
+
+    def _prompt(
+        self, api: httpx.Client, session: _Session, request: SessionRequest, text: str
+    ) -> None:
+        body: dict[str, Any] = {"parts": [{"type": "text", "text": text}]}
+        if request.model:
+            provider, _, model = request.model.rpartition("/")
+            if self.settings.base_url or not provider:
+                provider = "tgflow"
+            body["model"] = {"providerID": provider, "modelID": model}
+        api.post(f"/session/{session.id}/prompt_async", json=body).raise_for_status()
+
+    def _follow_session(
+        self,
+        api: httpx.Client,
+        session: _Session,
+        events: queue.Queue[dict[str, Any]],
+        request: SessionRequest,
+        started: float,
+    ) -> tuple[Outcome | None, str]:
+        """Follow events until idle; ``(None, "")`` means judge from the messages."""
+        timeout_s = self.settings.timeout_s or request.timeout_s
+        idle_s = self.settings.idle_timeout_s or request.idle_timeout_s
+        last_event = time.monotonic()
+        nudged = recovering = False
+        while True:
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                event = None
+            now = time.monotonic()
+            if request.cancel.is_set():
+                self._abort(api, session, events)
+                return Outcome.CANCELLED, "cancelled"
+            if now - started > timeout_s:
+                self._abort(api, session, events)
+                return Outcome.TIMED_OUT, f"{self.name}: no result within {timeout_s:g} s"
+            if event is None:
+                if now - last_event > idle_s:
+                    if nudged:
+                        self._abort(api, session, events)
+                        reason = f"no events for {idle_s:g} s, also after a follow-up prompt"
+                        return Outcome.STALLED, f"{self.name}: {reason}"
+                    # Recovery first, as a person would: stop the stuck turn, say continue.
+                    self._say(session, request, f"tgflow: stalled {idle_s:g} s; nudging")
+                    nudged = recovering = True
+                    api.post(f"/session/{session.id}/abort")
+                    last_event = now
+                continue
+            if event.get("type") == "server.error":
+                return Outcome.FAILED, f"opencode server error: {error_text(event)}"
+            props = event.get("properties") or {}
+            if _session_of(props) != session.id and event.get("type") != "permission.asked":
+                continue
+            last_event = now
+            self._handle(api, session, event["type"], props, request)
+            if session.idle:
+                if not recovering:
+                    return None, ""
+                recovering = session.idle = False
+                session.tally.error = None  # the abort we caused
+                self._prompt(api, session, request, NUDGE)
+                self._say(session, request, f"tgflow: sent follow-up prompt: {NUDGE}")
+            if session.tally.provider_retries > self.settings.max_provider_retries:
+                self._abort(api, session, events)
+                return Outcome.FAILED, (
+                    f"provider error, retried {session.tally.provider_retries}x: "
+                    f"{session.retry_message}"
+                )
+
+    def _handle(
+        self,
+        api: httpx.Client,
+        session: _Session,
+        kind: str,
+        props: dict[str, Any],
+        request: SessionRequest,
+    ) -> None:
+        tally = session.tally
+        if kind == "session.idle":
+            session.idle = True
+        elif kind == "session.status":
+            status = props.get("status") or {}
+            if status.get("type") == "retry":
+                tally.provider_retries += 1
+                session.retry_message = str(status.get("message", ""))
+                self._say(
+                    session,
+                    request,
+                    f"provider retry {status.get('attempt')}: {session.retry_message}",
+                )
+        elif kind == "session.error":
+            tally.error = f"opencode: {error_text(props.get('error'))}"
+            self._say(session, request, tally.error)
+        elif kind == "permission.asked":
+            if _session_of(props) not in (session.id, None):
+                return
+            reply = self.settings.permission
+            api.post(f"/permission/{props['id']}/reply", json={"reply": reply})
+            what = f"{props.get('permission')} {props.get('patterns') or ''}".strip()
+            if reply == "reject":
+                tally.denied.append(what)
+            self._say(session, request, f"tgflow: permission {what}: answered {reply}")
+        elif kind == "message.part.updated":
+            part = props.get("part") or {}
+            state = part.get("state") or {}
+            if part.get("type") == "tool" and state.get("status") in ("completed", "error"):
+                if state["status"] == "error" and part.get("id") not in session.failed_tools:
+                    session.failed_tools.add(str(part.get("id")))
+                    tally.tool_errors += 1
+                detail = state.get("title") or state.get("error") or ""
+                self._say(session, request, f"tool {part.get('tool')} {state['status']}: {detail}")
+            elif part.get("type") == "text" and (part.get("time") or {}).get("end"):
+                for line in str(part.get("text", "")).splitlines():
+                    self._say(session, request, line)
+
+    @staticmethod
+    def _say(session: _Session, request: SessionRequest, line: str) -> None:
+        session.log.append(line)
+        request.on_line(line)
+
+    def _abort(
+        self, api: httpx.Client, session: _Session, events: queue.Queue[dict[str, Any]]
+    ) -> None:
+        """Abort and wait (briefly) for the session to go idle: never leave it busy."""
+        with contextlib.suppress(httpx.HTTPError):
+            api.post(f"/session/{session.id}/abort")
+        deadline = time.monotonic() + ABORT_SETTLE_S
+        while time.monotonic() < deadline:
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            props = event.get("properties") or {}
+            if event.get("type") == "session.idle" and _session_of(props) == session.id:
+                return
+
+    def _read_messages(self, api: httpx.Client, session: _Session) -> None:
+        """Tokens, cost and the verdict from the stored messages (the source of truth)."""
+        try:
+            response = api.get(f"/session/{session.id}/message")
+            response.raise_for_status()
+            messages = response.json()
+        except (httpx.HTTPError, json.JSONDecodeError) as e:
+            session.tally.error = session.tally.error or f"could not read the session: {e}"
+            return
+        tally = session.tally
+        last: dict[str, Any] | None = None
+        for message in messages:
+            info = message.get("info") or {}
+            if info.get("role") != "assistant":
+                continue
+            last = info
+            tokens = info.get("tokens") or {}
+            tally.add_usage(tokens.get("input"), tokens.get("output"), info.get("cost"))
+        if last is None:
+            tally.error = tally.error or "opencode: no answer from the model"
+        elif last.get("error"):
+            tally.error = f"opencode: {error_text(last['error'])}"
+        else:
+            tally.finished = last.get("finish") == "stop"
+            if not tally.finished:
+                tally.error = tally.error or f"opencode: last turn ended with {last.get('finish')}"
+
+
+def _follow(
+    client: httpx.Client, events: queue.Queue[dict[str, Any]], connected: threading.Event
+) -> None:
+    """Read the SSE stream into ``events`` until the client is closed.
+
+    Closing the client from the session's thread is how this ends, and what that raises here
+    depends on where the read was; any of it just ends the thread.
+    """
+    with contextlib.suppress(Exception), connect_sse(client, "GET", "/event") as source:
+        for sse in source.iter_sse():
+            try:
+                event = json.loads(sse.data)
+            except json.JSONDecodeError:
+                continue
+            if event.get("type") == "server.connected":
+                connected.set()
+            elif event.get("type") != "server.heartbeat":
+                events.put(event)
