@@ -168,8 +168,7 @@ class _NodeRun:
     def run(self, stop_after_develop: bool) -> None:
         ws, rec = self.ws, self.record
         with ws.merge_lock:
-            if self.settings.push:
-                ws.sync()
+            ws.refresh(self.settings.push)
             on_main = ws.find_task(self.task.id, self.settings.tasks_dir)
             if on_main is None:
                 raise _NodeFailed(
@@ -229,8 +228,7 @@ class _NodeRun:
     def _integrate_locked(self) -> list[str] | None:
         """One merge → validate → status → push. Returns the conflicting files, or None."""
         ws, rec = self.ws, self.record
-        if self.settings.push:
-            ws.sync()
+        ws.refresh(self.settings.push)
         branch = f"refs/heads/{ws.branch(self.task.id)}"
         rec.commits = self._commit_lines(branch)
         rec.files_changed = ws.files_changed(branch)
@@ -280,6 +278,7 @@ class _NodeRun:
         """Merge base into the branch and let the agent resolve what conflicts."""
         ws, wt, rec = self.ws, self._wt(), self.record
         conflict = rec.conflicts[-1]
+        ws.git(wt, "clean", "-fdq")  # what validation left; the agent's work is committed
         with ws.merge_lock:  # base must not move under `git merge` (it reads a shared ref)
             merged = self._merge_base_into_branch(wt)
         if merged:
@@ -499,8 +498,7 @@ class _NodeRun:
         """Blocked/failed: the status and reason go to the task file on main, pushed."""
         ws = self.ws
         with ws.merge_lock:
-            if self.settings.push:
-                ws.sync()
+            ws.refresh(self.settings.push)
             if not self._write_task_file(status, note=note):
                 return
             if self.settings.push:

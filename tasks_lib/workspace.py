@@ -167,6 +167,9 @@ class Workspace:
             )
         ws.identity = identity or ws._user_identity() or DEFAULT_IDENTITY
         ws.git(integration, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
+        # No automatic gc while parallel sessions commit (it repacks refs under them);
+        # reconcile runs it at the start of a run instead.
+        ws.git(integration, "config", "gc.auto", "0")
         ws._exclude_safe_exit_dir()
         ws.fetch()
         return ws
@@ -272,6 +275,11 @@ class Workspace:
         """Fetch and put the integration worktree exactly on origin/base. Returns its sha."""
         self.fetch()
         return self.reset_to(f"refs/remotes/origin/{self.base}")
+
+    def refresh(self, push: bool) -> str:
+        """A clean integration worktree before reading or merging: on origin's base when
+        pushing, else on our local base (which holds the unpushed merges)."""
+        return self.sync() if push else self.reset_to(self.base_ref())
 
     def reset_to(self, ref: str) -> str:
         """Drop whatever the integration worktree holds (it is ours) and stand on ``ref``."""
@@ -382,7 +390,7 @@ class Workspace:
         return f"worktree {path}" in listing.splitlines()
 
     def commit_all(self, cwd: Path, message: str) -> str | None:
-        """Commit everything the worktree holds except the Safe Exit folder."""
+        """Commit everything the worktree holds (the Safe Exit folder is in info/exclude)."""
         self.git(cwd, "add", "-A")
         if not self.git(cwd, "diff", "--cached", "--name-only"):
             return None
@@ -464,6 +472,7 @@ class Workspace:
         resumable (work not on base: never deleted) and merged (deleted)."""
         report = ReconcileReport()
         self.sync()
+        self.git(self.integration, "-c", "gc.auto=6700", "gc", "--auto", "--quiet")
         if self.worktrees_dir.is_dir():
             for path in sorted(self.worktrees_dir.iterdir()):
                 notes = self._retire_worktree(path)
