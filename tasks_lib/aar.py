@@ -56,6 +56,17 @@ def _is_post_merge(node: NodeRecord) -> bool:
     return any(m in text for m in POST_MERGE_MARKERS)
 
 
+def _overlap(a: NodeRecord, b: NodeRecord) -> bool:
+    """Both ran, at some common moment (so neither could see the other's merged work)."""
+    if a is b or not (ran(a) and ran(b)) or a.finished_at is None or b.finished_at is None:
+        return False
+    return a.started_at < b.finished_at and b.started_at < a.finished_at
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
@@ -197,7 +208,8 @@ def write_aar(run: RunRecord) -> str:
                     "attempt missed, or fix the flaky step."
                 )
 
-    conflict_files: dict[str, set[str]] = defaultdict(set)
+    by_id = {n.task_id: n for n in nodes}
+    met: dict[str, set[str]] = defaultdict(set)  # file -> nodes that met there in parallel
     for n in nodes:
         for c in n.conflicts:
             state = "resolved by the agent" if c.resolved else "NOT resolved"
@@ -206,19 +218,18 @@ def write_aar(run: RunRecord) -> str:
                 f"{state}."
             )
             for f in c.files:
-                conflict_files[f].add(n.task_id)
-    for f, ids in sorted(conflict_files.items()):
-        involved = sorted(ids | set(changed_by.get(f, [])))
-        if len(involved) > 1:
-            every = "both" if len(involved) == 2 else "all"
+                met[f].add(n.task_id)
+                met[f].update(o for o in changed_by.get(f, []) if _overlap(n, by_id[o]))
+    for f, ids in sorted(met.items()):
+        if len(ids) > 1:
             actions.append(
-                f"{' and '.join(involved)} {every} changed {f}: sequence them (depends_on) or "
-                f"split {f} so parallel tasks stop meeting there."
+                f"{_and(sorted(ids))} changed {f} at the same time: sequence them (depends_on) "
+                f"or split {f} so parallel tasks stop meeting there."
             )
         else:
             actions.append(
-                f"{involved[0]} conflicted in {f} with work merged before it: sequence the "
-                f"tasks that change {f}, or split it."
+                f"{next(iter(ids))} conflicted in {f} with work merged while it ran: sequence "
+                f"the tasks that change {f}, or split it."
             )
 
     leftovers = [

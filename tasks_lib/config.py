@@ -3,8 +3,9 @@
 Precedence, highest first:
 1. parameters given explicitly (CLI flags, the flow's ``config`` argument, a deployment's
    parameters: every field a caller SETS, even to the default value);
-2. the target repository's ``.tgflow.toml`` (top-level keys named like the fields below),
-   read from the base branch of the origin as it is when the run starts;
+2. the target repository's ``.tgflow.toml`` (top-level keys named like the fields below,
+   except origin, base, workspace_root and only), read from the base branch of the origin
+   as it is when the run starts;
 3. the built-in defaults below.
 
 The Prefect UI submits the whole form, so there every field counts as explicit; leave a
@@ -16,18 +17,18 @@ from __future__ import annotations
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks_lib.agents.settings import Preset
+
 CONFIG_FILE = ".tgflow.toml"
 
-AgentPreset = Literal[
-    "scripted", "command", "opencode", "opencode-server", "claude", "codex", "aider"
-]
 
-# Fields a repository's own file may not set: they say which repository and what to run.
-_NOT_FROM_FILE = frozenset({"origin", "only"})
+# Fields a repository's own file may not set: they say where the file itself is read from
+# (origin, base, the clone) or which tasks this run is for.
+_NOT_FROM_FILE = frozenset({"origin", "base", "workspace_root", "only"})
 
 
 class ConfigError(ValueError):
@@ -48,7 +49,7 @@ class RunConfig(BaseModel):
         "tasks",
         description="Folder of task files inside the repository, read from the base branch.",
     )
-    agent: AgentPreset = Field(
+    agent: Preset = Field(
         "scripted",
         description="Coding agent: 'scripted' runs the demo scripts in task descriptions; "
         "'command' runs agent_command; the others run that agent's CLI.",
@@ -64,6 +65,11 @@ class RunConfig(BaseModel):
         default_factory=list,
         description="Shell commands that must pass on the task branch and again after each "
         'merge, e.g. "python -m pytest -q". None: only the agent\'s commits are checked.',
+    )
+    review_agent: bool = Field(
+        False,
+        description="Review tasks (level: review) also run the agent to report against the "
+        "acceptance criteria; it changes nothing, only the validation commands decide.",
     )
     max_parallel: int = Field(2, ge=1, le=64, description="Agent sessions running at once.")
     agent_timeout_s: float = Field(
@@ -88,7 +94,8 @@ class RunConfig(BaseModel):
     )
     workspace_root: str | None = Field(
         None,
-        description="Where tgflow keeps its clone and worktrees (default: ~/.cache/tgflow).",
+        description="Folder for tgflow's clone of this origin and its worktrees "
+        "(default: one per origin under ~/.cache/tgflow/workspaces).",
     )
     aar_dir: str = Field(
         "docs/aar", description="Folder on the base branch the after-action review is saved to."
@@ -113,10 +120,6 @@ class RunConfig(BaseModel):
                 "'my-agent {task_id} {prompt_file}')"
             )
         return self
-
-    @property
-    def workspace_path(self) -> Path:
-        return Path(self.workspace_root or Path.home() / ".cache" / "tgflow").expanduser()
 
     def with_file(self, repo_root: Path) -> RunConfig:
         """This config with the repository's ``.tgflow.toml`` filling what was not set."""

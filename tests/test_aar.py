@@ -89,7 +89,7 @@ def test_a_troubled_run_names_its_conflicts_retries_failures_and_leftovers() -> 
     assert "Skipped final: upstream report failed: x" in wrong
     assert "Cleanup left behind: stats: branch" in wrong
     assert (
-        "core and stats both changed lib/a.py: sequence them (depends_on) or split lib/a.py"
+        "core and stats changed lib/a.py at the same time: sequence them (depends_on) or split"
         in actions
     )
     assert "raise idle_timeout_s" in actions

@@ -12,13 +12,13 @@ from tasks_lib.config import ConfigError, RunConfig
 
 def test_file_fills_only_what_was_not_given(tmp_path: Path) -> None:
     (tmp_path / ".tgflow.toml").write_text(
-        'max_parallel = 4\nvalidate_commands = ["make test"]\nbase = "trunk"\n'
+        'max_parallel = 4\nvalidate_commands = ["make test"]\nretries = 3\n'
     )
-    config = RunConfig(origin="o", base="main").with_file(tmp_path)
+    config = RunConfig(origin="o", retries=1).with_file(tmp_path)
     assert config.max_parallel == 4  # from the file
     assert config.validate_commands == ["make test"]
-    assert config.base == "main"  # given explicitly, even though it is the default
-    assert config.retries == 1  # built-in default
+    assert config.retries == 1  # given explicitly, even though it is the default
+    assert config.agent_timeout_s == 1800  # built-in default
 
 
 def test_no_file_changes_nothing(tmp_path: Path) -> None:

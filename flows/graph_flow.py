@@ -1,0 +1,336 @@
+"""The graph flow: one Prefect flow run turns the task graph on the base branch into merged work.
+
+Thin on purpose: git, agents, scheduling and the review live in ``tasks_lib``. This module
+maps them onto Prefect: one task run per task file, named after its id, submitted only when
+its dependencies completed (ready-first, ``tasks_lib.scheduler``) with their futures as
+``wait_for`` so the run graph in the UI is the ``depends_on`` graph; retries for transient
+failures; persisted results keyed per flow run so the UI's flow-run Retry reruns only what
+did not complete; progress, table and review artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext, get_run_context
+from prefect.futures import PrefectFuture
+from prefect.states import Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import run_state
+from flows.run_state import Event, NodeFailed, RunState
+from tasks_lib.aar import peak_concurrency, write_aar
+from tasks_lib.agents.settings import AgentSettings, settings_for_task
+from tasks_lib.config import RunConfig
+from tasks_lib.graph import GraphError, TaskGraph, load_graph
+from tasks_lib.node import NodeSettings, run_node
+from tasks_lib.records import NodeRecord, NodeStatus, RunRecord
+from tasks_lib.review import run_review
+from tasks_lib.scheduler import ScheduleResult, schedule
+from tasks_lib.taskfile import Level, Status
+from tasks_lib.workspace import Workspace
+
+PROGRESS_KEY = "tgflow-progress"
+NODES_KEY = "tgflow-nodes"
+AAR_KEY = "tgflow-aar"
+
+
+def node_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Origin + task id + flow run id: a flow-run Retry reuses completed nodes, a new run not."""
+    origin_task = f"{parameters['origin']}\0{parameters['task_id']}".encode()
+    digest = hashlib.sha256(origin_task).hexdigest()[:24]
+    return f"tgflow-node-{digest}-{context.task_run.flow_run_id}"
+
+
+def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry failed, stalled and timed-out nodes; never blocked ones or bad input."""
+    return isinstance(state.data, NodeFailed) and state.data.retryable
+
+
+@task(persist_result=True, cache_key_fn=node_cache_key, retry_condition_fn=retry_transient)
+def graph_node(origin: str, task_id: str) -> NodeRecord:
+    """One task file: develop and integrate it (or, for a review task, validate main)."""
+    context = TaskRunContext.get()
+    assert context is not None and context.task_run.flow_run_id is not None
+    run: RunState = run_state.get(str(context.task_run.flow_run_id))
+    logger = get_run_logger()  # bound to this task run; agent output threads log through it
+    item = run.graph.tasks[task_id]
+    if item.status is Status.COMPLETED:
+        now = datetime.now(UTC)
+        return NodeRecord(
+            task_id=task_id,
+            name=item.name,
+            status=NodeStatus.COMPLETED,
+            already_done=True,
+            started_at=now,
+            finished_at=now,
+            notes=[f"already completed on {run.config.base}; nothing run"],
+        )
+
+    def on_line(line: str) -> None:
+        logger.info(line)
+        run_state.notify(Event("line", task_id, text=line))
+
+    attempt = run.next_attempt(task_id)
+    final = attempt > run.config.retries
+    try:
+        agent = run.agents.get(settings_for_task(run.agent_settings, item))
+    except ValueError as e:  # bad agent settings in the task file: a retry cannot help
+        now = datetime.now(UTC)
+        record = NodeRecord(
+            task_id=task_id, name=item.name, status=NodeStatus.FAILED, reason=str(e),
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        raise NodeFailed(record, retryable=False) from None
+    if item.level is Level.REVIEW:
+        record = run_review(
+            run.workspace, item, run.node_settings,
+            reviewer=agent if run.config.review_agent else None,
+            attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
+        )  # fmt: skip
+    else:
+        record = run_node(
+            run.workspace, item, agent, run.node_settings,
+            attempt=attempt, previous_failure=run.failures.get(task_id),
+            on_line=on_line, cancel=run.cancel, final_attempt=final,
+        )  # fmt: skip
+    record = run.finish_attempt(task_id, record)
+    if record.status is NodeStatus.COMPLETED:
+        return record
+    logger.warning("%s %s: %s", task_id, record.status.value, record.reason)
+    raise NodeFailed(record, retryable=record.status.retryable)
+
+
+def _record_of(future: PrefectFuture[NodeRecord], task_id: str) -> NodeRecord:
+    """The node's record from its final state, whatever happened to the task run."""
+    try:
+        value: object = future.result(raise_on_failure=False)
+    except BaseException as e:  # a crashed or cancelled task run
+        value = e
+    if isinstance(value, NodeRecord):
+        return value
+    if isinstance(value, NodeFailed):
+        return value.record
+    now = datetime.now(UTC)
+    return NodeRecord(
+        task_id=task_id,
+        status=NodeStatus.FAILED,
+        reason=f"the task run ended without a record: {value!r}",
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def submit_graph(
+    graph: TaskGraph,
+    node: Task[..., NodeRecord],
+    *,
+    params: Callable[[str], dict[str, Any]],
+    max_parallel: int,
+    only: list[str] | None = None,
+    retries: int = 0,
+    retry_delay_s: float = 0.0,
+    on_record: Callable[[NodeRecord], None] = lambda record: None,
+) -> ScheduleResult:
+    """Submit ``node`` once per task, ready-first, each run named after its task id.
+
+    A node is submitted only when its dependencies completed, with their futures as
+    ``wait_for`` (already finished: they only draw the edges in the UI). Retries back off
+    exponentially from ``retry_delay_s``.
+    """
+    completions: queue.Queue[NodeRecord] = queue.Queue()
+    futures: dict[str, PrefectFuture[NodeRecord]] = {}
+    delays = [retry_delay_s * 2**i for i in range(retries)] or 0
+
+    def submit(task_id: str, upstream: list[str]) -> None:
+        named = node.with_options(
+            name=task_id, task_run_name=task_id, retries=retries, retry_delay_seconds=delays
+        )
+        future = named.submit(**params(task_id), wait_for=[futures[u] for u in upstream])
+        futures[task_id] = future
+        run_state.notify(Event("started", task_id))
+        future.add_done_callback(lambda f: completions.put(_record_of(f, task_id)))
+
+    return schedule(
+        graph,
+        max_parallel=max_parallel,
+        submit=submit,
+        completions=completions,
+        only=only or (),
+        on_record=on_record,
+    )
+
+
+def node_table(records: list[NodeRecord]) -> list[dict[str, Any]]:
+    """The rows of the nodes table artifact (and of the terminal's final table)."""
+    rows = []
+    for r in records:
+        files = sorted({f for c in r.conflicts for f in c.files})
+        rows.append(
+            {
+                "task": r.task_id,
+                "status": "already done" if r.already_done else r.status.value,
+                "attempts": len(r.attempts),
+                "duration_s": round(r.duration_s, 1) if r.attempts else 0.0,
+                "agent_s": round(r.agent_seconds, 1),
+                "validate_s": round(r.validate_seconds, 1),
+                "sessions": r.sessions,
+                "conflicts": ", ".join(files),
+                "cost_usd": r.cost_usd,
+                "tokens": (r.tokens_in or 0) + (r.tokens_out or 0) if r.tokens_in else None,
+                "reason": r.reason.strip().splitlines()[0][:200] if r.reason.strip() else "",
+            }
+        )
+    return rows
+
+
+def commit_aar(ws: Workspace, config: RunConfig, rel_path: str, text: str) -> str | None:
+    """Commit the review on base (and push it): returns a problem, or None."""
+    with ws.merge_lock:
+        if config.push:
+            ws.sync()
+
+        def write() -> str | None:
+            path = ws.integration / rel_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            ws.commit_paths([path], f"docs: after-action review {Path(rel_path).stem}")
+            return None
+
+        write()
+        if not config.push:
+            return None
+        pushed = ws.push_base(write, retries=3)
+        if pushed.pushed:
+            return None
+        ws.reset_to(f"refs/remotes/origin/{ws.base}")
+        return pushed.reason
+
+
+@flow(name="tgflow", task_runner=ThreadPoolTaskRunner(), log_prints=True)
+def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
+    """Run the task graph of ``config.origin`` to merged, validated work.
+
+    Completed when every selected node completed; Failed (saying how many did not)
+    otherwise. The after-action review is an artifact and a file on the base branch.
+    """
+    logger = get_run_logger()
+    context = get_run_context()
+    flow_run = context.flow_run  # type: ignore[union-attr]
+    assert flow_run is not None
+    run_id = str(flow_run.id)
+    started = datetime.now(UTC)
+
+    ws = Workspace.open(
+        config.origin,
+        Path(config.workspace_root) if config.workspace_root else None,
+        config.base,
+        push=config.push,
+    )
+    with ws.merge_lock:
+        report = ws.reconcile()
+    for what, items in vars(report).items():
+        if items:
+            logger.info("reconcile: %s: %s", what.replace("_", " "), items)
+    config = config.with_file(ws.integration)
+    loaded = load_graph(ws.integration / config.tasks_dir)
+    for warning in loaded.warnings:
+        logger.warning("%s", warning)
+    if loaded.graph is None:
+        raise GraphError(loaded.problems)
+    graph = loaded.graph
+    path, cost = graph.critical_path()
+    run = RunState(
+        config=config,
+        workspace=ws,
+        graph=graph,
+        node_settings=NodeSettings(
+            validate_commands=config.validate_commands,
+            validate_timeout_s=config.validate_timeout_s,
+            agent_timeout_s=config.agent_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            push=config.push,
+            tasks_dir=config.tasks_dir,
+        ),
+        agent_settings=AgentSettings(
+            preset=config.agent, model=config.model, command=config.agent_command
+        ),
+    )
+    run_state.register(run_id, run)
+    run_state.notify(Event("planned", graph=graph))
+    total = len(config.only) if config.only else len(graph)
+    progress = create_progress_artifact(
+        progress=0.0, key=PROGRESS_KEY, description=f"Nodes finished of {total}"
+    )
+    finished: list[NodeRecord] = []
+
+    def on_record(record: NodeRecord) -> None:
+        finished.append(record)
+        update_progress_artifact(progress, 100.0 * len(finished) / max(total, 1))
+        logger.info("%s: %s %s", record.task_id, record.status.value, record.reason[:300])
+        run_state.notify(Event("finished", record.task_id, record=record))
+
+    try:
+        result = submit_graph(
+            graph,
+            graph_node,
+            params=lambda task_id: {"origin": ws.origin, "task_id": task_id},
+            max_parallel=config.max_parallel,
+            only=config.only,
+            retries=config.retries,
+            retry_delay_s=config.retry_delay_s,
+            on_record=on_record,
+        )
+    except BaseException:
+        run.cancel.set()  # stop agent sessions still running
+        raise
+    finally:
+        run.agents.close()
+
+    records = [result.records[i] for i in graph.order if i in result.records]
+    run_name = f"{started:%Y-%m-%d-%H%M%S}-{flow_run.name}"
+    record = RunRecord(
+        run_name=run_name,
+        origin=ws.origin,
+        base=config.base,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        max_parallel=config.max_parallel,
+        nodes=records,
+        critical_path=path,
+        critical_path_cost=cost,
+        max_concurrent=peak_concurrency(records),
+        aar_path=f"{config.aar_dir.rstrip('/')}/{run_name}.md",
+    )
+    aar = write_aar(record)
+    create_markdown_artifact(aar, key=AAR_KEY, description=f"After-action review of {run_name}")
+    create_table_artifact(node_table(records), key=NODES_KEY, description="Nodes of this run")
+    problem = commit_aar(ws, config, record.aar_path, aar)  # type: ignore[arg-type]
+    if problem:
+        logger.warning("the after-action review was not pushed: %s", problem)
+    run_state.finish(run_id, record)
+
+    undone = [r for r in records if r.status is not NodeStatus.COMPLETED]
+    if undone:
+        counts: dict[str, int] = {}
+        for r in undone:
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return Failed(
+            message=f"{len(undone)} of {len(records)} nodes did not complete ({detail}): "
+            + ", ".join(r.task_id for r in undone)
+        )
+    return record

@@ -1,0 +1,97 @@
+"""The real Prefect server the flow tests run against, started once per session.
+
+Loaded from conftest.py; Prefect is imported only when a test asks for ``prefect_server``,
+so the rest of the suite does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A temporary Prefect server (SQLite) with heartbeats off and results in a temp dir."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings(
+            {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOCAL_STORAGE_PATH: storage}
+        ),
+    ):
+        yield str(PREFECT_API_URL.value())
+
+
+def _client_call(fn: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    async def go() -> Any:
+        async with get_client() as client:
+            return await fn(client)
+
+    return asyncio.run(go())
+
+
+def task_runs(flow_run_id: UUID) -> list[Any]:
+    """The flow run's task runs as the API reports them."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return _client_call(
+        lambda c: c.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    )
+
+
+def run_graph_edges(flow_run_id: UUID) -> set[tuple[str, str]]:
+    """(upstream name, downstream name) edges of the run graph the UI draws (graph-v2)."""
+
+    async def read(client: Any) -> Any:
+        response = await client._client.get(f"/flow_runs/{flow_run_id}/graph-v2")
+        response.raise_for_status()
+        return response.json()
+
+    nodes = [node for _, node in _client_call(read)["nodes"]]  # [[id, node], ...]
+    names = {n["id"]: n["label"] for n in nodes}
+    return {(names[p["id"]], n["label"]) for n in nodes for p in n["parents"] if p["id"] in names}
+
+
+def artifact(flow_run_id: UUID, key: str) -> Any:
+    """The latest artifact with this key created by this flow run (table data is decoded)."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    found = _client_call(
+        lambda c: c.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    )
+    assert found, f"no artifact {key!r} for flow run {flow_run_id}"
+    data = found[-1].data
+    return json.loads(data) if isinstance(data, str) and data.startswith("[") else data
+
+
+def session_log(path: Path) -> list[str]:
+    """Lines the test tasks' scripts appended: one per agent session that ran them."""
+    return path.read_text().split() if path.exists() else []
