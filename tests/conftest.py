@@ -24,3 +24,4 @@ def shared_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return shared
+from prefect_fixtures import *  # noqa: E402, F403
