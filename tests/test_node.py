@@ -88,18 +88,21 @@ def test_diamond_node_by_node_ends_merged_pushed_and_clean(tmp_path: Path) -> No
 def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges(
     tmp_path: Path,
 ) -> None:
-    origin = make_origin(
+    origin = tmp_path / "origin.git"
+    merged_a = f"git --git-dir={origin} log main --format=%s | grep -q 'Merge task a'"
+    wait_for_a = f"until {merged_a}; do sleep 0.1; done"
+    make_origin(
         tmp_path,
         {
             "shared.txt": "first line\nthe line\n",
             "tasks/a.md": task_md(
                 "a", steps=[{"replace": {"path": "shared.txt", "old": "the line", "new": "A"}}]
             ),
-            # b starts together with a but finishes after a has merged.
+            # b starts from the same main as a, and finishes after a has merged.
             "tasks/b.md": task_md(
                 "b",
                 steps=[
-                    {"sleep": 1.5},
+                    {"run": wait_for_a},
                     {"replace": {"path": "shared.txt", "old": "the line", "new": "B"}},
                 ],
             ),
@@ -122,6 +125,20 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
     assert b.sessions == 2  # the implementation, then the conflict resolution
     assert show(origin, "shared.txt").splitlines() == ["first line", "B", "A"]
     assert_nothing_left(ws, origin)
+
+
+def test_cancelled_session_keeps_its_work_and_records_nothing_on_main(tmp_path: Path) -> None:
+    origin = make_origin(
+        tmp_path, {"tasks/c.md": task_md("c", steps=[write("c.txt", "c\n"), {"hang": True}])}
+    )
+    ws = open_ws(origin, tmp_path)
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    record = run(ws, "c", cancel=cancel)
+
+    assert record.status == NodeStatus.CANCELLED
+    assert task_on(origin, "tasks/c.md").status == Status.PENDING
+    assert show(origin, "c.txt", "tgflow/c") == "c"  # the WIP commit, backed up
 
 
 def test_validation_failing_on_the_branch_merges_nothing_and_keeps_the_work(
