@@ -184,7 +184,8 @@ class _NodeRun:
             checkout = ws.start_task(self.task.id)
         self.worktree = checkout.path
         rec.notes += checkout.notes
-        self._develop(checkout.needs_agent)
+        # A retry runs the agent on its kept branch, with the failure in its prompt.
+        self._develop(checkout.needs_agent or self.previous_failure is not None)
         if stop_after_develop:
             rec.status = NodeStatus.CANCELLED
             rec.reason = "stopped after develop (as if the run were killed); the branch is kept"

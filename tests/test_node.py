@@ -344,6 +344,25 @@ def test_retry_gets_the_previous_failure_and_succeeds(tmp_path: Path) -> None:
     assert second.attempts[0].number == 2
 
 
+def test_retry_after_failed_validation_develops_the_kept_branch_further(tmp_path: Path) -> None:
+    fix_or_break = "if test -f bad.txt; then git rm -q bad.txt; else echo bad > bad.txt; fi"
+    origin = make_origin(
+        tmp_path,
+        {"tasks/v.md": task_md("v", steps=[{"run": fix_or_break}, write("good.txt", "ok\n")])},
+    )
+    ws = open_ws(origin, tmp_path)
+    settings = NodeSettings(validate_commands=["! test -f bad.txt"])
+    first = run(ws, "v", settings=settings, final_attempt=False)
+    assert first.status == NodeStatus.FAILED and branches(origin) == ["tgflow/v"]
+
+    second = run(ws, "v", settings=settings, attempt=2, previous_failure=first.reason)
+
+    assert second.status == NodeStatus.COMPLETED, second.reason
+    assert second.sessions == 1
+    assert show(origin, "good.txt") == "ok"
+    assert "bad.txt" not in git(origin, "ls-tree", "--name-only", "main")
+
+
 def test_the_pipeline_runs_with_no_git_identity_configured(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/i.md": task_md("i", steps=[write("i.txt", "i\n")])})
     code = f"""
