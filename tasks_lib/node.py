@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
-from tasks_lib.prompt import BLOCKED_FILE, PromptTemplateError, build_prompt
+from tasks_lib.prompt import BLOCKED_FILE, PromptTemplateError, build_prompt, fenced
 from tasks_lib.records import Attempt, Conflict, NodeRecord, NodeStatus
 from tasks_lib.taskfile import Status, Task, update_task_file
 from tasks_lib.validation import run_validation
@@ -546,7 +546,7 @@ def _note(what: str, attempt: int, reason: str) -> str:
     first, _, rest = reason.strip().partition("\n")
     text = f"**{what}** (tgflow, attempt {attempt}, {when}): {first}"
     if rest.strip():
-        text += f"\n\n```text\n{rest.strip()}\n```"
+        text += f"\n\n{fenced(rest.strip(), 'text')}"
     return text
 
 

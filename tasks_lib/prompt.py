@@ -19,6 +19,7 @@ leaves them out: the orchestrator relies on them.
 
 from __future__ import annotations
 
+import re
 from string import Template
 
 from tasks_lib.taskfile import Task
@@ -29,6 +30,13 @@ PROTOCOL_BLOCKS = ("safe_exit", "previous_failure", "conflicts")
 
 class PromptTemplateError(ValueError):
     pass
+
+
+def fenced(text: str, info: str = "") -> str:
+    """A fenced block that output holding its own ``` cannot break out of."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    fence = "`" * (longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
 
 
 def _section(title: str, content: str | None) -> str:
@@ -56,7 +64,7 @@ def _previous_failure(attempt: int, failure: str | None) -> str:
     return (
         "\n## Previous attempt failed\n\n"
         f"Attempt {attempt - 1} did not succeed. Its output ended with:\n\n"
-        f"```\n{failure.strip()}\n```\n\n"
+        f"{fenced(failure.strip())}\n\n"
         "Find and fix the cause; your earlier commits are on this branch.\n"
     )
 

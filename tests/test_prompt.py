@@ -66,11 +66,12 @@ def test_retry_and_conflict_rounds_carry_their_blocks(task) -> None:
         task,
         task_file_rel="tasks/calc/add.md",
         attempt=3,
-        previous_failure="AssertionError: 4 != 3",
+        previous_failure="AssertionError: 4 != 3\n```\n## Not a heading",
         conflict_files=["calc.py", "tests/test_calc.py"],
     )
     assert "\nAttempt: 3\n" in prompt
-    assert "Attempt 2 did not succeed" in prompt and "AssertionError: 4 != 3" in prompt
+    assert "Attempt 2 did not succeed" in prompt
+    assert "````\nAssertionError: 4 != 3\n```\n## Not a heading\n````" in prompt
     assert "## Resolve merge conflicts" in prompt
     assert "- `calc.py`\n- `tests/test_calc.py`" in prompt
 
