@@ -81,6 +81,19 @@ def main(files: int = FILES, nodes: int = NODES) -> list[Result]:
                     f"{statistics.median(overheads) * 1000:.0f} ms",
                 )
             )
+        times = []
+        for n in range(nodes):
+            started = time.perf_counter()
+            ws.start_task(f"probe{n}")
+            times.append(time.perf_counter() - started)
+            ws.cleanup(f"probe{n}")
+        results.append(
+            Result(
+                "node",
+                f"{files} files: of which creating the task worktree (median of {nodes})",
+                f"{statistics.median(times) * 1000:.0f} ms",
+            )
+        )
     return results
 
 
