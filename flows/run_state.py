@@ -36,6 +36,9 @@ class NodeFailed(Exception):
         first = self.record.reason.strip().splitlines()
         return f"{self.record.task_id} {self.record.status.value}: {first[0] if first else ''}"
 
+    def __repr__(self) -> str:  # Prefect logs the repr; the whole record would flood the log
+        return f"NodeFailed({str(self)!r})"
+
 
 @dataclass
 class Event:
