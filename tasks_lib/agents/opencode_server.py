@@ -139,6 +139,7 @@ class _Session:
     log: list[str] = field(default_factory=list)
     failed_tools: set[str] = field(default_factory=set)
     retry_message: str = ""
+    busy: bool = False  # went busy since our last prompt: only then does idle mean done
     idle: bool = False
 
 
@@ -150,7 +151,11 @@ def _session_of(props: dict[str, Any]) -> str | None:
 
 
 class OpenCodeServerAgent:
-    """Sessions on one shared server; thread-safe, so nodes can run side by side."""
+    """Sessions on one shared server; thread-safe, so nodes can run side by side.
+
+    The agent's tools run in the server's environment, so ``SessionRequest.env`` cannot reach
+    them; environment for tools goes in ``AgentSettings.extra_env`` (set when the server starts).
+    """
 
     name = "opencode-server"
 
@@ -214,6 +219,7 @@ class OpenCodeServerAgent:
             if self.settings.base_url or not provider:
                 provider = "tgflow"
             body["model"] = {"providerID": provider, "modelID": model}
+        session.busy = session.idle = False
         api.post(f"/session/{session.id}/prompt_async", json=body).raise_for_status()
 
     def _follow_session(
@@ -263,7 +269,7 @@ class OpenCodeServerAgent:
             if session.idle:
                 if not recovering:
                     return None, ""
-                recovering = session.idle = False
+                recovering = False
                 session.tally.error = None  # the abort we caused
                 self._prompt(api, session, request, NUDGE)
                 self._say(session, request, f"tgflow: sent follow-up prompt: {NUDGE}")
@@ -284,9 +290,10 @@ class OpenCodeServerAgent:
     ) -> None:
         tally = session.tally
         if kind == "session.idle":
-            session.idle = True
+            session.idle = session.busy
         elif kind == "session.status":
             status = props.get("status") or {}
+            session.busy = session.busy or status.get("type") == "busy"
             if status.get("type") == "retry":
                 tally.provider_retries += 1
                 session.retry_message = str(status.get("message", ""))

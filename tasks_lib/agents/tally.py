@@ -37,10 +37,10 @@ class Tally:
 
     def verdict(self, agent: str) -> tuple[Outcome, str]:
         """The outcome of a session that ended on its own (no timeout, stall or cancel)."""
+        if self.denied:  # the root cause of whatever error followed
+            return Outcome.FAILED, f"{agent}: permission denied for {', '.join(self.denied)}"
         if self.error:
             return Outcome.FAILED, self.error
-        if self.denied:
-            return Outcome.FAILED, f"{agent}: permission denied for {', '.join(self.denied)}"
         if not self.finished:
             return Outcome.FAILED, f"{agent} ended without finishing its turn"
         return Outcome.SUCCEEDED, ""

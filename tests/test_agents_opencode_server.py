@@ -1,0 +1,179 @@
+"""The opencode-server backend: the real ``opencode serve`` against the fake model server.
+
+One server for the whole module (as in a run: one server, many worktrees); each test gives
+the fake model a new script.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from agent_helpers import IDENTITY_ENV, git, require_cli, settings_for, shell_step, write_and_commit
+from fakemodel import FakeModel
+
+from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.clis import opencode_config
+from tasks_lib.agents.opencode_server import NUDGE, OpenCodeServerAgent
+from tasks_lib.agents.process import group_alive
+
+pytest_plugins = ["agent_fixtures"]
+pytestmark = pytest.mark.agents
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeModel]:
+    with pytest.MonkeyPatch.context() as mp, FakeModel() as fake:
+        mp.setenv("FAKE_API_KEY", "fake-key")
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(fake: FakeModel) -> Iterator[OpenCodeServerAgent]:
+    require_cli("opencode")
+    # Tools run in the server's environment: a session's own env cannot reach them.
+    settings = settings_for(
+        "opencode-server", fake, max_provider_retries=1, extra_env=dict(IDENTITY_ENV)
+    )
+    with OpenCodeServerAgent(settings) as a:
+        yield a
+        pid = a.server.proc.pid if a.server.proc else None
+    assert pid is None or not group_alive(pid)  # closing the backend ends the server
+
+
+def run(agent: OpenCodeServerAgent, wt: Path, **kw) -> SessionResult:
+    request = SessionRequest(
+        task_id=wt.name, worktree=wt, prompt=f"Task: {wt.name}\nWrite and commit.",
+        env=dict(IDENTITY_ENV), **{"timeout_s": 120.0, "idle_timeout_s": 30.0, **kw},
+    )  # fmt: skip
+    return agent.run(request)
+
+
+def busy_sessions(agent: OpenCodeServerAgent, wt: Path) -> dict:
+    url = agent.server.ensure()
+    return httpx.get(f"{url}/session/status", params={"directory": str(wt)}).json()
+
+
+def test_session_writes_a_file_and_commits(server, fake: FakeModel, worktree: Path):
+    fake.reset(write_and_commit("opencode-server", worktree))
+
+    result = run(server, worktree)
+
+    assert result.outcome is Outcome.SUCCEEDED, result.reason + "\n" + result.tail
+    assert git(worktree, "log", "-1", "--format=%s") == "add hello.txt"
+    assert fake.saw(f"Task: {worktree.name}")
+    assert result.tokens_in and result.tokens_out
+    assert any("tool write completed" in line for line in result.log)
+    print(f"opencode-server: one session {result.duration_s:.1f} s")
+
+
+def test_two_sessions_at_once_on_one_server(server, fake: FakeModel, tmp_path: Path):
+    trees = []
+    for name in ("left", "right"):
+        wt = tmp_path / name
+        wt.mkdir()
+        git(wt, "init", "-q", "-b", "main")
+        git(wt, "commit", "-q", "--allow-empty", "-m", "initial")
+        trees.append(wt)
+    fake.reset(write_and_commit("opencode-server", trees[0]))
+    results: dict[str, SessionResult] = {}
+    threads = [threading.Thread(target=lambda w=wt: results.update({w.name: run(server, w)}))
+               for wt in trees]  # fmt: skip
+
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = time.monotonic() - started
+
+    for wt in trees:
+        assert results[wt.name].outcome is Outcome.SUCCEEDED, results[wt.name].reason
+        assert git(wt, "log", "-1", "--format=%s") == "add hello.txt"
+        assert fake.saw(f"Task: {wt.name}")
+    assert both < sum(r.duration_s for r in results.values())  # they overlapped
+
+
+def test_a_stall_is_recovered_by_one_follow_up_prompt(server, fake: FakeModel, worktree: Path):
+    steps = write_and_commit("opencode-server", worktree)
+    fake.reset([{**steps[0], "stall": True, "times": 1}, *steps[1:]])
+
+    result = run(server, worktree, idle_timeout_s=4.0)
+
+    assert result.outcome is Outcome.SUCCEEDED, result.reason + "\n" + result.tail
+    assert fake.saw(NUDGE)
+    assert git(worktree, "log", "-1", "--format=%s") == "add hello.txt"
+
+
+def test_a_stall_that_stays_silent_is_aborted(server, fake: FakeModel, worktree: Path):
+    fake.reset([shell_step("opencode", "true", stall=True)])
+
+    result = run(server, worktree, idle_timeout_s=3.0)
+
+    assert result.outcome is Outcome.STALLED
+    assert "also after a follow-up prompt" in result.reason
+    assert busy_sessions(server, worktree) == {}  # aborted, not left busy
+
+
+def test_endless_provider_retries_are_cut_with_the_providers_message(
+    server, fake: FakeModel, worktree: Path
+):
+    fake.reset([{"error": "fake upstream overloaded", "status": 500}])
+
+    result = run(server, worktree)
+
+    assert result.outcome is Outcome.FAILED
+    assert "fake upstream overloaded" in result.reason
+    assert "retried 2x" in result.reason
+    assert busy_sessions(server, worktree) == {}
+
+
+def test_cancel_aborts_the_session(server, fake: FakeModel, worktree: Path):
+    fake.reset([shell_step("opencode", "true", stall=True)])
+    request = SessionRequest(task_id="c", worktree=worktree, prompt="Task: c", idle_timeout_s=60)
+    threading.Timer(3.0, request.cancel.set).start()
+
+    result = server.run(request)
+
+    assert result.outcome is Outcome.CANCELLED
+    assert busy_sessions(server, worktree) == {}
+
+
+def test_safe_exit_file_written_by_the_agent(server, fake: FakeModel, worktree: Path):
+    from agent_helpers import BLOCK
+
+    fake.reset([shell_step("opencode", BLOCK), {"text": "I am blocked."}])
+
+    result = run(server, worktree)
+
+    assert result.outcome is Outcome.SUCCEEDED  # the pipeline, not the backend, sees Safe Exit
+    assert (worktree / ".tgflow/blocked.md").read_text() == "need the API spec\n"
+
+
+@pytest.mark.parametrize("answer", ["once", "reject"])
+def test_a_permission_ask_is_answered_never_left_hanging(
+    answer: str, fake: FakeModel, worktree: Path
+):
+    settings = settings_for("opencode-server", fake, permission=answer)
+    config = opencode_config(settings, settings.model)
+    config["permission"] = {"*": "allow", "bash": "ask"}  # a user's config that asks
+    settings = settings.model_copy(
+        update={"extra_env": {**IDENTITY_ENV, "OPENCODE_CONFIG_CONTENT": json.dumps(config)}}
+    )
+    fake.reset(write_and_commit("opencode-server", worktree))
+
+    with OpenCodeServerAgent(settings) as agent:
+        result = run(agent, worktree)
+
+    assert any("permission bash" in line and answer in line for line in result.log)
+    if answer == "once":
+        assert result.outcome is Outcome.SUCCEEDED, result.reason
+        assert git(worktree, "log", "-1", "--format=%s") == "add hello.txt"
+    else:
+        assert result.outcome is Outcome.FAILED
+        assert "permission denied for bash" in result.reason
