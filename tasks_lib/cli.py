@@ -33,7 +33,7 @@ from tasks_lib.graph import GraphLoad, Plan, TaskGraph, load_graph
 from tasks_lib.taskfile import Problem
 
 # "module:function" of commands defined in other modules (see the module docstring).
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("tasks_lib.server:add_server_command",)
 
 Handler = Callable[[argparse.Namespace], int]
 

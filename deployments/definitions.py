@@ -1,0 +1,81 @@
+"""The deployments declared in ``prefect.yaml``, read and checked without importing Prefect.
+
+``prefect.yaml`` is the one definition (``prefect --no-prompt deploy --all`` reads it); this
+module reads it for ``tgflow server``, which must know the work pools to create before
+deploying, and reports a broken file as one readable error instead of a Prefect traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PREFECT_FILE = "prefect.yaml"
+FLOW_NAME = "tgflow"
+MANUAL = "manual"
+NIGHTLY = "nightly"
+
+
+class WorkPoolRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class DeploymentSpec(BaseModel):
+    """The keys tgflow relies on; every other key is passed to Prefect untouched."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    entrypoint: str
+    work_pool: WorkPoolRef
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[dict[str, Any]] = Field(default_factory=list)
+    concurrency_limit: int | dict[str, Any] | None = None
+
+
+class PrefectProject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    deployments: list[DeploymentSpec]
+
+    @property
+    def work_pools(self) -> list[str]:
+        return sorted({d.work_pool.name for d in self.deployments})
+
+    def deployment(self, name: str) -> DeploymentSpec:
+        for spec in self.deployments:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+class ProjectFileError(ValueError):
+    pass
+
+
+def load_project(root: Path, prefect_file: str = PREFECT_FILE) -> PrefectProject:
+    """Read ``root/prefect.yaml``; check that every entrypoint's file exists."""
+    path = root / prefect_file
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProjectFileError(
+            f"{path}: cannot read ({exc.strerror}); run from the project root"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ProjectFileError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        project = PrefectProject.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProjectFileError(f"{path}: {where}: {first['msg']}") from exc
+    for spec in project.deployments:
+        file = spec.entrypoint.rsplit(":", 1)[0]
+        if not (root / file).is_file():
+            raise ProjectFileError(
+                f"{path}: deployment {spec.name!r}: entrypoint file {file} does not exist"
+            )
+    return project

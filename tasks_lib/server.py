@@ -1,0 +1,338 @@
+"""``tgflow server``: a local Prefect server, the deployments, and a worker, as one command.
+
+Everything runs as ``prefect`` CLI subprocesses (no Prefect import here): the server
+(SQLite under a project-local PREFECT_HOME), ``prefect deploy --all`` for ``prefect.yaml``,
+and one process worker per work pool. A process worker, not ``serve``: it starts every flow
+run in a process of its own and, on a cancel from the UI, terminates that process, whose
+SIGTERM handler lets the flow kill its agents' process groups (under ``serve`` an agent was
+measured surviving as an orphan). On Ctrl-C everything started here, and everything those
+processes started, is stopped: flow runs first (so they can record their end), then the
+workers, then the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from deployments.definitions import ProjectFileError, load_project
+from tasks_lib.agents.process import group_alive, kill_group
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+HEALTH_TIMEOUT_S = 180.0
+COMMAND_TIMEOUT_S = 300.0
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def prefect_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every process here runs with.
+
+    PREFECT_UI_API_URL matters: without it the UI served on a port other than 4200 calls the
+    API on 4200 and shows "Can't connect to Server API".
+    """
+    api = f"http://{HOST}:{port}/api"
+    env = dict(os.environ)
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api,
+            "PREFECT_UI_API_URL": api,
+            "PREFECT_SERVER_API_HOST": HOST,
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLI_COLORS": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def children_of(pids: set[int]) -> set[int]:
+    """Every live descendant of ``pids`` (read from /proc), whatever session it moved to."""
+    parent: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] != "Z":
+            parent[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = set(pids)
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@dataclass
+class LocalPrefect:
+    """A Prefect server with its deployments and workers; a context manager that stops all."""
+
+    root: Path
+    home: Path
+    port: int = DEFAULT_PORT
+    extra_env: dict[str, str] = field(default_factory=dict)
+    prefect_file: str = "prefect.yaml"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return prefect_env(self.home, self.port, self.extra_env)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def prefect(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "prefect", *args]
+
+    def _spawn(self, name: str, argv: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def start_server(self, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, self.port)) == 0:
+                raise ServerError(
+                    f"port {self.port} on {HOST} is already in use; pick another with --port"
+                )
+        proc = self._spawn(
+            "server",
+            self.prefect("server", "start", "--host", HOST, "--port", str(self.port)),
+            self.root,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServerError(
+                    f"prefect server exited ({proc.returncode}):\n" + self.log_tail("server")
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.5)
+        raise ServerError(
+            f"prefect server not healthy after {timeout_s:.0f} s:\n" + self.log_tail("server")
+        )
+
+    def run_cli(self, name: str, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+        """Run one ``prefect`` command to completion; its output goes to ``logs/<name>.log``."""
+        done = subprocess.run(
+            self.prefect(*args),
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{name}.log").open("a") as log:
+            log.write(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise ServerError(
+                f"`prefect {' '.join(args)}` failed ({done.returncode}):\n"
+                + (done.stdout + done.stderr)[-3000:]
+            )
+        return done.stdout
+
+    def ensure_work_pools(self) -> list[str]:
+        pools = load_project(self.root, self.prefect_file).work_pools
+        for pool in pools:
+            found = httpx.get(f"{self.api_url}/work_pools/{pool}", timeout=10)
+            if found.status_code == 404:
+                self.run_cli("work-pool", "work-pool", "create", pool, "--type", "process")
+        return pools
+
+    def deploy(self) -> str:
+        """Register every deployment of ``prefect.yaml`` (the same call a user would make)."""
+        self.ensure_work_pools()
+        return self.run_cli(
+            "deploy", "--no-prompt", "deploy", "--all", "--prefect-file", self.prefect_file
+        )
+
+    def start_workers(self, pools: list[str] | None = None) -> None:
+        for pool in pools or load_project(self.root, self.prefect_file).work_pools:
+            self._spawn(
+                f"worker-{pool}", self.prefect("worker", "start", "--pool", pool), self.root
+            )
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise ServerError(f"{name} exited ({proc.returncode}):\n" + self.log_tail(name))
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop flow runs, then workers, then the server, then anything still left over."""
+        ours = {p.pid for p in self.procs.values() if p.poll() is None}
+        spawned = children_of(ours)
+        workers = [p for n, p in self.procs.items() if n.startswith("worker-")]
+        flow_runs = children_of({p.pid for p in workers if p.poll() is None})
+        # Flow runs were started by the worker (some in sessions of their own): SIGTERM lets
+        # the flow engine mark them crashed and the flow kill its agents' groups.
+        for pid in flow_runs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(pid) for pid in flow_runs):
+            time.sleep(0.2)
+        for name in sorted(self.procs, key=lambda n: n == "server"):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                kill_group(proc.pid, grace_s=grace_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_s)
+        for pgid in {g for g in map(process_group, spawned) if g is not None}:
+            if pgid != os.getpgrp() and group_alive(pgid):
+                kill_group(pgid, grace_s=1.0)
+        for pid in spawned:
+            with contextlib.suppress(ProcessLookupError):
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        self.procs.clear()
+
+    def __enter__(self) -> LocalPrefect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so ``kill <pid>`` also stops everything cleanly."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    root = Path(args.root).resolve()
+    home = Path(args.home).resolve() if args.home else root / ".prefect"
+    local = LocalPrefect(root=root, home=home, port=args.port)
+    with _stop_on_sigterm(), local:
+        try:
+            load_project(root)
+            print(
+                f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True
+            )
+            local.start_server()
+            if not args.no_deploy:
+                print("registering the deployments of prefect.yaml ...", flush=True)
+                local.deploy()
+                local.start_workers()
+            print(
+                f"\nPrefect UI: {local.ui_url}\n"
+                f"API:        {local.api_url}  (export PREFECT_API_URL={local.api_url} "
+                "to use the prefect CLI against it)\n"
+                f"logs:       {local.log_dir}\n"
+                "Ctrl-C stops the server, the worker and every run it started.",
+                flush=True,
+            )
+            while True:
+                local.check_alive()
+                time.sleep(1.0)
+        except (ProjectFileError, ServerError) as exc:
+            print(f"tgflow server: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+    return 0
+
+
+def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "server",
+        help="run a local Prefect server with the tgflow deployments and a worker",
+        description=(
+            "Start a Prefect server on 127.0.0.1 (SQLite under PREFECT_HOME, default "
+            "./.prefect), register the deployments of prefect.yaml, start a process worker "
+            "for their work pool, and print the UI address. Ctrl-C stops everything."
+        ),
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    parser.add_argument("--root", default=".", help="folder holding prefect.yaml (default: .)")
+    parser.add_argument("--home", default=None, help="PREFECT_HOME (default: ROOT/.prefect)")
+    parser.add_argument(
+        "--no-deploy", action="store_true", help="only the server: no deployments, no worker"
+    )
+    parser.set_defaults(handler=run_server)
