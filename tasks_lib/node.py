@@ -519,11 +519,9 @@ class _NodeRun:
         ws, rec = self.ws, self.record
         wt = self.worktree
         if wt is not None and wt.exists():
-            if ws.in_merge(wt):
-                ws.git(wt, "merge", "--abort", check=False)
-            if ws.commit_all(wt, f"{WIP_PREFIX}: unfinished work of {self.task.id} "
-                             f"({rec.status.value})"):  # fmt: skip
-                rec.notes.append("saved the agent's uncommitted work on the branch (WIP commit)")
+            rec.notes += ws.save_work(
+                wt, f"{WIP_PREFIX}: unfinished work of {self.task.id} ({rec.status.value})"
+            )
             branch = ws.branch(self.task.id)
             with ws.merge_lock:
                 rec.cleanup["worktree"] = ws.remove_worktree(self.task.id)

@@ -400,20 +400,33 @@ class Workspace:
     def in_merge(self, cwd: Path) -> bool:
         return self._ok(cwd, "rev-parse", "-q", "--verify", "MERGE_HEAD")
 
+    def save_work(self, path: Path, message: str) -> list[str]:
+        """Before a worktree goes: abort a half-done merge, commit what is left, and keep the
+        commits on a branch even when the agent left HEAD detached."""
+        notes: list[str] = []
+        if self.in_merge(path):
+            self.git(path, "merge", "--abort", check=False)
+            notes.append(f"aborted a half-done merge in {path}")
+        sha = self.commit_all(path, message)
+        branch = self.git(path, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+        if sha:
+            notes.append(f"saved uncommitted work on {branch or 'a detached HEAD'} as {sha[:10]}")
+        if not branch:
+            head = self.head(path)
+            if self.commits_ahead(head):
+                rescue = f"{BRANCH_PREFIX}rescued-{path.name}-{head[:8]}"
+                self.git(self.integration, "branch", "-f", rescue, head)
+                notes.append(f"HEAD of {path} was detached; its commits are kept on {rescue}")
+        return notes
+
     def _retire_worktree(self, path: Path) -> list[str]:
-        """Remove a leftover worktree, first saving any uncommitted work on its branch."""
+        """Remove a leftover worktree, first saving any work in it."""
         notes: list[str] = []
         if (path / ".git").exists():
-            if self.in_merge(path):
-                self.git(path, "merge", "--abort", check=False)
-                notes.append(f"aborted a half-done merge in {path}")
-            branch = self.git(path, "rev-parse", "--abbrev-ref", "HEAD", check=False)
-            sha = self.commit_all(
+            notes = self.save_work(
                 path,
                 f"{WIP_PREFIX}: uncommitted work found in {path.name} after an interrupted run",
             )
-            if sha:
-                notes.append(f"saved uncommitted work of {path} on {branch} as {sha[:10]}")
         self.git(self.integration, "worktree", "remove", "--force", str(path), check=False)
         if path.exists():
             shutil.rmtree(path)
@@ -477,7 +490,7 @@ class Workspace:
             for path in sorted(self.worktrees_dir.iterdir()):
                 notes = self._retire_worktree(path)
                 report.removed_worktrees.append(path.name)
-                report.saved_work += [n for n in notes if n.startswith("saved")]
+                report.saved_work += [n for n in notes if not n.startswith("removed")]
         self.git(self.integration, "worktree", "prune")
         local = self._refs(f"refs/heads/{BRANCH_PREFIX}")
         remote = self._refs(f"refs/remotes/origin/{BRANCH_PREFIX}")

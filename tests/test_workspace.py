@@ -112,3 +112,15 @@ def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Pa
     assert ws.head() == before
     assert not ws.in_merge(ws.integration)
     assert git(ws.integration, "status", "--porcelain") == ""
+
+
+def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    checkout = ws.start_task("d")
+    git(checkout.path, "switch", "-q", "--detach")
+    write_files(checkout.path, {"d.txt": "d\n"})  # left uncommitted on a detached HEAD
+
+    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+
+    (rescued,) = [b for b in report.resumable if b.startswith("tgflow/rescued-d-")]
+    assert git(ws.integration, "show", f"{rescued}:d.txt") == "d"
