@@ -219,7 +219,9 @@ def hang() -> NoReturn:
 
 def commit_all(prompt: Prompt, steps: list[Step]) -> None:
     summary = next((s.commit for s in steps if s.commit), "scripted changes")
-    git("add", "-A", "--", ".", f":(exclude){BLOCKED_FILE.parent}")
+    git("add", "-A")
+    # The workspace ignores .tgflow/ already; unstage it too for a repo that does not.
+    git("reset", "-q", "--", str(BLOCKED_FILE.parent))
     if not git("diff", "--cached", "--name-only").strip():
         say("nothing to commit")
         return
