@@ -33,7 +33,11 @@ from tasks_lib.graph import GraphLoad, Plan, TaskGraph, load_graph
 from tasks_lib.taskfile import Problem
 
 # "module:function" of commands defined in other modules (see the module docstring).
-COMMANDS: tuple[str, ...] = ("tasks_lib.server:add_server_command",)
+COMMANDS: tuple[str, ...] = (
+    "tasks_lib.server:add_server_command",
+    "tasks_lib.cli_run:add_run_command",
+    "tasks_lib.cli_run:add_demo_command",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

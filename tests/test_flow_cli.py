@@ -1,0 +1,60 @@
+"""`tgflow run` from a terminal: exit codes, the repository's .tgflow.toml, the final table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gitrepos import git, make_origin, push_change, show, task_md
+
+from tasks_lib.cli import main
+
+pytestmark = pytest.mark.prefect
+
+
+def WRITE(path: str) -> dict:  # reads as a script step
+    return {"write": {"path": path, "content": "ok\n"}}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the command sets in os.environ is undone after the test."""
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def test_run_exits_1_until_every_node_completed_then_0(
+    prefect_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin = make_origin(
+        tmp_path,
+        {
+            ".tgflow.toml": 'aar_dir = "reviews"\nretries = 0\n',
+            "tasks/good.md": task_md("good", steps=[WRITE("good.txt")]),
+            "tasks/bad.md": task_md("bad", steps=[{"fail": "not yet"}]),
+        },
+    )  # fmt: skip
+    argv = ["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws")]
+
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 nodes did not complete (1 failed): bad" in out
+    assert "good" in out and "completed" in out
+    reviews = git(origin, "ls-tree", "--name-only", "main", "reviews/").split()
+    assert len(reviews) == 1  # aar_dir came from the repository's .tgflow.toml
+    assert "bad failed after 1 attempt(s)" in show(origin, reviews[0])  # retries = 0 from it too
+
+    fixed = show(origin, "tasks/bad.md").replace(
+        "- fail: not yet", "- write:\n    path: bad.txt\n    content: ok\n"
+    )
+    push_change(origin, tmp_path, "tasks/bad.md", fixed + "\n", "fix bad")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "every node completed" in out and "already done" in out
+    assert show(origin, "bad.txt") == "ok"
+
+
+def test_bad_options_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--origin", "x", "--max-parallel", "0"]) == 2
+    assert "max_parallel" in capsys.readouterr().err
