@@ -19,7 +19,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from tasks_lib.agents.settings import Preset
 
@@ -120,6 +129,13 @@ class RunConfig(BaseModel):
                 "'my-agent {task_id} {prompt_file}')"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Serialise only the fields a caller set: Prefect stores a run's parameters this way,
+        so a flow-run Retry re-reads the repository's file for the rest, as the run did."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
 
     def with_file(self, repo_root: Path) -> RunConfig:
         """This config with the repository's ``.tgflow.toml`` filling what was not set."""

@@ -49,3 +49,14 @@ def test_command_agent_takes_a_shell_string_and_needs_it() -> None:
         RunConfig(origin="o", agent="command")
     with pytest.raises(ValidationError):
         RunConfig(origin="o", agent="gpt-agent")  # not a preset
+
+
+def test_a_stored_config_holds_only_what_was_given(tmp_path: Path) -> None:
+    """Prefect stores the parameters; a flow-run Retry must re-apply the file the same way."""
+    from fastapi.encoders import jsonable_encoder  # what Prefect serialises parameters with
+
+    stored = jsonable_encoder(RunConfig(origin="o", retries=2))
+    assert stored == {"origin": "o", "retries": 2}
+    (tmp_path / ".tgflow.toml").write_text("max_parallel = 5\nretries = 0\n")
+    again = RunConfig.model_validate(stored).with_file(tmp_path)
+    assert (again.max_parallel, again.retries) == (5, 2)
