@@ -20,7 +20,7 @@ from fakemodel import FakeModel
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
 from tasks_lib.agents.clis import opencode_config
 from tasks_lib.agents.opencode_server import NUDGE, OpenCodeServerAgent
-from tasks_lib.agents.process import group_alive
+from tasks_lib.agents.process import group_alive, kill_group
 
 pytest_plugins = ["agent_fixtures"]
 pytestmark = pytest.mark.agents
@@ -177,3 +177,17 @@ def test_a_permission_ask_is_answered_never_left_hanging(
     else:
         assert result.outcome is Outcome.FAILED
         assert "permission denied for bash" in result.reason
+
+
+def test_server_dying_mid_session_fails_the_session_with_its_output(fake: FakeModel, worktree):
+    fake.reset([shell_step("opencode", "true", stall=True)])
+    agent = OpenCodeServerAgent(settings_for("opencode-server", fake))
+    agent.server.ensure()
+    assert agent.server.proc is not None
+    threading.Timer(3.0, kill_group, args=(agent.server.proc.pid,)).start()
+
+    result = run(agent, worktree, idle_timeout_s=60.0)
+    agent.close()
+
+    assert result.outcome is Outcome.FAILED
+    assert "opencode serve exited during the session" in result.reason

@@ -149,7 +149,10 @@ class CliAgent(CommandAgent):
 
     def run(self, request: SessionRequest) -> SessionResult:
         settings = self.preset.settings
-        find_cli(self.preset.binary)  # fail before any work with the install hint
+        try:
+            find_cli(self.preset.binary)
+        except CliMissing as e:
+            return SessionResult(outcome=Outcome.FAILED, reason=str(e))
         live = Tally()
         stop = _EitherCancel(request.cancel)
 

@@ -28,7 +28,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
-from tasks_lib.agents.clis import QUIET_ENV, error_text, find_cli, opencode_env
+from tasks_lib.agents.clis import QUIET_ENV, CliMissing, error_text, find_cli, opencode_env
 from tasks_lib.agents.process import kill_group
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.agents.tally import Tally
@@ -117,6 +117,11 @@ class OpenCodeServer:
         self.close()
         raise ServerError(f"opencode serve at {url} never answered /global/health")
 
+    def exited(self) -> bool:
+        """Whether the server we started has died (an attached one is not ours to watch)."""
+        proc = self.proc
+        return proc is not None and proc.poll() is not None
+
     def close(self) -> None:
         with self._lock:
             if self.proc is not None:
@@ -174,6 +179,28 @@ class OpenCodeServerAgent:
 
     def run(self, request: SessionRequest) -> SessionResult:
         started = time.monotonic()
+        session = _Session(id="")
+        try:
+            outcome, reason = self._run(request, session, started)
+        except (ServerError, CliMissing, httpx.HTTPError) as e:
+            outcome, reason = Outcome.FAILED, f"{self.name}: {e}"
+        tally = session.tally
+        if tally.anomaly():
+            self._say(session, request, f"tgflow: {tally.anomaly()}")
+        return SessionResult(
+            outcome=outcome,
+            reason=reason,
+            log=session.log,
+            duration_s=time.monotonic() - started,
+            tokens_in=tally.tokens_in,
+            tokens_out=tally.tokens_out,
+            cost_usd=tally.cost_usd,
+            tool_errors=tally.tool_errors,
+        )
+
+    def _run(
+        self, request: SessionRequest, session: _Session, started: float
+    ) -> tuple[Outcome, str]:
         url = self.server.ensure()
         params = {"directory": str(request.worktree.resolve())}
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -189,26 +216,16 @@ class OpenCodeServerAgent:
                 raise ServerError(f"no event stream from opencode serve at {url}")
             created = api.post("/session", json={"title": request.task_id})
             created.raise_for_status()
-            session = _Session(id=created.json()["id"])
-            self._prompt(api, session, request, request.prompt)
-            outcome, reason = self._follow_session(api, session, events, request, started)
+            session.id = created.json()["id"]
+            try:
+                self._prompt(api, session, request, request.prompt)
+                outcome, reason = self._follow_session(api, session, events, request, started)
+            except BaseException:
+                self._abort(api, session, events)  # never leave a session running behind us
+                raise
             stream.close()  # ends the reader thread
-            tally = session.tally
             self._read_messages(api, session)
-            if outcome is None:
-                outcome, reason = tally.verdict(self.name)
-        if tally.anomaly():
-            request.on_line(f"tgflow: {tally.anomaly()}")
-        return SessionResult(
-            outcome=outcome,
-            reason=reason,
-            log=session.log,
-            duration_s=time.monotonic() - started,
-            tokens_in=tally.tokens_in,
-            tokens_out=tally.tokens_out,
-            cost_usd=tally.cost_usd,
-            tool_errors=tally.tool_errors,
-        )
+        return (outcome, reason) if outcome is not None else session.tally.verdict(self.name)
 
     def _prompt(
         self, api: httpx.Client, session: _Session, request: SessionRequest, text: str
@@ -248,6 +265,9 @@ class OpenCodeServerAgent:
                 self._abort(api, session, events)
                 return Outcome.TIMED_OUT, f"{self.name}: no result within {timeout_s:g} s"
             if event is None:
+                if self.server.exited():
+                    tail = "\n".join(self.server.output[-10:])
+                    return Outcome.FAILED, f"opencode serve exited during the session:\n{tail}"
                 if now - last_event > idle_s:
                     if nudged:
                         self._abort(api, session, events)
@@ -256,7 +276,8 @@ class OpenCodeServerAgent:
                     # Recovery first, as a person would: stop the stuck turn, say continue.
                     self._say(session, request, f"tgflow: stalled {idle_s:g} s; nudging")
                     nudged = recovering = True
-                    api.post(f"/session/{session.id}/abort")
+                    with contextlib.suppress(httpx.HTTPError):
+                        api.post(f"/session/{session.id}/abort")
                     last_event = now
                 continue
             if event.get("type") == "server.error":
