@@ -156,8 +156,9 @@ def submit_graph(
     delays = [retry_delay_s * 2**i for i in range(retries)] or 0
 
     def submit(task_id: str, upstream: list[str]) -> None:
+        run_name = task_id.replace("{", "{{").replace("}", "}}")  # Prefect formats the name
         named = node.with_options(
-            name=task_id, task_run_name=task_id, retries=retries, retry_delay_seconds=delays
+            name=task_id, task_run_name=run_name, retries=retries, retry_delay_seconds=delays
         )
         future = named.submit(**params(task_id), wait_for=[futures[u] for u in upstream])
         futures[task_id] = future

@@ -158,3 +158,22 @@ def _storage_path() -> str:
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
     return str(PREFECT_LOCAL_STORAGE_PATH.value())
+
+
+def test_only_transient_failures_are_retried() -> None:
+    from prefect.states import Failed
+
+    from flows.graph_flow import retry_transient
+    from flows.run_state import NodeFailed
+    from tasks_lib.records import NodeRecord, NodeStatus
+
+    def failed(status: NodeStatus, retryable: bool | None = None) -> Failed:
+        record = NodeRecord(task_id="x", status=status)
+        return Failed(data=NodeFailed(record, status.retryable if retryable is None else retryable))
+
+    for status in (NodeStatus.FAILED, NodeStatus.STALLED, NodeStatus.TIMED_OUT):
+        assert retry_transient(None, None, failed(status))  # type: ignore[arg-type]
+    assert not retry_transient(None, None, failed(NodeStatus.BLOCKED))  # type: ignore[arg-type]
+    bad_input = failed(NodeStatus.FAILED, retryable=False)  # e.g. an unknown agent in the task
+    assert not retry_transient(None, None, bad_input)  # type: ignore[arg-type]
+    assert not retry_transient(None, None, Failed(data=RuntimeError("crash")))  # type: ignore[arg-type]
