@@ -94,6 +94,24 @@ def artifact(flow_run_id: UUID, key: str) -> Any:
     return json.loads(data) if isinstance(data, str) and data.startswith("[") else data
 
 
+def task_run_logs(task_run_id: UUID, timeout_s: float = 15.0) -> list[str]:
+    """The task run's log messages on the server (logs arrive in batches: poll briefly)."""
+    import time
+
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = _client_call(
+            lambda c: c.read_logs(
+                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id]))
+            )
+        )
+        if logs or time.monotonic() > deadline:
+            return [log.message for log in logs]
+        time.sleep(0.5)
+
+
 def session_log(path: Path) -> list[str]:
     """Lines the test tasks' scripts appended: one per agent session that ran them."""
     return path.read_text().split() if path.exists() else []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gitrepos import git
-from prefect_fixtures import artifact, run_graph_edges, task_runs
+from prefect_fixtures import artifact, run_graph_edges, task_run_logs, task_runs
 
 from tasks_lib.config import RunConfig
 from tasks_lib.demo import build_demo_origin
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.prefect
 def test_demo_graph_runs_to_completion_and_the_ui_graph_is_the_task_graph(
     prefect_server: str, tmp_path: Path
 ) -> None:
-    from flows.graph_flow import AAR_KEY, NODES_KEY, tgflow_run
+    from flows.graph_flow import AAR_KEY, NODES_KEY, PROGRESS_KEY, tgflow_run
 
     origin = build_demo_origin(tmp_path / "demo")
     config = RunConfig(
@@ -48,6 +48,10 @@ def test_demo_graph_runs_to_completion_and_the_ui_graph_is_the_task_graph(
     edges = run_graph_edges(flow_run_id)
     assert edges == {(d, t.id) for t in graph for d in t.depends_on}
 
+    frequency = next(r for r in runs if r.name == "stats/frequency")
+    logs = task_run_logs(frequency.id)  # the agent's output, streamed into the node's logs
+    assert "scripted: write textstats/frequency.py" in logs
+    assert artifact(flow_run_id, PROGRESS_KEY) == 100.0
     table = artifact(flow_run_id, NODES_KEY)
     assert {row["task"]: row["status"] for row in table} == dict.fromkeys(graph.tasks, "completed")
     aar = artifact(flow_run_id, AAR_KEY)
