@@ -267,7 +267,11 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
             tasks_dir=config.tasks_dir,
         ),
         agent_settings=AgentSettings(
-            preset=config.agent, model=config.model, command=config.agent_command
+            preset=config.agent,
+            model=config.model,
+            command=config.agent_command,
+            base_url=config.agent_base_url,
+            api_key_env=config.agent_api_key_env,
         ),
     )
     run_state.register(run_id, run)

@@ -72,6 +72,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="run this command as the agent ({prompt} {prompt_file} {task_id} {worktree})",
     )
     parser.add_argument("--model", help="model passed to the agent")
+    parser.add_argument("--agent-base-url", metavar="URL", help="provider endpoint for the agent")
+    parser.add_argument(
+        "--agent-api-key-env", metavar="VAR", help="environment variable holding the API key"
+    )
     parser.add_argument(
         "--validate",
         dest="validate_commands",

@@ -70,6 +70,16 @@ class RunConfig(BaseModel):
         "{task_id}, {worktree}).",
     )
     model: str | None = Field(None, description="Model name passed to the agent, if it takes one.")
+    agent_base_url: str | None = Field(
+        None,
+        description="Provider endpoint for the agent CLI (OpenAI style, ending in /v1). Unset: "
+        "the CLI uses its own configuration and login.",
+    )
+    agent_api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable that holds the provider's API key "
+        "(the key itself is never stored or logged).",
+    )
     validate_commands: list[str] = Field(
         default_factory=list,
         description="Shell commands that must pass on the task branch and again after each "
