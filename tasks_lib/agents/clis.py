@@ -149,9 +149,10 @@ class CliAgent(CommandAgent):
 
     def run(self, request: SessionRequest) -> SessionResult:
         settings = self.preset.settings
-        try:
+        try:  # set-up problems are this session's failure, said plainly
             find_cli(self.preset.binary)
-        except CliMissing as e:
+            settings.api_key()
+        except (CliMissing, ValueError) as e:
             return SessionResult(outcome=Outcome.FAILED, reason=str(e))
         live = Tally()
         stop = _EitherCancel(request.cancel)

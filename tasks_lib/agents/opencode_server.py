@@ -182,7 +182,7 @@ class OpenCodeServerAgent:
         session = _Session(id="")
         try:
             outcome, reason = self._run(request, session, started)
-        except (ServerError, CliMissing, httpx.HTTPError) as e:
+        except (ServerError, CliMissing, ValueError, httpx.HTTPError) as e:
             outcome, reason = Outcome.FAILED, f"{self.name}: {e}"
         tally = session.tally
         if tally.anomaly():

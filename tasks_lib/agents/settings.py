@@ -49,7 +49,10 @@ class AgentSettings(BaseModel):
         "once", description="opencode-server: the answer to a permission ask."
     )
     max_provider_retries: int = Field(
-        3, ge=0, description="opencode-server: abort after this many provider retries."
+        3,
+        ge=0,
+        description="Stop a session after this many provider retries (OpenCode retries for "
+        "ever; aider for long).",
     )
 
     @model_validator(mode="after")
