@@ -41,7 +41,7 @@ from tasks_lib.records import NodeRecord, NodeStatus, RunRecord
 from tasks_lib.review import run_review
 from tasks_lib.scheduler import ScheduleResult, schedule
 from tasks_lib.taskfile import Level, Status
-from tasks_lib.workspace import Workspace
+from tasks_lib.workspace import Workspace, WorkspaceError
 
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
@@ -301,6 +301,7 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         )
     except BaseException:
         run.cancel.set()  # stop agent sessions still running
+        run_state.discard(run_id)
         raise
     finally:
         run.agents.close()
@@ -323,9 +324,12 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     aar = write_aar(record)
     create_markdown_artifact(aar, key=AAR_KEY, description=f"After-action review of {run_name}")
     create_table_artifact(node_table(records), key=NODES_KEY, description="Nodes of this run")
-    problem = commit_aar(ws, config, record.aar_path, aar)  # type: ignore[arg-type]
+    try:
+        problem = commit_aar(ws, config, record.aar_path, aar)  # type: ignore[arg-type]
+    except WorkspaceError as e:  # the work is merged: an unsaved review does not fail the run
+        problem = str(e)
     if problem:
-        logger.warning("the after-action review was not pushed: %s", problem)
+        logger.warning("the after-action review was not saved on the origin: %s", problem)
     run_state.finish(run_id, record)
 
     undone = [r for r in records if r.status is not NodeStatus.COMPLETED]

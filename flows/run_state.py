@@ -110,6 +110,11 @@ def finish(run_id: str, result: RunRecord) -> None:
         _results[run_id] = result
 
 
+def discard(run_id: str) -> None:
+    with _guard:
+        _runs.pop(run_id, None)
+
+
 def result(run_id: str) -> RunRecord | None:
     return _results.get(run_id)
 

@@ -131,6 +131,14 @@ class RunConfig(BaseModel):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("tasks_dir", "aar_dir")
+    @classmethod
+    def _inside_repo(cls, v: str) -> str:
+        p = Path(v)
+        if not v.strip() or p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"{v!r} must be a folder inside the repository, e.g. docs/aar")
+        return p.as_posix()
+
     @model_validator(mode="after")
     def _command_given(self) -> RunConfig:
         if self.agent == "command" and not self.agent_command:

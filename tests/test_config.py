@@ -60,3 +60,9 @@ def test_a_stored_config_holds_only_what_was_given(tmp_path: Path) -> None:
     (tmp_path / ".tgflow.toml").write_text("max_parallel = 5\nretries = 0\n")
     again = RunConfig.model_validate(stored).with_file(tmp_path)
     assert (again.max_parallel, again.retries) == (5, 2)
+
+
+@pytest.mark.parametrize("folder", ["/etc", "../elsewhere", ""])
+def test_folders_must_be_inside_the_repository(folder: str) -> None:
+    with pytest.raises(ValidationError, match="inside the repository"):
+        RunConfig(origin="o", aar_dir=folder)
