@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tgflow plan --tasks tasks
 
-test: $(STAMP)
+tools: $(STAMP)
+	bash scripts/install-agent-clis.sh
+
+test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
