@@ -58,3 +58,23 @@ def test_run_exits_1_until_every_node_completed_then_0(
 def test_bad_options_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--origin", "x", "--max-parallel", "0"]) == 2
     assert "max_parallel" in capsys.readouterr().err
+
+
+def test_demo_command_runs_the_example_graph_and_says_where_the_review_is(
+    prefect_server: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # what the demo sets
+    assert main(["demo", "--dir", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "every node completed" in out and "review/release" in out
+    copies = list((tmp_path / "d").glob("AAR-*.md"))
+    assert len(copies) == 1 and copies[0].read_text().startswith("# AAR: ")
+    assert f"Local copy of the review: {copies[0]}" in out.replace("\n", "")
+    origin = tmp_path / "d" / "demo" / "origin.git"
+    assert (
+        show(origin, f"docs/aar/{copies[0].name.removeprefix('AAR-')}")
+        == copies[0].read_text().strip()
+    )
