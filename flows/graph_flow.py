@@ -242,7 +242,7 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         push=config.push,
     )
     with ws.merge_lock:
-        report = ws.reconcile()
+        report = ws.reconcile(push=config.push)
     for what, items in vars(report).items():
         if items:
             logger.info("reconcile: %s: %s", what.replace("_", " "), items)

@@ -19,6 +19,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import git
@@ -28,6 +29,7 @@ from tasks_lib.taskfile import LoadResult, Task, load_tasks
 
 DEFAULT_IDENTITY = ("tgflow", "tgflow@localhost")
 BRANCH_PREFIX = "tgflow/"
+UNPUSHED_PREFIX = "tgflow-unpushed/"
 SAFE_EXIT_DIR = ".tgflow"
 WIP_PREFIX = "tgflow: wip"  # a branch whose tip says this must be developed further
 LS_REMOTE_TIMEOUT_S = 60.0
@@ -112,6 +114,7 @@ class ReconcileReport:
     saved_work: list[str] = field(default_factory=list)  # branches that got a WIP commit
     resumable: dict[str, int] = field(default_factory=dict)  # branch → commits not on base
     deleted_branches: list[str] = field(default_factory=list)
+    kept_unpushed: str | None = None  # branch holding merges an earlier --no-push run left
 
 
 @dataclass
@@ -480,11 +483,27 @@ class Workspace:
 
     # --- run start -----------------------------------------------------------------------
 
-    def reconcile(self) -> ReconcileReport:
-        """Start of a run: origin's base, no stale worktrees, task branches sorted into
-        resumable (work not on base: never deleted) and merged (deleted)."""
+    def reconcile(self, push: bool = True) -> ReconcileReport:
+        """Start of a run: no stale worktrees, task branches sorted into resumable (work
+        not on base: never deleted) and merged (deleted).
+
+        A pushing run stands on origin's base; merges an earlier ``--no-push`` run left on
+        our local base are kept on a ``tgflow-unpushed/…`` branch first, never dropped. A
+        run without push goes on from the local base, so it sees its own earlier merges.
+        """
         report = ReconcileReport()
-        self.sync()
+        self.fetch()
+        if push:
+            unpushed = self.git(
+                self.integration, "rev-list", self.base_ref(), f"^refs/remotes/origin/{self.base}"
+            ).split()
+            if unpushed:
+                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+                report.kept_unpushed = f"{UNPUSHED_PREFIX}{stamp}-{unpushed[0][:8]}"
+                self.git(self.integration, "branch", report.kept_unpushed, self.base_ref())
+            self.sync()
+        else:
+            self.reset_to(self.base_ref())
         self.git(self.integration, "-c", "gc.auto=6700", "gc", "--auto", "--quiet")
         if self.worktrees_dir.is_dir():
             for path in sorted(self.worktrees_dir.iterdir()):

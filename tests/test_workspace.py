@@ -124,3 +124,21 @@ def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path:
 
     (rescued,) = [b for b in report.resumable if b.startswith("tgflow/rescued-d-")]
     assert git(ws.integration, "show", f"{rescued}:d.txt") == "d"
+
+
+def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
+    ws.reconcile(push=False)
+    write_files(ws.integration, {"local.txt": "merged without push\n"})
+    unpushed = ws.commit_paths([ws.integration / "local.txt"], "a merge that was never pushed")
+
+    # a later run without push goes on from its own merges
+    assert ws.reconcile(push=False).kept_unpushed is None
+    assert ws.head() == unpushed
+
+    # a pushing run stands on origin's main, and keeps the local work on a branch first
+    report = Workspace.open(str(origin), tmp_path / "ws").reconcile(push=True)
+    assert report.kept_unpushed is not None
+    assert report.kept_unpushed.startswith("tgflow-unpushed/")
+    assert git(ws.integration, "rev-parse", report.kept_unpushed) == unpushed
+    assert ws.head() == git(origin, "rev-parse", "main")
