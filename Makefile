@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tgflow plan --tasks tasks
+	$(BIN)/tgflow demo
 
 tools: $(STAMP)
 	bash scripts/install-agent-clis.sh

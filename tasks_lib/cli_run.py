@@ -100,6 +100,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="also print Prefect's logs")
 
 
+DEMO_DIR = ".tgflow-demo"
+
+
 def add_demo_command(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo",
@@ -111,8 +114,11 @@ def add_demo_command(subparsers: Any) -> None:
             "model and no running Prefect server."
         ),
     )
-    demo.add_argument("--dir", type=Path, help="build the demo here (kept); default: a temp dir")
-    demo.add_argument("--keep", action="store_true", help="keep the temp dir after the run")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        help=f"build the demo in this empty folder (default: ./{DEMO_DIR}, rebuilt each time)",
+    )
     demo.add_argument("--max-parallel", type=int, default=2, metavar="N")
     demo.add_argument("-v", "--verbose", action="store_true", help="also print Prefect's logs")
     demo.set_defaults(handler=_demo)
@@ -246,8 +252,11 @@ def _demo(args: argparse.Namespace) -> int:
     from tasks_lib.demo import DemoError, build_demo_origin
 
     console = Console()
-    temporary = args.dir is None
-    root = Path(tempfile.mkdtemp(prefix="tgflow-demo-")) if temporary else args.dir.resolve()
+    if args.dir is None:
+        root = Path(DEMO_DIR).resolve()
+        shutil.rmtree(root, ignore_errors=True)  # ours alone: rebuilt on every demo run
+    else:
+        root = args.dir.resolve()
     _prepare_prefect(args.verbose, home=Path(tempfile.gettempdir()) / "tgflow-demo-prefect")
     try:
         origin = build_demo_origin(root / "demo")
@@ -263,20 +272,14 @@ def _demo(args: argparse.Namespace) -> int:
         retry_delay_s=1.0,
     )
     console.print(f"Demo origin: {origin} (tiny project + {len(_task_files())} task files)")
-    try:
-        record, ok = run_with_progress(config, console)
-        if record is not None and record.aar_path:
-            aar = _show(origin, f"{record.base}:{record.aar_path}")
-            keep = not temporary or args.keep
-            copy = (root if keep else Path(tempfile.gettempdir())) / f"AAR-{record.run_name}.md"
-            copy.write_text(aar, encoding="utf-8")
-            console.print(f"Local copy of the review: {copy}")
-    finally:
-        if temporary and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-            console.print(f"Removed the demo folder {root} (use --keep or --dir to keep it).")
-        else:
-            console.print(f"Demo kept in {root} (origin: {origin}).")
+    record, ok = run_with_progress(config, console)
+    if record is not None and record.aar_path:
+        copy = root / f"AAR-{record.run_name}.md"
+        copy.write_text(_show(origin, f"{record.base}:{record.aar_path}"), encoding="utf-8")
+        console.print(f"A copy of the review: {copy}")
+    console.print(
+        f"Everything is kept in {root}: the origin ({origin.name}), tgflow's clone (workspace/)."
+    )
     return 0 if ok else 1
 
 

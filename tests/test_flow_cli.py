@@ -72,7 +72,7 @@ def test_demo_command_runs_the_example_graph_and_says_where_the_review_is(
     assert "every node completed" in out and "review/release" in out
     copies = list((tmp_path / "d").glob("AAR-*.md"))
     assert len(copies) == 1 and copies[0].read_text().startswith("# AAR: ")
-    assert f"Local copy of the review: {copies[0]}" in out.replace("\n", "")
+    assert f"A copy of the review: {copies[0]}" in out.replace("\n", "")
     origin = tmp_path / "d" / "demo" / "origin.git"
     assert (
         show(origin, f"docs/aar/{copies[0].name.removeprefix('AAR-')}")
