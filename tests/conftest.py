@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from prefect_fixtures import *  # noqa: F403  (the session's Prefect server)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,4 +25,3 @@ def shared_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return shared
-from prefect_fixtures import *  # noqa: E402, F403
