@@ -27,7 +27,7 @@ from typing import IO
 
 import httpx
 
-from deployments.definitions import ProjectFileError, load_project
+from deployments.definitions import FLOW_NAME, NIGHTLY, ProjectFileError, load_project
 from tasks_lib.agents.process import group_alive, kill_group
 
 HOST = "127.0.0.1"
@@ -213,6 +213,14 @@ class LocalPrefect:
             "deploy", "--no-prompt", "deploy", "--all", "--prefect-file", self.prefect_file
         )
 
+    def set_paused(self, deployment: str, paused: bool, flow: str = FLOW_NAME) -> None:
+        found = httpx.get(f"{self.api_url}/deployments/name/{flow}/{deployment}", timeout=10)
+        found.raise_for_status()
+        done = httpx.patch(
+            f"{self.api_url}/deployments/{found.json()['id']}", json={"paused": paused}, timeout=10
+        )
+        done.raise_for_status()
+
     def start_workers(self, pools: list[str] | None = None) -> None:
         for pool in pools or load_project(self.root, self.prefect_file).work_pools:
             self._spawn(
@@ -288,7 +296,12 @@ def _stop_on_sigterm() -> Iterator[None]:
 def run_server(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     home = Path(args.home).resolve() if args.home else root / ".prefect"
-    local = LocalPrefect(root=root, home=home, port=args.port)
+    origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
+    if origin and Path(origin).exists():
+        origin = str(Path(origin).resolve())
+    local = LocalPrefect(
+        root=root, home=home, port=args.port, extra_env={"TGFLOW_ORIGIN": origin} if origin else {}
+    )
     with _stop_on_sigterm(), local:
         try:
             load_project(root)
@@ -299,6 +312,14 @@ def run_server(args: argparse.Namespace) -> int:
             if not args.no_deploy:
                 print("registering the deployments of prefect.yaml ...", flush=True)
                 local.deploy()
+                if origin:
+                    print(f"nightly: runs on {origin}", flush=True)
+                else:
+                    local.set_paused(NIGHTLY, True)
+                    print(
+                        "nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)",
+                        flush=True,
+                    )
                 local.start_workers()
             print(
                 f"\nPrefect UI: {local.ui_url}\n"
@@ -332,6 +353,12 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     parser.add_argument("--root", default=".", help="folder holding prefect.yaml (default: .)")
     parser.add_argument("--home", default=None, help="PREFECT_HOME (default: ROOT/.prefect)")
+    parser.add_argument(
+        "--origin",
+        default=None,
+        help="repository the nightly deployment works on (default: $TGFLOW_ORIGIN; "
+        "without either the nightly schedule is paused)",
+    )
     parser.add_argument(
         "--no-deploy", action="store_true", help="only the server: no deployments, no worker"
     )

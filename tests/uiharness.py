@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deployments.definitions import NIGHTLY
 from tasks_lib.agents.process import group_alive
 from tasks_lib.server import LocalPrefect, free_port
 
@@ -62,6 +63,7 @@ def start_local_prefect(home: Path, *, prefect_file: str = "prefect.yaml") -> Lo
     try:
         local.start_server()
         local.deploy()
+        local.set_paused(NIGHTLY, True)  # no origin here; and 02:00 may fall in a test run
         local.start_workers()
     except BaseException:
         local.stop()
