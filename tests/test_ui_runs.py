@@ -6,6 +6,7 @@ One server, one worker for the whole module (``tgflow server``'s own code starts
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -188,3 +189,24 @@ def test_scheduled_runs_each_find_only_the_work_that_is_left(
     assert {t: sessions(marks, t) for t in "abc"} == {"a": 1, "b": 1, "c": 1}
     # The first run did a and b; the run that did c found a and b already done.
     assert task_names(api, runs[0]["id"]).keys() >= {"a", "b"}
+
+
+def test_agent_keys_come_from_secret_blocks_when_the_environment_lacks_them(
+    local_prefect: LocalPrefect,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.secrets import block_name, export_secrets
+
+    monkeypatch.delenv("TGFLOW_TEST_KEY", raising=False)
+    monkeypatch.setenv("TGFLOW_TEST_SET", "from-env")
+    with temporary_settings({PREFECT_API_URL: local_prefect.api_url}):
+        Secret(value="s3cr3t").save(block_name("TGFLOW_TEST_KEY"), overwrite=True)
+        Secret(value="ignored").save(block_name("TGFLOW_TEST_SET"), overwrite=True)
+        loaded = export_secrets(["TGFLOW_TEST_KEY", "TGFLOW_TEST_SET", "TGFLOW_TEST_NONE"])
+    assert loaded == ["TGFLOW_TEST_KEY"]
+    assert os.environ["TGFLOW_TEST_KEY"] == "s3cr3t"
+    assert os.environ["TGFLOW_TEST_SET"] == "from-env"  # the environment wins
+    assert "TGFLOW_TEST_NONE" not in os.environ
