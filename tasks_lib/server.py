@@ -209,9 +209,10 @@ class LocalPrefect:
     def deploy(self) -> str:
         """Register every deployment of ``prefect.yaml`` (the same call a user would make)."""
         self.ensure_work_pools()
-        return self.run_cli(
-            "deploy", "--no-prompt", "deploy", "--all", "--prefect-file", self.prefect_file
+        custom = (
+            [] if self.prefect_file == "prefect.yaml" else ["--prefect-file", self.prefect_file]
         )
+        return self.run_cli("deploy", "--no-prompt", "deploy", "--all", *custom)
 
     def set_paused(self, deployment: str, paused: bool, flow: str = FLOW_NAME) -> None:
         found = httpx.get(f"{self.api_url}/deployments/name/{flow}/{deployment}", timeout=10)
