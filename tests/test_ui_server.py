@@ -4,11 +4,13 @@ started, the agent included."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,18 +34,22 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
 def read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> str:
     """The command's output up to the first line containing ``needle``."""
-    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if not ready:
+        try:
+            seen.append(lines.get(timeout=1.0))
+        except queue.Empty:
             continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
+        if needle in seen[-1]:
             return "".join(seen)
     raise AssertionError(f"no {needle!r} in the output:\n{''.join(seen)}")
 
@@ -86,8 +92,14 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
         server.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         assert server.wait(timeout=90) == 0
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
+        if server.poll() is None:  # the test failed: stop the tree, sessions of its own too
+            left = children_of({server.pid})
+            server.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=60)
+            for pid in [server.pid, *left]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     assert not live_group(marks / "slow.pgid"), "the agent outlived tgflow server"
     survivors = [pid for pid in started if Path(f"/proc/{pid}").exists()]
     assert survivors == [], f"processes left behind: {survivors}"
