@@ -65,7 +65,7 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "tgflow"), "server", "--port", str(port),
-         "--home", str(tmp_path / "prefect-home"), "--root", str(REPO)],
+         "--home", str(tmp_path / "prefect-home"), "--root", str(REPO), "--origin", str(origin)],
         env={**os.environ, **FAST_ENV}, cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
@@ -73,10 +73,12 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
         out = read_until(server, "Ctrl-C stops", timeout_s=240)
         ui = f"http://127.0.0.1:{port}"
         assert f"Prefect UI: {ui}" in out
-        assert "nightly: paused" in out
+        assert f"nightly: runs on {origin}" in out
         assert httpx.get(ui, timeout=10).status_code == 200
         api = Api(f"{ui}/api")
-        assert api.deployment(FLOW_NAME, NIGHTLY)["paused"] is True
+        nightly = api.deployment(FLOW_NAME, NIGHTLY)
+        assert nightly["parameters"]["config"]["origin"] == str(origin)
+        assert nightly["paused"] is False
 
         manual = api.deployment(FLOW_NAME, MANUAL)
         config = {"origin": str(origin), "workspace_root": str(tmp_path / "ws"), "retries": 0}
