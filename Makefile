@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 tools: $(STAMP)
 	bash scripts/install-agent-clis.sh
+	bash scripts/install-browser.sh
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .

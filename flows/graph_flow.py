@@ -32,6 +32,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import run_state
 from flows.run_state import Event, NodeFailed, RunState
+from flows.secrets import block_name, export_secrets
 from tasks_lib.aar import peak_concurrency, write_aar
 from tasks_lib.agents.settings import AgentSettings, settings_for_task
 from tasks_lib.config import RunConfig
@@ -247,6 +248,9 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         if items:
             logger.info("reconcile: %s: %s", what.replace("_", " "), items)
     config = config.with_file(ws.integration)
+    if config.agent_api_key_env:
+        for name in export_secrets([config.agent_api_key_env]):
+            logger.info("%s set from the Prefect Secret block %s", name, block_name(name))
     loaded = load_graph(ws.integration / config.tasks_dir)
     for warning in loaded.warnings:
         logger.warning("%s", warning)
