@@ -85,13 +85,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-parallel", type=int, metavar="N", help="agent sessions at once (2)")
     parser.add_argument("--no-push", dest="push", action="store_false", default=None,
-                        help="merge in tgflow's clone only; never push")  # fmt: skip
+                        help="merge in tgflow's clone only, never push (a later pushing run keeps "
+                             "those merges on a tgflow-unpushed/ branch)")  # fmt: skip
     parser.add_argument("--only", action="append", metavar="ID", help="run only these (repeatable)")
     parser.add_argument("--retries", type=int, metavar="N", help="retries of a failed node (1)")
-    parser.add_argument("--retry-delay", dest="retry_delay_s", type=float, metavar="S")
-    parser.add_argument("--agent-timeout", dest="agent_timeout_s", type=float, metavar="S")
-    parser.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, metavar="S")
-    parser.add_argument("--validate-timeout", dest="validate_timeout_s", type=float, metavar="S")
+    for flag, field in (
+        ("--retry-delay", "retry_delay_s"),
+        ("--agent-timeout", "agent_timeout_s"),
+        ("--idle-timeout", "idle_timeout_s"),
+        ("--validate-timeout", "validate_timeout_s"),
+    ):
+        info = RunConfig.model_fields[field]
+        parser.add_argument(
+            flag, dest=field, type=float, metavar="S",
+            help=f"{info.description} ({info.default:g})",
+        )  # fmt: skip
     parser.add_argument("--workspace", dest="workspace_root", metavar="DIR",
                         help="folder for tgflow's clone and worktrees")  # fmt: skip
     parser.add_argument("--aar-dir", metavar="DIR", help="folder for the review on main")
