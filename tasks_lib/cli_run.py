@@ -25,6 +25,7 @@ from rich.table import Table
 
 from tasks_lib.agents.settings import PRESETS
 from tasks_lib.config import RunConfig
+from tasks_lib.preflight import PreflightError, preflight
 
 if TYPE_CHECKING:
     from flows.run_state import Event
@@ -158,6 +159,13 @@ def _run(args: argparse.Namespace) -> int:
         for err in e.errors():
             where = ".".join(str(p) for p in err["loc"]) or "options"
             print(f"tgflow run: {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        preflight(config)
+    except PreflightError as e:
+        print("tgflow run: nothing was run:", file=sys.stderr)
+        for line in e.lines:
+            print(f"  {line}", file=sys.stderr)
         return 2
     _prepare_prefect(args.verbose)
     record, ok = run_with_progress(config, Console())

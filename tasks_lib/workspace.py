@@ -566,9 +566,11 @@ def _remote_heads(origin: str) -> set[str]:
             "check the URL and your network."
         ) from None
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
+        lines = [x.strip() for x in (done.stderr or done.stdout).splitlines() if x.strip()]
+        fatal = [x.removeprefix("fatal: ") for x in lines if x.startswith("fatal: ")]
+        detail = (fatal or lines or ["git ls-remote failed"])[0].rstrip(".")
         raise WorkspaceError(
-            f"cannot reach origin {origin}: {detail[-1] if detail else 'git ls-remote failed'}. "
+            f"cannot reach origin {origin}: {detail}. "
             "Check the URL or path, and that your credentials work with `git ls-remote`."
         )
     return {

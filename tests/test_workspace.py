@@ -29,7 +29,11 @@ def test_opens_a_clone_of_its_own_on_base_and_reuses_it(origin: Path, tmp_path: 
 
 
 def test_unreachable_origin_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(WorkspaceError, match=r"cannot reach origin .*nowhere.*Check the URL"):
+    with pytest.raises(
+        WorkspaceError,
+        match=r"cannot reach origin \S*nowhere.git: '\S*nowhere.git' does not appear to be a git "
+        r"repository\. Check the URL",
+    ):
         Workspace.open(str(tmp_path / "nowhere.git"), tmp_path / "ws")
 
 
