@@ -244,6 +244,10 @@ class ProgressView:
             return table
 
 
+# The terminal's headers for the table artifact's numeric columns.
+HEADERS = {"attempts": "tries", "duration_s": "time s", "agent_s": "agent s", "cost_usd": "$"}
+
+
 def final_table(records: list[NodeRecord]) -> Table:
     from flows.graph_flow import node_table
 
@@ -255,7 +259,12 @@ def final_table(records: list[NodeRecord]) -> Table:
     if not any(row["reason"] for row in rows):
         columns.remove("reason")
     for column in columns:
-        table.add_column(column, no_wrap=column in ("task", "status"), overflow="fold")
+        table.add_column(
+            HEADERS.get(column, column),
+            no_wrap=column in ("task", "status"),
+            overflow="fold",
+            justify="right" if column in HEADERS else "left",
+        )
     for row in rows:
         style = STATUS_STYLE.get(row["status"], "")
         cells = ["" if row[c] is None else str(row[c]) for c in columns]
