@@ -21,6 +21,7 @@ from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
 from tasks_lib.agents.clis import opencode_config
 from tasks_lib.agents.opencode_server import NUDGE, OpenCodeServerAgent
 from tasks_lib.agents.process import group_alive, kill_group
+from tasks_lib.agents.settings import AgentSettings
 
 pytest_plugins = ["agent_fixtures"]
 pytestmark = pytest.mark.agents
@@ -191,3 +192,40 @@ def test_server_dying_mid_session_fails_the_session_with_its_output(fake: FakeMo
 
     assert result.outcome is Outcome.FAILED
     assert "opencode serve exited during the session" in result.reason
+
+
+def test_a_server_that_will_not_start_fails_the_session_without_hanging(
+    tmp_path: Path, worktree: Path, monkeypatch: pytest.MonkeyPatch
+):
+    broken = tmp_path / "opencode"
+    broken.write_text("#!/bin/sh\necho 'config error: no such provider'\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr("tasks_lib.agents.opencode_server.find_cli", lambda name: str(broken))
+    agent = OpenCodeServerAgent(AgentSettings(preset="opencode-server"))
+    results: list[SessionResult] = []
+    thread = threading.Thread(target=lambda: results.append(run(agent, worktree)), daemon=True)
+
+    thread.start()
+    thread.join(20)
+
+    assert results, "the session hung on a server that exited at start"
+    assert results[0].outcome is Outcome.FAILED
+    assert "did not start" in results[0].reason
+    assert "config error: no such provider" in results[0].reason
+    agent.close()
+
+
+def test_a_dead_server_is_started_anew_for_the_next_session(fake: FakeModel, worktree: Path):
+    agent = OpenCodeServerAgent(settings_for("opencode-server", fake, extra_env=IDENTITY_ENV))
+    with agent:
+        agent.server.ensure()
+        assert agent.server.proc is not None
+        dead = agent.server.proc.pid
+        kill_group(dead)
+        agent.server.proc.wait(5)
+        fake.reset(write_and_commit("opencode-server", worktree))
+
+        result = run(agent, worktree)
+
+        assert result.outcome is Outcome.SUCCEEDED, result.reason + "\n" + result.tail
+        assert agent.server.proc is not None and agent.server.proc.pid != dead

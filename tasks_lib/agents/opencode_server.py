@@ -56,6 +56,8 @@ class OpenCodeServer:
 
     def ensure(self) -> str:
         with self._lock:
+            if self.exited():  # it died (and failed the session it was serving): start anew
+                self._stop()
             if self.url is None:
                 self.url = self._start()
             return self.url
@@ -88,7 +90,7 @@ class OpenCodeServer:
         except queue.Empty:
             url = None
         if url is None:
-            self.close()
+            self._stop()
             tail = "\n".join(self.output[-20:])
             raise ServerError(f"opencode serve did not start within {START_TIMEOUT_S:g} s:\n{tail}")
         self._wait_healthy(url)
@@ -114,7 +116,7 @@ class OpenCodeServer:
                 if httpx.get(f"{url}/global/health", timeout=5).status_code == 200:
                     return
             time.sleep(0.2)
-        self.close()
+        self._stop()
         raise ServerError(f"opencode serve at {url} never answered /global/health")
 
     def exited(self) -> bool:
@@ -124,15 +126,19 @@ class OpenCodeServer:
 
     def close(self) -> None:
         with self._lock:
-            if self.proc is not None:
-                kill_group(self.proc.pid)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=5)
-                self.proc = None
-                self.url = self.settings.server_url
-            if self._home is not None:
-                self._home.cleanup()
-                self._home = None
+            self._stop()
+
+    def _stop(self) -> None:
+        """Stop the server we started and remove its home; the caller holds ``_lock``."""
+        if self.proc is not None:
+            kill_group(self.proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            self.proc = None
+            self.url = self.settings.server_url
+        if self._home is not None:
+            self._home.cleanup()
+            self._home = None
 
 
 @dataclass
