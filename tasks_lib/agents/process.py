@@ -124,32 +124,37 @@ def run_watched(
     last_output = time.monotonic()
     try:
         eof = False
-        while not eof:
+        while True:
+            # Checked on every pass, so a child printing without pause or one that closed
+            # its output cannot outrun our timeouts or a cancellation.
             try:
                 line = lines.get(timeout=0.1)
             except queue.Empty:
-                line = ""
-                now = time.monotonic()
-                if cancel is not None and cancel.is_set():
-                    result.cancelled = True
-                elif now - started > timeout_s:
-                    result.timed_out = True
-                elif idle_timeout_s is not None and now - last_output > idle_timeout_s:
-                    result.stalled = True
-                if result.interrupted:
-                    kill_group(proc.pid)
-                    break
-                if proc.poll() is not None and now - last_output > 2.0:
-                    # The leader is gone; a leftover child holds the pipe open. Stop it.
-                    kill_group(proc.pid)
-                    break
-                continue
-            if line is None:
-                eof = True
+                pass
+            else:
+                if line is None:
+                    eof = True
+                else:
+                    last_output = time.monotonic()
+                    result.lines.append(line)
+                    on_line(line)
+            now = time.monotonic()
+            exited = proc.poll() is not None
+            if eof and exited:
                 break
-            last_output = time.monotonic()
-            result.lines.append(line)
-            on_line(line)
+            if cancel is not None and cancel.is_set():
+                result.cancelled = True
+            elif now - started > timeout_s:
+                result.timed_out = True
+            elif idle_timeout_s is not None and now - last_output > idle_timeout_s:
+                result.stalled = True
+            if result.interrupted:
+                kill_group(proc.pid)
+                break
+            if exited and not eof and now - last_output > 2.0:
+                # The leader is gone; a leftover child holds the pipe open. Stop it.
+                kill_group(proc.pid)
+                break
         result.returncode = proc.wait(timeout=KILL_GRACE_S * 2)
         # The leader may exit while children it spawned keep the group alive.
         if group_alive(proc.pid):
