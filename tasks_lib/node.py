@@ -281,7 +281,8 @@ class _NodeRun:
         conflict = rec.conflicts[-1]
         ws.git(wt, "clean", "-fdq")  # what validation left; the agent's work is committed
         with ws.merge_lock:  # base must not move under `git merge` (it reads a shared ref)
-            merged = self._merge_base_into_branch(wt)
+            base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())
+            merged = self._merge_base_into_branch(wt, base_sha)
         if merged:
             conflict.resolved = True
             rec.notes.append(f"conflict round {round_}: {ws.base} merged into the branch cleanly")
@@ -290,24 +291,25 @@ class _NodeRun:
             conflict.files = files
             (wt / BLOCKED_FILE).unlink(missing_ok=True)
             self._session(self._prompt(conflict_files=files))  # on failure wind_down aborts
-            self._conclude_merge(wt, files)
+            self._conclude_merge(wt, files, base_sha)
             conflict.resolved = True
         self._revert_task_files()
         self._backup_branch()
         self._validate(wt, "on the task branch after resolving conflicts")
 
-    def _merge_base_into_branch(self, wt: Path) -> bool:
+    def _merge_base_into_branch(self, wt: Path, base_sha: str) -> bool:
         message = f"Merge {self.ws.base} into {self.ws.branch(self.task.id)} (resolve conflicts)"
         try:
-            self.ws.git(wt, "merge", "--no-edit", "-m", message, self.ws.base_ref())
+            self.ws.git(wt, "merge", "--no-edit", "-m", message, base_sha)
         except GitError:
             if not self.ws.in_merge(wt):
                 raise
             return False
         return True
 
-    def _conclude_merge(self, wt: Path, files: list[str]) -> None:
-        """The agent must leave no conflict markers; we commit a merge it resolved but left."""
+    def _conclude_merge(self, wt: Path, files: list[str], base_sha: str) -> None:
+        """The agent must leave no conflict markers; we commit a merge it resolved but left.
+        ``base_sha`` is the base commit merged in (base itself may move during the session)."""
         ws = self.ws
         marked = [f for f in files if (wt / f).is_file() and _has_markers((wt / f).read_text(
             encoding="utf-8", errors="replace"))]  # fmt: skip
@@ -322,7 +324,7 @@ class _NodeRun:
             ws.git(wt, "add", "-A")
             ws.git(wt, "commit", "--quiet", "--no-edit", "--no-verify")
             self.record.notes.append("committed the merge the agent resolved but left open")
-        elif not ws.is_ancestor(ws.base_ref(), "HEAD"):
+        elif not ws.is_ancestor(base_sha, f"refs/heads/{ws.branch(self.task.id)}"):
             raise _NodeFailed(
                 NodeStatus.FAILED, f"the agent abandoned the merge of {ws.base} into the branch"
             )

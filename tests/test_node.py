@@ -396,3 +396,30 @@ def test_without_push_the_origin_is_never_touched(tmp_path: Path) -> None:
     assert record.status == NodeStatus.COMPLETED, record.reason
     assert git(origin, "rev-parse", "main") == before
     assert show(ws.integration, "q.txt") == "q"
+
+
+def test_an_agent_that_abandons_the_conflict_merge_fails_the_node_at_once(tmp_path: Path) -> None:
+    from tasks_lib.agents.command import CommandAgent
+
+    origin = make_origin(
+        tmp_path,
+        {
+            "shared.txt": "the line\n",
+            "tasks/m.md": task_md(
+                "m", steps=[{"replace": {"path": "shared.txt", "old": "the line", "new": "M"}}]
+            ),
+        },
+    )
+    ws = open_ws(origin, tmp_path)
+    assert run(ws, "m", stop_after_develop=True).status == NodeStatus.CANCELLED
+    push_change(origin, tmp_path, "shared.txt", "theirs\n", "they edit the same line")
+
+    task = ws.find_task("m")
+    assert task is not None
+    quitter = CommandAgent(["bash", "-c", "git merge --abort; echo gave up"])
+    record = run_node(ws, task, quitter, NodeSettings(), final_attempt=False)
+
+    assert record.status == NodeStatus.FAILED
+    assert "abandoned the merge of main" in record.reason, record.reason
+    assert record.sessions == 1
+    assert show(origin, "shared.txt", "tgflow/m") == "M"  # the work is kept
