@@ -213,7 +213,7 @@ class _NodeRun:
             with self.ws.merge_lock:
                 conflicts = self._integrate_locked()
                 if conflicts is None:
-                    self.record.cleanup = self.ws.cleanup(self.task.id)
+                    self.record.cleanup = self.ws.cleanup(self.task.id, self.settings.push)
                     self.record.status = NodeStatus.COMPLETED
                     return
             if round_ > self.settings.conflict_rounds:

@@ -470,13 +470,14 @@ class Workspace:
         self.git(self.integration, "worktree", "prune")
         return not path.exists()
 
-    def cleanup(self, task_id: str) -> dict[str, bool]:
-        """After a merge: remove the worktree, the local branch and the remote branch."""
+    def cleanup(self, task_id: str, push: bool = True) -> dict[str, bool]:
+        """After a merge: remove the worktree, the local branch and (when pushing: the merge
+        is then on the origin too) the remote branch."""
         branch = self.branch(task_id)
         result = {"worktree": self.remove_worktree(task_id)}
         if self.ref_exists(f"refs/heads/{branch}"):
             result["branch"] = self.delete_branch(task_id)
-        if self.ref_exists(f"refs/remotes/origin/{branch}"):
+        if push and self.ref_exists(f"refs/remotes/origin/{branch}"):
             status, _ = self._push(f":refs/heads/{branch}")
             result["remote_branch"] = status == 0
         return result
@@ -489,7 +490,8 @@ class Workspace:
 
         A pushing run stands on origin's base; merges an earlier ``--no-push`` run left on
         our local base are kept on a ``tgflow-unpushed/…`` branch first, never dropped. A
-        run without push goes on from the local base, so it sees its own earlier merges.
+        run without push goes on from the local base, so it sees its own earlier merges,
+        and never touches the origin's branches.
         """
         report = ReconcileReport()
         self.fetch()
@@ -523,9 +525,10 @@ class Workspace:
                 continue
             if name in local:
                 self.git(self.integration, "branch", "-D", name)
-            if name in remote:
+            if name in remote and push:
                 self._push(f":refs/heads/{name}")
-            report.deleted_branches.append(name)
+            if name in local or push:
+                report.deleted_branches.append(name)
         return report
 
     def _refs(self, prefix: str) -> dict[str, str]:

@@ -423,3 +423,28 @@ def test_an_agent_that_abandons_the_conflict_merge_fails_the_node_at_once(tmp_pa
     assert "abandoned the merge of main" in record.reason, record.reason
     assert record.sessions == 1
     assert show(origin, "shared.txt", "tgflow/m") == "M"  # the work is kept
+
+
+def test_a_run_without_push_never_deletes_the_origins_backup_branches(tmp_path: Path) -> None:
+    origin = make_origin(
+        tmp_path,
+        {
+            "tasks/u.md": task_md("u", steps=[write("u.txt", "u\n")]),
+            "tasks/z.md": task_md("z", steps=[write("z.txt", "z\n")]),
+        },
+    )
+    ws = open_ws(origin, tmp_path)
+    # A pushing run backs u up on the origin and stops; z's merged branch lingers there.
+    assert run(ws, "u", stop_after_develop=True).status == NodeStatus.CANCELLED
+    git(origin, "branch", "tgflow/z", "main")  # holds nothing new: a pushing run would delete it
+    assert remote_branches(origin) == ["tgflow/u", "tgflow/z"]
+
+    ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
+    ws.reconcile(push=False)
+    record = run(ws, "u", settings=NodeSettings(push=False))
+
+    assert record.status == NodeStatus.COMPLETED, record.reason
+    assert "remote_branch" not in record.cleanup
+    # u's work is merged only in the local workspace: the origin keeps its copy.
+    assert remote_branches(origin) == ["tgflow/u", "tgflow/z"]
+    assert show(origin, "u.txt", "tgflow/u") == "u"
