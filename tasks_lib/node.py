@@ -118,7 +118,10 @@ def run_node(
             run.run(stop_after_develop)
         except _NodeFailed as e:
             rec.status, rec.reason = e.status, e.reason
-            run.wind_down()
+            try:
+                run.wind_down()
+            except (_NodeFailed, WorkspaceError) as trouble:  # the failure above still decides
+                rec.notes.append(f"could not record the {rec.status.value} status: {trouble}")
     except WorkspaceError as e:
         rec.status, rec.reason = NodeStatus.FAILED, str(e)
         rec.notes.append("git failed; the task branch (if any) is kept")

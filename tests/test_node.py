@@ -448,3 +448,28 @@ def test_a_run_without_push_never_deletes_the_origins_backup_branches(tmp_path: 
     # u's work is merged only in the local workspace: the origin keeps its copy.
     assert remote_branches(origin) == ["tgflow/u", "tgflow/z"]
     assert show(origin, "u.txt", "tgflow/u") == "u"
+
+
+def test_a_failure_that_cannot_be_recorded_on_main_still_returns_its_record(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other"
+    remove_task = (
+        f"cd {other} && git rm -q tasks/g.md && git -c user.name=O -c user.email=o@x "
+        "commit -qm 'drop g' && git push -q origin main"
+    )
+    origin = make_origin(
+        tmp_path,
+        {
+            "README.md": "demo\n",
+            "tasks/g.md": task_md("g", steps=[{"run": remove_task}, {"fail": "broken"}]),
+        },
+    )
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    ws = open_ws(origin, tmp_path)
+
+    record = run(ws, "g")
+
+    assert record.status == NodeStatus.FAILED
+    assert "failing as scripted: broken" in record.reason
+    assert any("vanished" in n for n in record.notes), record.notes
