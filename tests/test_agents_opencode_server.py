@@ -229,3 +229,52 @@ def test_a_dead_server_is_started_anew_for_the_next_session(fake: FakeModel, wor
 
         assert result.outcome is Outcome.SUCCEEDED, result.reason + "\n" + result.tail
         assert agent.server.proc is not None and agent.server.proc.pid != dead
+
+
+def test_a_subagents_permission_ask_is_answered_and_its_work_is_not_a_stall(tmp_path: Path):
+    """The task tool runs a child session: its asks would hang the parent, its events are work."""
+    import queue
+
+    from tasks_lib.agents.opencode_server import _Session
+
+    replies: list[str] = []
+
+    def api_handler(req: httpx.Request) -> httpx.Response:
+        replies.append(f"{req.method} {req.url.path}")
+        return httpx.Response(200, json=True)
+
+    def ev(kind: str, **props) -> dict:
+        return {"type": kind, "properties": props}
+
+    events: queue.Queue = queue.Queue()
+    for event in (
+        ev("session.status", sessionID="ses_p", status={"type": "busy"}),
+        ev("session.created", info={"id": "ses_c", "parentID": "ses_p"}),
+        ev("session.created", info={"id": "ses_g", "parentID": "ses_c"}),
+        ev("session.created", info={"id": "ses_other"}),
+        ev("permission.asked", id="per_other", sessionID="ses_other", permission="bash"),
+        ev("session.status", sessionID="ses_c", status={"type": "busy"}),
+        ev("permission.asked", id="per_c", sessionID="ses_c", permission="bash"),
+        ev("permission.asked", id="per_g", sessionID="ses_g", permission="edit"),
+        ev("session.idle", sessionID="ses_c"),  # the child's idle is not the parent's
+    ):
+        events.put(event)
+    request = SessionRequest(task_id="t", worktree=tmp_path, prompt="p", idle_timeout_s=1.5)
+    agent = OpenCodeServerAgent(AgentSettings(preset="opencode-server"))
+    session = _Session(id="ses_p")
+
+    def later() -> None:  # the child works for longer than the idle limit, then the parent ends
+        for _ in range(4):
+            time.sleep(0.5)
+            events.put(ev("message.part.updated", part={"sessionID": "ses_c", "type": "text"}))
+        events.put(ev("session.idle", sessionID="ses_p"))
+
+    threading.Thread(target=later, daemon=True).start()
+    with httpx.Client(base_url="http://x", transport=httpx.MockTransport(api_handler)) as api:
+        outcome = agent._follow_session(api, session, events, request, time.monotonic())
+
+    assert outcome == (None, "")
+    assert "POST /permission/per_c/reply" in replies
+    assert "POST /permission/per_g/reply" in replies
+    assert not any("per_other" in r for r in replies)
+    assert not any("abort" in r for r in replies)  # no stall: the child was working

@@ -149,6 +149,7 @@ class _Session:
     tally: Tally = field(default_factory=Tally)
     log: list[str] = field(default_factory=list)
     failed_tools: set[str] = field(default_factory=set)
+    children: set[str] = field(default_factory=set)  # subagent sessions (the task tool) under it
     retry_message: str = ""
     busy: bool = False  # went busy since our last prompt: only then does idle mean done
     idle: bool = False
@@ -288,11 +289,20 @@ class OpenCodeServerAgent:
                 continue
             if event.get("type") == "server.error":
                 return Outcome.FAILED, f"opencode server error: {error_text(event)}"
-            props = event.get("properties") or {}
-            if _session_of(props) != session.id and event.get("type") != "permission.asked":
+            kind, props = event.get("type"), event.get("properties") or {}
+            parent = (props.get("info") or {}).get("parentID")
+            if kind == "session.created" and parent in {session.id, *session.children}:
+                session.children.add(str(props["info"]["id"]))
+            owner = _session_of(props)
+            if owner == session.id:
+                self._handle(api, session, kind, props, request)
+            elif owner in session.children or (owner is None and kind == "permission.asked"):
+                # A subagent at work is no stall; its permission ask would hang us too.
+                if kind == "permission.asked":
+                    self._handle(api, session, kind, props, request)
+            else:
                 continue
             last_event = now
-            self._handle(api, session, event["type"], props, request)
             if session.idle:
                 if not recovering:
                     return None, ""
@@ -333,8 +343,6 @@ class OpenCodeServerAgent:
             tally.error = f"opencode: {error_text(props.get('error'))}"
             self._say(session, request, tally.error)
         elif kind == "permission.asked":
-            if _session_of(props) not in (session.id, None):
-                return
             reply = self.settings.permission
             api.post(f"/permission/{props['id']}/reply", json={"reply": reply})
             what = f"{props.get('permission')} {props.get('patterns') or ''}".strip()
