@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -23,8 +22,7 @@ from typing import NoReturn
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
-from tasks_lib.agents.process import run_watched
+from tasks_lib.agents.command import CommandAgent
 
 SCRIPT_BLOCK = re.compile(r"^```tgflow-script[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 RESOLVE_HEADING = re.compile(r"^## Resolve merge conflicts[ \t]*$", re.M)
@@ -294,47 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     say("done")
 
 
-class ScriptedAgent:
+class ScriptedAgent(CommandAgent):
     """The Agent backend that runs this module as a watched subprocess."""
 
-    name = "scripted"
-
-    def run(self, request: SessionRequest) -> SessionResult:
-        fd, prompt_file = tempfile.mkstemp(prefix="tgflow-prompt-", suffix=".md")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(request.prompt)
-            # -P: never import a tasks_lib that happens to live in the worktree.
-            argv = [sys.executable, "-P", "-m", "tasks_lib.agents.scripted"]
-            proc = run_watched(
-                [*argv, "--prompt-file", prompt_file],
-                cwd=request.worktree,
-                env={**os.environ, **request.env},
-                timeout_s=request.timeout_s,
-                idle_timeout_s=request.idle_timeout_s,
-                on_line=request.on_line,
-                cancel=request.cancel,
-            )
-        finally:
-            Path(prompt_file).unlink(missing_ok=True)
-        if proc.timed_out:
-            outcome, reason = Outcome.TIMED_OUT, f"no result after {request.timeout_s:g}s"
-        elif proc.stalled:
-            outcome, reason = Outcome.STALLED, f"no output for {request.idle_timeout_s:g}s"
-        elif proc.cancelled:
-            outcome, reason = Outcome.CANCELLED, "cancelled"
-        elif proc.returncode == 0:
-            outcome, reason = Outcome.SUCCEEDED, ""
-        else:
-            outcome = Outcome.FAILED
-            reason = f"exit code {proc.returncode}: " + "\n".join(proc.lines[-5:])
-        return SessionResult(
-            outcome=outcome,
-            reason=reason,
-            log=proc.lines,
-            duration_s=proc.duration_s,
-            pids=[proc.pid],
-        )
+    def __init__(self) -> None:
+        # -P: never import a tasks_lib that happens to live in the worktree.
+        argv = [sys.executable, "-P", "-m", "tasks_lib.agents.scripted"]
+        super().__init__([*argv, "--prompt-file", "{prompt_file}"], name="scripted")
 
 
 if __name__ == "__main__":
