@@ -278,3 +278,23 @@ def test_a_subagents_permission_ask_is_answered_and_its_work_is_not_a_stall(tmp_
     assert "POST /permission/per_g/reply" in replies
     assert not any("per_other" in r for r in replies)
     assert not any("abort" in r for r in replies)  # no stall: the child was working
+
+
+def test_no_server_is_started_once_the_runs_agents_are_closed(
+    worktree: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A node that starts after the run was cancelled must not start a server nobody stops."""
+    from tasks_lib.agents.registry import AgentPool
+
+    started: list[str] = []
+    monkeypatch.setattr("tasks_lib.agents.opencode_server.find_cli", started.append)
+    settings = AgentSettings(preset="opencode-server")
+    pool = AgentPool()
+    used = pool.get(settings)
+    pool.close()
+
+    for agent in (used, pool.get(settings)):
+        result = run(agent, worktree)
+        assert result.outcome is Outcome.FAILED
+        assert "closed" in result.reason
+    assert started == []

@@ -53,9 +53,12 @@ class OpenCodeServer:
         self.output: list[str] = []
         self._home: tempfile.TemporaryDirectory[str] | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def ensure(self) -> str:
         with self._lock:
+            if self._closed:  # a late node of a cancelled run: start nothing nobody stops
+                raise ServerError("closed: the run that owned this server has ended")
             if self.exited():  # it died (and failed the session it was serving): start anew
                 self._stop()
             if self.url is None:
@@ -126,6 +129,7 @@ class OpenCodeServer:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._stop()
 
     def _stop(self) -> None:

@@ -32,25 +32,35 @@ class AgentPool:
     def __init__(self) -> None:
         self._agents: dict[str, Agent] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def get(self, settings: AgentSettings) -> Agent:
         key = settings.model_dump_json()
         with self._lock:
+            if self._closed:  # the run is over: an agent made now would be closed by no one
+                agent = make_agent(settings)
+                _close(agent)
+                return agent
             if key not in self._agents:
                 self._agents[key] = make_agent(settings)
             return self._agents[key]
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             agents, self._agents = list(self._agents.values()), {}
         for agent in agents:
-            close = getattr(agent, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+            _close(agent)
 
     def __enter__(self) -> AgentPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close(agent: Agent) -> None:
+    close = getattr(agent, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
