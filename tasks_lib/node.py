@@ -125,6 +125,11 @@ def run_node(
     except WorkspaceError as e:
         rec.status, rec.reason = NodeStatus.FAILED, str(e)
         rec.notes.append("git failed; the task branch (if any) is kept")
+    return close_record(rec, attempt)
+
+
+def close_record(rec: NodeRecord, attempt: int) -> NodeRecord:
+    """Stamp the finish time and add this attempt to the record (nodes and reviews alike)."""
     rec.finished_at = datetime.now(UTC)
     rec.attempts.append(
         Attempt(
@@ -539,15 +544,18 @@ class _NodeRun:
         if self.ctx is None:  # failed before reading the task on main: nothing to record there
             return
         if rec.status == NodeStatus.BLOCKED:
-            self._record_on_main(Status.BLOCKED, _note("blocked", self.attempt, rec.reason))
+            self._record_on_main(Status.BLOCKED, failure_note("blocked", self.attempt, rec.reason))
         elif self.final_attempt and rec.status != NodeStatus.CANCELLED:
-            self._record_on_main(Status.FAILED, _note(rec.status.value, self.attempt, rec.reason))
+            self._record_on_main(
+                Status.FAILED, failure_note(rec.status.value, self.attempt, rec.reason)
+            )
 
 
-def _note(what: str, attempt: int, reason: str) -> str:
+def failure_note(what: str, attempt: int, reason: str, by: str = "tgflow") -> str:
+    """A ``## Notes`` entry: the reason's first line, the rest in a fence it cannot break."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     first, _, rest = reason.strip().partition("\n")
-    text = f"**{what}** (tgflow, attempt {attempt}, {when}): {first}"
+    text = f"**{what}** ({by}, attempt {attempt}, {when}): {first}"
     if rest.strip():
         text += f"\n\n{fenced(rest.strip(), 'text')}"
     return text

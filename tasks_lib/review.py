@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest
-from tasks_lib.node import NodeSettings
-from tasks_lib.prompt import build_prompt
-from tasks_lib.records import Attempt, NodeRecord, NodeStatus
+from tasks_lib.node import NodeSettings, close_record, failure_note
+from tasks_lib.prompt import build_prompt, fenced
+from tasks_lib.records import NodeRecord, NodeStatus
 from tasks_lib.taskfile import Status, Task, update_task_file
 from tasks_lib.validation import run_validation
 from tasks_lib.workspace import Workspace, WorkspaceError
@@ -63,18 +62,7 @@ def run_review(
                     _record_on_main(ws, on_main, settings, rec, attempt)
     except WorkspaceError as e:
         rec.status, rec.reason = NodeStatus.FAILED, str(e)
-    rec.finished_at = datetime.now(UTC)
-    rec.attempts.append(
-        Attempt(
-            number=attempt,
-            status=rec.status,
-            reason=rec.reason,
-            agent_seconds=rec.agent_seconds,
-            validate_seconds=rec.validate_seconds,
-            sessions=rec.sessions,
-        )
-    )
-    return rec
+    return close_record(rec, attempt)
 
 
 def _review_locked(
@@ -127,7 +115,7 @@ def _review_locked(
         if session.outcome is not Outcome.SUCCEEDED:
             rec.reason = f"reviewer {session.outcome.value}: {session.reason or session.tail}"
             return
-        report = "\n\nReviewer's report:\n\n```text\n" + session.tail + "\n```"
+        report = "\n\nReviewer's report:\n\n" + fenced(session.tail, "text")
     commands = ", ".join(f"`{c}`" for c in settings.validate_commands) or "(no commands set)"
     rec.status = NodeStatus.COMPLETED
     rec.notes.append(
@@ -146,11 +134,7 @@ def _record_on_main(
         if rec.status is NodeStatus.COMPLETED:
             changed = update_task_file(current.path, status=Status.COMPLETED, summary=rec.notes[-1])
         else:
-            when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            first, _, rest = rec.reason.strip().partition("\n")
-            note = f"**failed** (tgflow review, attempt {attempt}, {when}): {first}"
-            if rest.strip():
-                note += f"\n\n```text\n{rest.strip()}\n```"
+            note = failure_note("failed", attempt, rec.reason, by="tgflow review")
             old = current.section("Notes")
             notes = f"{old}\n\n{note}" if old else note
             changed = update_task_file(current.path, status=Status.FAILED, notes=notes)

@@ -59,3 +59,16 @@ def test_a_review_already_completed_on_main_runs_nothing(tmp_path: Path) -> None
     _, record = review(origin, tmp_path, "false")
     assert record.status is NodeStatus.COMPLETED and record.already_done
     assert git(origin, "log", "-1", "--format=%s", "main") == "done"
+
+
+def test_output_holding_a_code_fence_stays_inside_the_notes(tmp_path: Path) -> None:
+    from tasks_lib.taskfile import parse_task
+
+    origin = make_origin(tmp_path, {"tasks/check.md": REVIEW})
+    command = "printf 'first\\n```\\n## Injected\\nafter the heading\\n'; false"
+    _, record = review(origin, tmp_path, command)
+    assert record.status is NodeStatus.FAILED
+    task, problems, _ = parse_task(show(origin, "tasks/check.md"), Path("tasks/check.md"))
+    assert task is not None, problems
+    assert "after the heading" in (task.section("Notes") or "")
+    assert task.section("Injected") is None
