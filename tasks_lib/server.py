@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -179,15 +180,20 @@ class LocalPrefect:
 
     def run_cli(self, name: str, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         """Run one ``prefect`` command to completion; its output goes to ``logs/<name>.log``."""
-        done = subprocess.run(
-            self.prefect(*args),
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            done = subprocess.run(
+                self.prefect(*args),
+                cwd=self.root,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServerError(
+                f"`prefect {' '.join(args)}` did not finish in {timeout_s:g} s"
+            ) from exc
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("a") as log:
             log.write(done.stdout + done.stderr)
@@ -234,7 +240,15 @@ class LocalPrefect:
                 raise ServerError(f"{name} exited ({proc.returncode}):\n" + self.log_tail(name))
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop flow runs, then workers, then the server, then anything still left over."""
+        """Stop flow runs, then workers, then the server, then anything still left over.
+
+        Our processes run in sessions of their own, out of reach of the terminal's Ctrl-C:
+        a second Ctrl-C must not break this off, or they would all be left running.
+        """
+        with _interrupts_deferred():
+            self._stop(grace_s)
+
+    def _stop(self, grace_s: float) -> None:
         ours = {p.pid for p in self.procs.values() if p.poll() is None}
         spawned = children_of(ours)
         workers = [p for n, p in self.procs.items() if n.startswith("worker-")]
@@ -281,6 +295,24 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM only say "still stopping" while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def still_stopping(signum: int, frame: object) -> None:
+        print("still stopping, please wait ...", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, still_stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C, so ``kill <pid>`` also stops everything cleanly."""
 
@@ -305,7 +337,7 @@ def run_server(args: argparse.Namespace) -> int:
     )
     with _stop_on_sigterm(), local:
         try:
-            load_project(root)
+            project = load_project(root)
             print(
                 f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True
             )
@@ -313,9 +345,10 @@ def run_server(args: argparse.Namespace) -> int:
             if not args.no_deploy:
                 print("registering the deployments of prefect.yaml ...", flush=True)
                 local.deploy()
-                if origin:
+                has_nightly = any(d.name == NIGHTLY for d in project.deployments)
+                if has_nightly and origin:
                     print(f"nightly: runs on {origin}", flush=True)
-                else:
+                elif has_nightly:
                     local.set_paused(NIGHTLY, True)
                     print(
                         "nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)",
@@ -333,7 +366,7 @@ def run_server(args: argparse.Namespace) -> int:
             while True:
                 local.check_alive()
                 time.sleep(1.0)
-        except (ProjectFileError, ServerError) as exc:
+        except (ProjectFileError, ServerError, httpx.HTTPError) as exc:
             print(f"tgflow server: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
