@@ -29,7 +29,7 @@ from typing import IO
 import httpx
 
 from deployments.definitions import FLOW_NAME, NIGHTLY, ProjectFileError, load_project
-from tasks_lib.agents.process import group_alive, kill_group
+from tasks_lib.agents.process import group_alive, kill_group, live_processes, pid_alive
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -73,17 +73,7 @@ def prefect_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -
 
 def children_of(pids: set[int]) -> set[int]:
     """Every live descendant of ``pids`` (read from /proc), whatever session it moved to."""
-    parent: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] != "Z":
-            parent[int(entry.name)] = int(fields[1])
+    parent = {pid: ppid for pid, (ppid, _) in live_processes().items()}
     found: set[int] = set()
     frontier = set(pids)
     while frontier:
@@ -259,7 +249,7 @@ class LocalPrefect:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(pid) for pid in flow_runs):
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in flow_runs):
             time.sleep(0.2)
         for name in sorted(self.procs, key=lambda n: n == "server"):
             proc = self.procs[name]
@@ -272,7 +262,7 @@ class LocalPrefect:
                 kill_group(pgid, grace_s=1.0)
         for pid in spawned:
             with contextlib.suppress(ProcessLookupError):
-                if _alive(pid):
+                if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
         for log in self._logs:
             log.close()
@@ -284,14 +274,6 @@ class LocalPrefect:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
 
 
 @contextlib.contextmanager

@@ -59,17 +59,30 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # killpg succeeds while zombies remain; look for a live member.
+    return any(pgrp == pgid for _, pgrp in live_processes().values())
+
+
+def live_processes() -> dict[int, tuple[int, int]]:
+    """Every live (not zombie) process, read from /proc: pid -> (parent pid, process group)."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+        if entry.name.isdigit() and (fields := _stat_fields(entry.path)) and fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def pid_alive(pid: int) -> bool:
+    fields = _stat_fields(f"/proc/{pid}")
+    return fields is not None and fields[0] != "Z"
+
+
+def _stat_fields(proc_dir: str) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, parent pid, process group, ..."""
+    try:
+        stat = Path(proc_dir, "stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def run_watched(
