@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tasks_lib.config import CONFIG_FILE, ConfigError, RunConfig
 from tasks_lib.graph import load_graph
+from tasks_lib.scheduler import unknown_only
 from tasks_lib.workspace import Workspace, WorkspaceError
 
 
@@ -52,6 +53,9 @@ def preflight(config: RunConfig) -> None:
         loaded = load_graph(root / config.tasks_dir)
         if loaded.graph is None:
             raise PreflightError([str(p).replace(f"{root}/", "") for p in loaded.problems])
+        unknown = unknown_only(loaded.graph, config.only, config.base)
+        if unknown:
+            raise PreflightError([f"--{line}" for line in unknown])
 
 
 def _export(ws: Workspace, ref: str, path: str, dest: Path) -> bool:

@@ -27,6 +27,16 @@ class ScheduleResult:
     peak_running: int = 0
 
 
+def unknown_only(graph: TaskGraph, only: Collection[str], base: str) -> list[str]:
+    """One line per id in ``only`` that is not a task of the graph (none: all are)."""
+    known = sorted(graph.tasks)
+    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    return [
+        f"only {i}: no such task id on {base} (known: {shown})"
+        for i in sorted(set(only) - set(known))
+    ]
+
+
 def _not_run(task_id: str, name: str, status: NodeStatus, reason: str) -> NodeRecord:
     now = datetime.now(UTC)
     return NodeRecord(

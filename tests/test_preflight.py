@@ -69,3 +69,14 @@ def test_a_missing_tasks_folder_says_which_option_fixes_it(
     code, err = run(capsys, "--origin", str(origin), "--workspace", str(tmp_path / "ws"))
     assert code == 2
     assert "tasks/: no such folder on main" in err and "--tasks" in err
+
+
+def test_an_unknown_only_id_is_named_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
+    argv = ["--origin", str(origin), "--workspace", str(tmp_path / "ws")]
+    code, err = run(capsys, *argv, "--only", "a", "--only", "nosuch")
+    assert code == 2
+    assert "--only nosuch: no such task id on main (known: a)" in err
+    assert "Traceback" not in err
