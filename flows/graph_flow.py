@@ -35,12 +35,12 @@ from flows.run_state import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
 from tasks_lib.aar import peak_concurrency, write_aar
 from tasks_lib.agents.settings import AgentSettings, settings_for_task
-from tasks_lib.config import RunConfig
-from tasks_lib.graph import GraphError, TaskGraph, load_graph
+from tasks_lib.config import ConfigError, RunConfig
+from tasks_lib.graph import TaskGraph, load_graph
 from tasks_lib.node import NodeSettings, run_node
 from tasks_lib.records import NodeRecord, NodeStatus, RunRecord
 from tasks_lib.review import run_review
-from tasks_lib.scheduler import ScheduleResult, schedule
+from tasks_lib.scheduler import ScheduleResult, schedule, unknown_only
 from tasks_lib.taskfile import Level, Status
 from tasks_lib.workspace import Workspace, WorkspaceError
 
@@ -236,18 +236,23 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     run_id = str(flow_run.id)
     started = datetime.now(UTC)
 
-    ws = Workspace.open(
-        config.origin,
-        Path(config.workspace_root) if config.workspace_root else None,
-        config.base,
-        push=config.push,
-    )
-    with ws.merge_lock:
-        report = ws.reconcile(push=config.push)
-    for what, items in vars(report).items():
-        if items:
-            logger.info("reconcile: %s: %s", what.replace("_", " "), items)
-    config = config.with_file(ws.integration)
+    try:
+        ws = Workspace.open(
+            config.origin,
+            Path(config.workspace_root) if config.workspace_root else None,
+            config.base,
+            push=config.push,
+        )
+        with ws.merge_lock:
+            report = ws.reconcile(push=config.push)
+        for what, items in vars(report).items():
+            if items:
+                logger.info("reconcile: %s: %s", what.replace("_", " "), items)
+        config = config.with_file(ws.integration)
+    except WorkspaceError as e:  # bad input: a message, not a crash
+        return Failed(message=f"nothing was run: {e}")
+    except ConfigError as e:  # raised by with_file, once the clone exists
+        return Failed(message=f"nothing was run: {e}".replace(f"{ws.integration}/", ""))
     if config.agent_api_key_env:
         for name in export_secrets([config.agent_api_key_env]):
             logger.info("%s set from the Prefect Secret block %s", name, block_name(name))
@@ -255,8 +260,16 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     for warning in loaded.warnings:
         logger.warning("%s", warning)
     if loaded.graph is None:
-        raise GraphError(loaded.problems)
+        problems = [str(p).replace(f"{ws.integration}/", "") for p in loaded.problems]
+    else:
+        problems = unknown_only(loaded.graph, config.only, config.base)
+    if problems:  # e.g. a task file made invalid on the base branch since the last run
+        return Failed(
+            message=f"nothing was run: {len(problems)} problem(s) in the task graph on "
+            f"{config.base} of {ws.origin}:\n" + "\n".join(problems)
+        )
     graph = loaded.graph
+    assert graph is not None
     path, cost = graph.critical_path()
     run = RunState(
         config=config,

@@ -177,3 +177,28 @@ def test_only_transient_failures_are_retried() -> None:
     bad_input = failed(NodeStatus.FAILED, retryable=False)  # e.g. an unknown agent in the task
     assert not retry_transient(None, None, bad_input)  # type: ignore[arg-type]
     assert not retry_transient(None, None, Failed(data=RuntimeError("crash")))  # type: ignore[arg-type]
+
+
+def test_bad_input_inside_the_flow_fails_the_run_with_a_message_not_a_crash(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """A run from the UI has no pre-flight: a task file that became invalid on main, or an
+    unknown ``only`` id, ends the flow run Failed with the problem in repository paths."""
+    from flows.graph_flow import tgflow_run
+
+    origin = make_origin(
+        tmp_path,
+        {"tasks/a.md": task_file("a", []), "tasks/b.md": "---\nid: b\nstatus: bogus\n---\n"},
+    )
+    config = RunConfig(origin=str(origin), workspace_root=str(tmp_path / "ws"))
+    state = tgflow_run(config, return_state=True)
+    assert state.is_failed()
+    assert not state.message.startswith("Flow run encountered an exception"), state.message
+    assert "nothing was run" in state.message and "\ntasks/b.md: " in state.message
+    assert str(tmp_path / "ws") not in state.message
+
+    push_change(origin, tmp_path, "tasks/b.md", task_file("b", []), "fix b")
+    state = tgflow_run(config.model_copy(update={"only": ["nosuch"]}), return_state=True)
+    assert state.is_failed()
+    assert not state.message.startswith("Flow run encountered an exception"), state.message
+    assert "only nosuch: no such task id on main (known: a, b)" in state.message
