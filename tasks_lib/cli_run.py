@@ -9,9 +9,11 @@ for the run, so no server needs to be running. Prefect is imported only inside t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -168,8 +170,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 2
     _prepare_prefect(args.verbose)
-    record, ok = run_with_progress(config, Console())
+    signal.signal(signal.SIGHUP, _interrupt)  # a closed terminal stops the agents too
+    try:
+        record, ok = run_with_progress(config, Console())
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print("tgflow run: interrupted; the agent sessions were stopped", file=sys.stderr)
+        return 130
     return 0 if ok and record is not None else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | None, bool]:
@@ -179,6 +191,7 @@ def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | 
 
     view = ProgressView()
     console.print(f"tgflow: running the task graph of [bold]{config.origin}[/bold] ...")
+    _start_temporary_server()
     if console.is_terminal:
         with (
             run_state.listening(view.on_event),
@@ -197,6 +210,39 @@ def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | 
     else:
         console.print(f"[red]tgflow: {state.message}[/red]")
     return record, state.is_completed()
+
+
+def _start_temporary_server() -> None:
+    """Without PREFECT_API_URL, start Prefect's temporary server now, in a process group of
+    its own that dies with this process.
+
+    Prefect would start it on first use in our process group, where Ctrl-C kills it along
+    with us; the flow's last state reports would then retry a dead server for a minute and
+    end in a traceback. Out of the group Ctrl-C does not reach it; Prefect stops it at exit,
+    and the parent-death signal stops it when we die without an exit (SIGTERM, SIGHUP).
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import subprocess
+    from functools import partial
+    from unittest import mock
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():  # set in a profile or a settings context
+        return
+    popen = partial(subprocess.Popen, process_group=0, preexec_fn=_die_with_parent)
+    with mock.patch("subprocess.Popen", popen):
+        SubprocessASGIServer().start()
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the parent ends (Linux; elsewhere nothing)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ProgressView:

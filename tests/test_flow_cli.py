@@ -78,3 +78,71 @@ def test_demo_command_runs_the_example_graph_and_says_where_the_review_is(
         show(origin, f"docs/aar/{copies[0].name.removeprefix('AAR-')}")
         == copies[0].read_text().strip()
     )
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP"])
+def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
+    tmp_path: Path, signame: str
+) -> None:
+    """Ctrl-C in the terminal signals the whole foreground process group: Prefect's
+    temporary server must not die with it, or the flow's last reports hang on a dead
+    server for a minute and end in a connection traceback. Closing the terminal (SIGHUP)
+    must not leave the agents running either."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "agent.pid"
+    origin = make_origin(
+        tmp_path,
+        {"tasks/slow.md": task_md("slow", steps=[{"run": f"echo $PPID > {started}"},
+                                                 {"sleep": 300}])},
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    launch = (  # a shell starting a background job ignores SIGINT in it; a terminal does not
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from tasks_lib.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launch, "run", "--origin", str(origin),
+         "--workspace", str(tmp_path / "ws")],
+        cwd=Path(__file__).resolve().parents[1], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (started.exists() and started.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.2)
+        agent = int(started.read_text())
+        servers = _children(proc.pid, b"uvicorn")
+        os.killpg(proc.pid, getattr(signal, signame))  # what Ctrl-C / closing the terminal do
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    assert "interrupted" in out
+    assert not Path(f"/proc/{agent}").exists(), f"the agent outlived {signame}"
+    assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers), (
+        "Prefect's temporary server outlived the run"
+    )
+
+
+def _children(pid: int, marker: bytes) -> list[int]:
+    """Live child processes of ``pid`` whose command line holds ``marker``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
