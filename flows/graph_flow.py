@@ -347,6 +347,7 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         problem = str(e)
     if problem:
         logger.warning("the after-action review was not saved on the origin: %s", problem)
+        record.aar_path = None  # only in the artifact
     run_state.finish(run_id, record)
 
     undone = [r for r in records if r.status is not NodeStatus.COMPLETED]

@@ -204,7 +204,12 @@ def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | 
     record = run_state.result(str(state.state_details.flow_run_id))
     if record is not None:
         console.print(final_table(record.nodes))
-        console.print(f"After-action review: {record.aar_path} on {record.base} of {record.origin}")
+        where = (
+            f"{record.aar_path} on {record.base} of {record.origin}"
+            if record.aar_path
+            else "not saved on the origin (the warning above says why); in the run's artifacts"
+        )
+        console.print(f"After-action review: {where}")
     if state.is_completed():
         console.print("[green]every node completed[/green]")
     else:

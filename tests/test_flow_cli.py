@@ -146,3 +146,19 @@ def _children(pid: int, marker: bytes) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def test_an_unsaved_review_is_not_announced_as_saved(
+    prefect_server: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flows.graph_flow
+
+    monkeypatch.setattr(flows.graph_flow, "commit_aar", lambda *a: "push rejected (test)")
+    origin = make_origin(tmp_path, {"tasks/good.md": task_md("good", steps=[WRITE("g.txt")])})
+    assert main(["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "After-action review: not saved on the origin" in out
+    assert "docs/aar/" not in out
