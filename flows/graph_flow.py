@@ -335,6 +335,7 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         nodes=records,
         critical_path=path,
         critical_path_cost=cost,
+        depends_on={t: graph.dependencies(t) for t in graph.order},
         max_concurrent=peak_concurrency(records),
         aar_path=f"{config.aar_dir.rstrip('/')}/{run_name}.md",
     )

@@ -86,5 +86,6 @@ class RunRecord(BaseModel):
     nodes: list[NodeRecord]
     critical_path: list[str] = Field(default_factory=list)
     critical_path_cost: float = 0.0
+    depends_on: dict[str, list[str]] = Field(default_factory=dict)  # to measure chains as run
     max_concurrent: int = 0  # peak number of agent sessions running at once
     aar_path: str | None = None

@@ -77,7 +77,14 @@ def test_a_troubled_run_names_its_conflicts_retries_failures_and_leftovers() -> 
         node("ask", NodeStatus.BLOCKED, 70, 75, reason="which file format? (see Notes)"),
         NodeRecord(task_id="final", status=NodeStatus.SKIPPED, reason="upstream report failed: x"),
     ]
-    text = write_aar(run(nodes, critical_path=["core", "report"], critical_path_cost=6))
+    text = write_aar(
+        run(
+            nodes,
+            critical_path=["core", "report"],
+            critical_path_cost=6,
+            depends_on={"report": ["core", "stats"], "final": ["report"]},
+        )
+    )
     s = sections(text)
     assert text.startswith("# AAR: demo-run\n")
     assert list(s) == ["What Went Right", "What Went Wrong", "What Could Be Better", "Action Items"]
@@ -98,7 +105,25 @@ def test_a_troubled_run_names_its_conflicts_retries_failures_and_leftovers() -> 
     right = s["What Went Right"]
     assert "up to 2 node(s) ran at once (limit 2)" in right
     assert "85.0 s of agent time in a makespan of 100.0 s" in right
-    assert "critical path core → report (estimated cost 6, 70.0 s of node time" in right
+    assert (
+        "Makespan 100.0 s; the planned critical path core → report (estimated cost 6); the "
+        "longest chain of dependent nodes as run, stats → report, took 100.0 s." in right
+    )
+
+
+def test_waiting_for_slots_is_measured_against_the_longest_chain_as_run() -> None:
+    # a and b are independent but ran one after the other: one slot, or the merge queue
+    nodes = [
+        node("a", NodeStatus.COMPLETED, 0, 10, agent_seconds=9),
+        node("b", NodeStatus.COMPLETED, 10, 20, agent_seconds=9),
+        node("c", NodeStatus.COMPLETED, 20, 22, agent_seconds=1),
+    ]
+    s = sections(write_aar(run(nodes, seconds=22, depends_on={"c": ["a"]})))
+    assert (
+        "the longest chain of dependent nodes as run, a → c, took 12.0 s. The run took 10.0 s "
+        "longer than that chain: nodes waited for a free slot or for the merge queue."
+        in s["What Could Be Better"]
+    )
 
 
 def test_a_clean_run_says_so_without_filler() -> None:
