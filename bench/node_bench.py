@@ -90,7 +90,7 @@ def main(files: int = FILES, nodes: int = NODES) -> list[Result]:
         results.append(
             Result(
                 "node",
-                f"{files} files: of which creating the task worktree (median of {nodes})",
+                f"{files} files: creating one task worktree alone (median of {nodes})",
                 f"{statistics.median(times) * 1000:.0f} ms",
             )
         )
