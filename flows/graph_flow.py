@@ -88,7 +88,8 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
     try:
-        agent = run.agents.get(settings_for_task(run.agent_settings, item))
+        settings = settings_for_task(run.agent_settings, item, run.config.agent_overrides())
+        agent = run.agents.get(settings)
     except ValueError as e:  # bad agent settings in the task file: a retry cannot help
         now = datetime.now(UTC)
         record = NodeRecord(

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from tasks_lib.agents.settings import Preset
+from tasks_lib.taskfile import Level, Risk
 
 CONFIG_FILE = ".tgflow.toml"
 
@@ -42,6 +43,20 @@ _NOT_FROM_FILE = frozenset({"origin", "base", "workspace_root", "only"})
 
 class ConfigError(ValueError):
     """A config file or parameter that cannot be used; the message says where and how to fix."""
+
+
+class AgentRule(BaseModel):
+    """Agent or model for every task of one risk or level (a task's own frontmatter wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Preset | None = None
+    model: str | None = None
+
+
+RULE_KEYS = frozenset(
+    [f"risk:{r.value}" for r in Risk] + [f"level:{lv.value}" for lv in Level]
+)
 
 
 class RunConfig(BaseModel):
@@ -106,6 +121,12 @@ class RunConfig(BaseModel):
     retry_delay_s: float = Field(
         10.0, ge=0, description="Wait before the first retry; doubled for each later one."
     )
+    agent_rules: dict[str, AgentRule] = Field(
+        default_factory=dict,
+        description="Agent or model by task risk or level, e.g. {\"risk:high\": {\"model\": "
+        "\"strong-model\"}, \"level:research\": {\"agent\": \"claude\"}}. A task file's own "
+        "agent:/model: wins over these, these over the run's agent and model.",
+    )
     push: bool = Field(True, description="Push main to the origin after each merge.")
     only: list[str] = Field(
         default_factory=list,
@@ -138,6 +159,24 @@ class RunConfig(BaseModel):
         if not v.strip() or p.is_absolute() or ".." in p.parts:
             raise ValueError(f"{v!r} must be a folder inside the repository, e.g. docs/aar")
         return p.as_posix()
+
+    @field_validator("agent_rules")
+    @classmethod
+    def _rule_keys(cls, v: dict[str, AgentRule]) -> dict[str, AgentRule]:
+        unknown = sorted(set(v) - RULE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown rule key(s) {', '.join(unknown)}; use risk:<risk> or level:<level>, "
+                f"one of {', '.join(sorted(RULE_KEYS))}"
+            )
+        return v
+
+    def agent_overrides(self) -> dict[str, dict[str, str]]:
+        """The rules in the form settings_for_task takes (agent → preset)."""
+        return {
+            key: {k: v for k, v in (("preset", r.agent), ("model", r.model)) if v is not None}
+            for key, r in self.agent_rules.items()
+        }
 
     @model_validator(mode="after")
     def _command_given(self) -> RunConfig:

@@ -66,3 +66,35 @@ def test_a_stored_config_holds_only_what_was_given(tmp_path: Path) -> None:
 def test_folders_must_be_inside_the_repository(folder: str) -> None:
     with pytest.raises(ValidationError, match="inside the repository"):
         RunConfig(origin="o", aar_dir=folder)
+
+
+def test_agent_rules_by_risk_and_level_come_from_the_file_and_yield_to_the_task(
+    tmp_path: Path,
+) -> None:
+    from tasks_lib.agents.settings import AgentSettings, settings_for_task
+    from tasks_lib.taskfile import parse_task
+
+    (tmp_path / ".tgflow.toml").write_text(
+        '[agent_rules."risk:high"]\nmodel = "strong"\n'
+        '[agent_rules."level:research"]\nagent = "claude"\n'
+    )
+    config = RunConfig(origin="o", agent="opencode", model="small").with_file(tmp_path)
+    default = AgentSettings(preset=config.agent, model=config.model)
+
+    def chosen(meta: str) -> tuple[str, str | None]:
+        text = f"---\nid: t\nname: T\n{meta}---\n"
+        task, problems, _ = parse_task(text, tmp_path / "tasks" / "t.md")
+        assert task is not None, problems
+        s = settings_for_task(default, task, config.agent_overrides())
+        return s.preset, s.model
+
+    assert chosen("") == ("opencode", "small")
+    assert chosen("risk: high\n") == ("opencode", "strong")
+    assert chosen("level: research\n") == ("claude", "small")
+    assert chosen("risk: high\nmodel: mine\n") == ("opencode", "mine")
+
+
+def test_an_agent_rule_for_an_unknown_risk_is_named(tmp_path: Path) -> None:
+    (tmp_path / ".tgflow.toml").write_text('[agent_rules."risk:extreme"]\nmodel = "x"\n')
+    with pytest.raises(ConfigError, match=r"\.tgflow\.toml.*unknown rule key\(s\) risk:extreme"):
+        RunConfig(origin="o").with_file(tmp_path)
