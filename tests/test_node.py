@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gitrepos import branches, git, log, make_origin, push_change, show, task_md
 
+from tasks_lib.agents.process import pid_alive
 from tasks_lib.agents.scripted import ScriptedAgent
 from tasks_lib.node import NodeSettings, run_node
 from tasks_lib.records import NodeRecord, NodeStatus
@@ -206,14 +207,6 @@ def test_safe_exit_ends_blocked_with_the_reason_in_notes_on_main(tmp_path: Path)
     assert not ws.worktree_path("k").exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
-
-
 def test_hanging_agent_is_stalled_and_its_whole_process_group_killed(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/h.md": task_md("h", steps=[{"hang": True}])})
     ws = open_ws(origin, tmp_path)
@@ -230,7 +223,7 @@ def test_hanging_agent_is_stalled_and_its_whole_process_group_killed(tmp_path: P
     assert "no output for 1.5s" in record.reason
     pids = re.search(r"hanging \(pid (\d+), child pid (\d+)\)", "\n".join(lines))
     assert pids is not None
-    assert not _alive(int(pids.group(1))) and not _alive(int(pids.group(2)))
+    assert not pid_alive(int(pids.group(1))) and not pid_alive(int(pids.group(2)))
 
 
 def test_push_rejected_because_the_origin_moved_is_recovered(tmp_path: Path) -> None:

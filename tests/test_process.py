@@ -7,17 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from tasks_lib.agents.process import run_watched
+from tasks_lib.agents.process import pid_alive, run_watched
 
 SPEW = "while true; do echo x; sleep 0.01; done"
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def test_wall_clock_timeout_holds_while_the_child_prints_without_pause(tmp_path: Path) -> None:
@@ -48,7 +40,7 @@ def test_a_child_that_closes_its_output_is_still_timed_out(tmp_path: Path) -> No
     )
     assert result.timed_out and result.lines == ["hi"]
     assert time.monotonic() - started < 10
-    assert not alive(result.pid)
+    assert not pid_alive(result.pid)
 
 
 def test_a_child_ignoring_sigterm_is_killed_with_its_group(tmp_path: Path) -> None:
@@ -60,4 +52,4 @@ def test_a_child_ignoring_sigterm_is_killed_with_its_group(tmp_path: Path) -> No
     result = run_watched(["bash", "-c", script], cwd=tmp_path, timeout_s=60, idle_timeout_s=0.5)
     assert result.stalled
     child = int(re.findall(r"child (\d+)", "\n".join(result.lines))[0])
-    assert not alive(result.pid) and not alive(child)
+    assert not pid_alive(result.pid) and not pid_alive(child)

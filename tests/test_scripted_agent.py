@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.process import pid_alive
 from tasks_lib.agents.scripted import ScriptedAgent, keep_both
 
 ME = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
@@ -47,14 +48,6 @@ def run(repo: Path, text: str, **kw: object) -> tuple[SessionResult, list[str]]:
         task_id="demo/task", worktree=repo, prompt=text, on_line=seen.append, **kw
     )
     return ScriptedAgent().run(request), seen
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def test_runs_the_steps_and_commits_everything_but_tgflow_files(repo: Path) -> None:
@@ -123,7 +116,7 @@ def test_hang_is_killed_by_the_idle_timeout_with_its_whole_process_group(repo: P
     hanging = next(line for line in seen if "hanging" in line)
     pids = [int(p) for p in re.findall(r"pid (\d+)", hanging)]
     assert len(pids) == 2 and pids[0] == result.pids[0]
-    assert not any(alive(pid) for pid in pids), f"left running: {pids}"
+    assert not any(pid_alive(pid) for pid in pids), f"left running: {pids}"
     assert result.duration_s < 15
 
 
