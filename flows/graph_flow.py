@@ -244,6 +244,22 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
             config.base,
             push=config.push,
         )
+    except WorkspaceError as e:  # bad input: a message, not a crash
+        return Failed(message=f"nothing was run: {e}")
+
+    def waiting(holder: str) -> None:
+        logger.warning("waiting: %s is using tgflow's clone of %s", holder, ws.origin)
+
+    with ws.run_lock(waiting):
+        return _run(config, ws, run_id, f"{started:%Y-%m-%d-%H%M%S}-{flow_run.name}", started)
+
+
+def _run(
+    config: RunConfig, ws: Workspace, run_id: str, run_name: str, started: datetime
+) -> RunRecord | State[Any]:
+    """The run itself, with tgflow's clone of the origin to itself."""
+    logger = get_run_logger()
+    try:
         with ws.merge_lock:
             report = ws.reconcile(push=config.push)
         for what, items in vars(report).items():
@@ -325,7 +341,6 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
         run.agents.close()
 
     records = [result.records[i] for i in graph.order if i in result.records]
-    run_name = f"{started:%Y-%m-%d-%H%M%S}-{flow_run.name}"
     record = RunRecord(
         run_name=run_name,
         origin=ws.origin,

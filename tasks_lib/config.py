@@ -54,9 +54,7 @@ class AgentRule(BaseModel):
     model: str | None = None
 
 
-RULE_KEYS = frozenset(
-    [f"risk:{r.value}" for r in Risk] + [f"level:{lv.value}" for lv in Level]
-)
+RULE_KEYS = frozenset([f"risk:{r.value}" for r in Risk] + [f"level:{lv.value}" for lv in Level])
 
 
 class RunConfig(BaseModel):
@@ -123,8 +121,8 @@ class RunConfig(BaseModel):
     )
     agent_rules: dict[str, AgentRule] = Field(
         default_factory=dict,
-        description="Agent or model by task risk or level, e.g. {\"risk:high\": {\"model\": "
-        "\"strong-model\"}, \"level:research\": {\"agent\": \"claude\"}}. A task file's own "
+        description='Agent or model by task risk or level, e.g. {"risk:high": {"model": '
+        '"strong-model"}, "level:research": {"agent": "claude"}}. A task file\'s own '
         "agent:/model: wins over these, these over the run's agent and model.",
     )
     push: bool = Field(True, description="Push main to the origin after each merge.")

@@ -11,13 +11,15 @@ worktree needs no lock.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,6 +212,30 @@ class Workspace:
     @property
     def merge_lock(self) -> threading.Lock:
         return merge_lock_for(self.origin)
+
+    @contextmanager
+    def run_lock(self, on_wait: Callable[[str], None] = lambda holder: None) -> Iterator[None]:
+        """One run at a time in this clone, across processes (a CLI run beside a deployment
+        run): a second run's reconcile would retire the first one's worktrees under its
+        agents. A second run waits, told who holds the clone; the kernel frees the lock of
+        a run that dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "run.lock").open("a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                on_wait(f.read().strip() or "another tgflow run")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"tgflow run in pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def branch(self, task_id: str) -> str:
         return BRANCH_PREFIX + slug(task_id)

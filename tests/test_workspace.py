@@ -146,3 +146,38 @@ def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_
     assert report.kept_unpushed.startswith("tgflow-unpushed/")
     assert git(ws.integration, "rev-parse", report.kept_unpushed) == unpushed
     assert ws.head() == git(origin, "rev-parse", "main")
+
+
+def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_path: Path) -> None:
+    """Across processes: a CLI run beside a deployment run must not reconcile under it."""
+    import subprocess
+    import sys
+    import time
+
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from tasks_lib.workspace import Workspace\n"
+            f"ws = Workspace.open({str(origin)!r}, Path({str(tmp_path / 'ws')!r}))\n"
+            "with ws.run_lock():\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(2)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    waited_for: list[str] = []
+    start = time.monotonic()
+    with ws.run_lock(waited_for.append):
+        assert time.monotonic() - start > 1.0  # in only once the first run let go
+    assert len(waited_for) == 1 and f"pid {holder.pid}" in waited_for[0]
+    holder.wait()
+    start = time.monotonic()
+    with ws.run_lock(waited_for.append):  # free again: no waiting
+        pass
+    assert len(waited_for) == 1 and time.monotonic() - start < 1
