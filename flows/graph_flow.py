@@ -38,6 +38,7 @@ from tasks_lib.agents.settings import AgentSettings, settings_for_task
 from tasks_lib.config import ConfigError, RunConfig
 from tasks_lib.graph import TaskGraph, load_graph
 from tasks_lib.node import NodeSettings, run_node
+from tasks_lib.preflight import open_workspace
 from tasks_lib.records import NodeRecord, NodeStatus, RunRecord
 from tasks_lib.review import run_review
 from tasks_lib.scheduler import ScheduleResult, schedule, unknown_only
@@ -238,12 +239,7 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     started = datetime.now(UTC)
 
     try:
-        ws = Workspace.open(
-            config.origin,
-            Path(config.workspace_root) if config.workspace_root else None,
-            config.base,
-            push=config.push,
-        )
+        ws = open_workspace(config)
     except WorkspaceError as e:  # bad input: a message, not a crash
         return Failed(message=f"nothing was run: {e}")
 

@@ -25,16 +25,21 @@ class PreflightError(Exception):
         self.lines = lines
 
 
+def open_workspace(config: RunConfig) -> Workspace:
+    """The clone a run of ``config`` works in: pre-flight makes it, the flow reuses it."""
+    return Workspace.open(
+        config.origin,
+        Path(config.workspace_root) if config.workspace_root else None,
+        config.base,
+        push=config.push,
+    )
+
+
 def preflight(config: RunConfig) -> None:
     """Reach the origin (tgflow's clone is made or fetched here and reused by the flow), then
     read ``.tgflow.toml`` and the task graph as they are on the base branch."""
     try:
-        ws = Workspace.open(
-            config.origin,
-            Path(config.workspace_root) if config.workspace_root else None,
-            config.base,
-            push=config.push,
-        )
+        ws = open_workspace(config)
     except WorkspaceError as e:
         raise PreflightError([str(e)]) from None
     ref = f"refs/remotes/origin/{config.base}" if config.push else ws.base_ref()
