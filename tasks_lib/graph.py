@@ -321,8 +321,10 @@ class GraphLoad(NamedTuple):
 def load_graph(tasks_dir: Path) -> GraphLoad:
     """Load and validate a tasks folder, collecting every problem instead of stopping at one."""
     loaded = load_tasks(Path(tasks_dir))
-    problems = [*loaded.problems, *find_problems(loaded.tasks)]
-    if problems:
-        return GraphLoad(None, problems, loaded.warnings)
-    graph = TaskGraph(loaded.tasks)
+    try:
+        graph = TaskGraph(loaded.tasks)  # validates the tasks that loaded
+    except GraphError as e:
+        return GraphLoad(None, [*loaded.problems, *e.problems], loaded.warnings)
+    if loaded.problems:
+        return GraphLoad(None, loaded.problems, loaded.warnings)
     return GraphLoad(graph, [], [*loaded.warnings, *graph.warnings])
