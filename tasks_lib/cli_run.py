@@ -330,7 +330,11 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console()
     if args.dir is None:
         root = Path(DEMO_DIR).resolve()
-        shutil.rmtree(root, ignore_errors=True)  # ours alone: rebuilt on every demo run
+        if root.is_dir() and any(root.iterdir()) and not (root / "demo" / "origin.git").is_dir():
+            message = f"tgflow demo: {root} holds something else; move it or pass --dir"
+            print(message, file=sys.stderr)
+            return 2
+        shutil.rmtree(root, ignore_errors=True)  # an earlier demo's: rebuilt on every run
     else:
         root = args.dir.resolve()
     _prepare_prefect(args.verbose, home=Path(tempfile.gettempdir()) / "tgflow-demo-prefect")

@@ -162,3 +162,15 @@ def test_an_unsaved_review_is_not_announced_as_saved(
     out = capsys.readouterr().out.replace("\n", "")
     assert "After-action review: not saved on the origin" in out
     assert "docs/aar/" not in out
+
+
+def test_demo_never_deletes_a_folder_of_the_users_that_has_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / ".tgflow-demo" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    assert main(["demo"]) == 2
+    assert "holds something else; move it or pass --dir" in capsys.readouterr().err
+    assert mine.read_text() == "mine"
