@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import Result, table
-from tasks_lib.graph import TaskGraph, load_graph
-from tasks_lib.taskfile import load_tasks
+from tasks_lib.graph.dag import TaskGraph, load_graph
+from tasks_lib.graph.taskfile import load_tasks
 
 SCOPES = ["single", "narrow", "moderate", "broad", "system"]
 

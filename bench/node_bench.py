@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bench import Result, table
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
-from tasks_lib.node import NodeSettings, run_node
-from tasks_lib.workspace import Workspace
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.run.node import NodeSettings, run_node
 
 FILES = 5000
 NODES = 5

@@ -2,7 +2,7 @@
 
 Thin on purpose: git, agents, scheduling and the review live in ``tasks_lib``. This module
 maps them onto Prefect: one task run per task file, named after its id, submitted only when
-its dependencies completed (ready-first, ``tasks_lib.scheduler``) with their futures as
+its dependencies completed (ready-first, ``tasks_lib.run.scheduler``) with their futures as
 ``wait_for`` so the run graph in the UI is the ``depends_on`` graph; retries for transient
 failures; persisted results keyed per flow run so the UI's flow-run Retry reruns only what
 did not complete; progress, table and review artifacts.
@@ -30,20 +30,20 @@ from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import run_state
-from flows.run_state import Event, NodeFailed, RunState
+from flows import run_context as run_state
+from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
-from tasks_lib.aar import peak_concurrency, write_aar
-from tasks_lib.agents.settings import AgentSettings, settings_for_task
-from tasks_lib.config import ConfigError, RunConfig
-from tasks_lib.graph import TaskGraph, load_graph
-from tasks_lib.node import NodeSettings, run_node
-from tasks_lib.preflight import open_workspace
-from tasks_lib.records import NodeRecord, NodeStatus, RunRecord
-from tasks_lib.review import run_review
-from tasks_lib.scheduler import ScheduleResult, schedule, unknown_only
-from tasks_lib.taskfile import Level, Status
-from tasks_lib.workspace import Workspace, WorkspaceError
+from tasks_lib.agents.settings import settings_for_task
+from tasks_lib.git.workspace import Workspace, WorkspaceError
+from tasks_lib.graph.dag import TaskGraph, load_graph
+from tasks_lib.graph.taskfile import Level, Status
+from tasks_lib.run.aar import peak_concurrency, write_aar
+from tasks_lib.run.config import ConfigError, RunConfig
+from tasks_lib.run.node import run_node
+from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
+from tasks_lib.run.review import run_review
+from tasks_lib.run.scheduler import ScheduleResult, schedule, unknown_only
+from tasks_lib.run.setup import open_workspace
 
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
@@ -89,7 +89,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
     try:
-        settings = settings_for_task(run.agent_settings, item, run.config.agent_overrides())
+        settings = settings_for_task(run.agent_settings, item, run.config.agent_rules)
         agent = run.agents.get(settings)
     except ValueError as e:  # bad agent settings in the task file: a retry cannot help
         now = datetime.now(UTC)
@@ -100,13 +100,13 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         raise NodeFailed(record, retryable=False) from None
     if item.level is Level.REVIEW:
         record = run_review(
-            run.workspace, item, run.node_settings,
+            run.workspace, item, run.config,
             reviewer=agent if run.config.review_agent else None,
             attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
         )  # fmt: skip
     else:
         record = run_node(
-            run.workspace, item, agent, run.node_settings,
+            run.workspace, item, agent, run.config,
             attempt=attempt, previous_failure=run.failures.get(task_id),
             on_line=on_line, cancel=run.cancel, final_attempt=final,
         )  # fmt: skip
@@ -288,21 +288,7 @@ def _run(
         config=config,
         workspace=ws,
         graph=graph,
-        node_settings=NodeSettings(
-            validate_commands=config.validate_commands,
-            validate_timeout_s=config.validate_timeout_s,
-            agent_timeout_s=config.agent_timeout_s,
-            idle_timeout_s=config.idle_timeout_s,
-            push=config.push,
-            tasks_dir=config.tasks_dir,
-        ),
-        agent_settings=AgentSettings(
-            preset=config.agent,
-            model=config.model,
-            command=config.agent_command,
-            base_url=config.agent_base_url,
-            api_key_env=config.agent_api_key_env,
-        ),
+        agent_settings=config.agent_settings(),
     )
     run_state.register(run_id, run)
     run_state.notify(Event("planned", graph=graph))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from prefect_fixtures import *  # noqa: F403  (the session's Prefect server)
+from helpers.prefect_fixtures import *  # noqa: F403  (the session's Prefect server)
 
 REPO = Path(__file__).resolve().parent.parent
 

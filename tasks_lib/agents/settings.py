@@ -12,10 +12,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks_lib.taskfile import Task
+from tasks_lib.graph.taskfile import Level, Risk, Task
 
 Preset = Literal["scripted", "command", "opencode-server", "opencode", "claude", "codex", "aider"]
 PRESETS: tuple[str, ...] = Preset.__args__  # type: ignore[attr-defined]
+
+
+class AgentRule(BaseModel):
+    """Agent or model for every task of one risk or level (a task's own frontmatter wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Preset | None = None
+    model: str | None = None
+
+
+RULE_KEYS = frozenset([f"risk:{r.value}" for r in Risk] + [f"level:{lv.value}" for lv in Level])
 
 
 class AgentSettings(BaseModel):
@@ -77,17 +89,21 @@ class AgentSettings(BaseModel):
 def settings_for_task(
     default: AgentSettings,
     task: Task,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    rules: Mapping[str, AgentRule] | None = None,
 ) -> AgentSettings:
     """The settings one task runs with: run default, then rules, then the task's own choice.
 
-    ``overrides`` maps ``"risk:<value>"`` or ``"level:<value>"`` to setting changes (e.g.
-    ``{"risk:high": {"model": "big"}}``); the task frontmatter's ``agent:``/``model:`` wins
-    over both. The provider (base_url, key) carries over unless a rule changes it.
+    ``rules`` maps ``"risk:<value>"`` or ``"level:<value>"`` to an agent and/or model (e.g.
+    ``{"risk:high": AgentRule(model="big")}``); the task frontmatter's ``agent:``/``model:``
+    wins over both. The provider (base_url, key) carries over unless a rule changes it.
     """
     changes: dict[str, Any] = {}
     for key in (f"risk:{task.risk}", f"level:{task.level}"):
-        changes.update((overrides or {}).get(key, {}))
+        rule = (rules or {}).get(key)
+        if rule is not None:
+            changes.update(
+                (k, v) for k, v in (("preset", rule.agent), ("model", rule.model)) if v is not None
+            )
     if task.agent:
         changes["preset"] = task.agent
     if task.model:

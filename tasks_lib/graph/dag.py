@@ -1,0 +1,330 @@
+"""The task graph: one validation pass that finds every problem, then the plan queries.
+
+Edges point from a prerequisite to its dependent (``depends_on: [a]`` in b's file gives
+``a -> b``), so topological order is execution order. Costs come from ``Task.cost`` (scope
+cost, ``DEFAULT_COST`` without a scope).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import networkx as nx
+from pydantic import BaseModel
+
+from tasks_lib.graph.taskfile import Problem, Status, Task, load_tasks
+
+# Statuses a run may start: pending, and failed (a failed attempt is retryable; its reason is
+# in the task's Notes). blocked waits for a person to answer the Notes; in-progress belongs
+# to whoever set it (a crashed run's leftovers are the pipeline's to reconcile).
+STARTABLE = frozenset({Status.PENDING, Status.FAILED})
+
+SLUG_MAX = 80
+MAX_CYCLES_REPORTED = 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def branch_slug(task_id: str) -> str:
+    """A git-branch- and directory-safe name for a task id ("" when none can be made).
+
+    ``/`` becomes ``--`` so ``graph`` and ``graph/construction`` are siblings, not a ref
+    and a ref "directory" (git cannot hold both). Other characters outside
+    ``[A-Za-z0-9._-]`` become ``-``; accents are dropped first (``tâche`` -> ``tache``).
+    Long ids are cut and suffixed with a hash of the full id so they stay distinct.
+    Distinct ids can still meet (``a/b`` and ``a--b``): validation reports that.
+    """
+    text = unicodedata.normalize("NFKD", task_id).encode("ascii", "ignore").decode()
+    slug = _UNSAFE.sub("-", text.replace("/", "--"))
+    slug = re.sub(r"\.{2,}", ".", slug)
+    slug = slug.lstrip("-.")
+    while slug.endswith((".lock", ".")):
+        slug = slug.removesuffix(".lock").rstrip(".")
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha1(task_id.encode()).hexdigest()[:8]
+        slug = f"{slug[: SLUG_MAX - 9].rstrip('.')}-{digest}"
+    return slug
+
+
+class GraphError(ValueError):
+    """Raised by ``TaskGraph`` for tasks that do not form a valid graph."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def find_problems(tasks: Sequence[Task]) -> list[Problem]:
+    """Every reason these tasks cannot be run as a graph, in file order then kind."""
+    problems: list[Problem] = []
+    by_id: dict[str, list[Task]] = defaultdict(list)
+    for t in tasks:
+        by_id[t.id].append(t)
+
+    for task_id, same in by_id.items():
+        for dup in same[1:]:
+            others = ", ".join(str(o.path) for o in same if o is not dup)
+            problems.append(
+                Problem(
+                    dup.path, f"duplicate id '{task_id}' (also in {others}); ids must be unique"
+                )
+            )
+
+    by_slug: dict[str, list[str]] = defaultdict(list)
+    for task_id, same in by_id.items():
+        slug = branch_slug(task_id)
+        if not slug:
+            problems.append(
+                Problem(
+                    same[0].path,
+                    f"id '{task_id}' cannot be made a git branch name; "
+                    "use letters, digits, '.', '_', '-' or '/'",
+                )
+            )
+        else:
+            by_slug[slug.lower()].append(task_id)
+    for ids in by_slug.values():
+        for other in ids[1:]:
+            problems.append(
+                Problem(
+                    by_id[other][0].path,
+                    f"id '{other}' and id '{ids[0]}' ({by_id[ids[0]][0].path}) give the same "
+                    f"branch name '{branch_slug(other)}' (case and '/' vs '--' are not told "
+                    "apart); rename one",
+                )
+            )
+
+    known = list(by_id)
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep not in by_id:
+                near = difflib.get_close_matches(dep, known, n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else ""
+                problems.append(
+                    Problem(
+                        t.path,
+                        f"depends on unknown id '{dep}' (no valid task file has this id){hint}",
+                    )
+                )
+
+    problems.extend(_cycle_problems(tasks, by_id))
+    return problems
+
+
+def _cycle_problems(tasks: Sequence[Task], by_id: Mapping[str, list[Task]]) -> list[Problem]:
+    """One problem per elementary cycle (capped), spelled along depends_on."""
+    needs = nx.DiGraph()  # edge a -> b: a depends on b, the direction users write
+    needs.add_edges_from((t.id, d) for t in tasks for d in t.depends_on if d in by_id)
+    problems: list[Problem] = []
+    loops = [c for c in nx.strongly_connected_components(needs) if len(c) > 1]
+    loops += [{n} for n in nx.nodes_with_selfloops(needs)]
+    for component in sorted(loops, key=min):
+        for count, cycle in enumerate(nx.simple_cycles(needs.subgraph(component))):
+            start = cycle.index(min(cycle))
+            cycle = cycle[start:] + cycle[:start]
+            if count == MAX_CYCLES_REPORTED:
+                problems.append(
+                    Problem(
+                        by_id[cycle[0]][0].path,
+                        f"more cycles among {', '.join(sorted(component))} not listed",
+                    )
+                )
+                break
+            spelled = " -> ".join([*cycle, cycle[0]])
+            problems.append(
+                Problem(
+                    by_id[cycle[0]][0].path,
+                    f"dependency cycle: {spelled} (each depends on the next); "
+                    "remove one of these depends_on entries",
+                )
+            )
+    return problems
+
+
+def _consistency_warnings(tasks: Iterable[Task], by_id: Mapping[str, Task]) -> list[Problem]:
+    """Completed tasks whose dependencies are not: legal, but probably a stale status."""
+    warnings = []
+    for t in tasks:
+        if t.status is Status.COMPLETED:
+            open_deps = [d for d in t.depends_on if by_id[d].status is not Status.COMPLETED]
+            if open_deps:
+                listed = ", ".join(f"'{d}' ({by_id[d].status.value})" for d in open_deps)
+                warnings.append(
+                    Problem(t.path, f"completed, but its dependencies are not: {listed}")
+                )
+    return warnings
+
+
+class CriticalPath(BaseModel):
+    ids: list[str]
+    cost: int
+
+
+class DecomposeFlag(BaseModel):
+    id: str
+    path: str
+    risk: str | None
+    scope: str | None
+
+
+class Plan(BaseModel):
+    """What ``tgflow plan`` shows; the JSON form is this model with sorted keys."""
+
+    total: int
+    counts: dict[str, int]
+    generations: list[list[str]]
+    ready: list[str]
+    critical_path: CriticalPath
+    priorities: dict[str, int]
+    decompose: list[DecomposeFlag]
+
+
+class TaskGraph:
+    """A validated DAG of tasks. Build it with ``load_graph`` or ``TaskGraph(tasks)``."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        problems = find_problems(tasks)
+        if problems:
+            raise GraphError(problems)
+        self.tasks: dict[str, Task] = {t.id: t for t in tasks}
+        self.graph = nx.DiGraph()
+        self.graph.add_nodes_from(self.tasks)
+        self.graph.add_edges_from((d, t.id) for t in tasks for d in t.depends_on)
+        self.order: list[str] = list(nx.lexicographical_topological_sort(self.graph))
+        self.warnings = _consistency_warnings(tasks, self.tasks)
+        self._priority = self._longest_to_sink(self.order)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return (self.tasks[i] for i in self.order)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.tasks
+
+    def statuses(self, overrides: Mapping[str, Status] | None = None) -> dict[str, Status]:
+        """Each task's status: its file's, replaced by ``overrides`` (a run's live view)."""
+        return {i: t.status for i, t in self.tasks.items()} | dict(overrides or {})
+
+    def dependencies(self, task_id: str) -> list[str]:
+        return sorted(self.graph.predecessors(task_id))
+
+    def dependents(self, task_id: str) -> list[str]:
+        return sorted(self.graph.successors(task_id))
+
+    def descendants(self, task_id: str) -> set[str]:
+        return nx.descendants(self.graph, task_id)
+
+    def priority(self, task_id: str) -> int:
+        """Heaviest cost path from this task to a sink, its own cost included.
+
+        Computed once over the whole graph, so a task's priority never shifts while a run
+        progresses; the scheduler starts the highest first.
+        """
+        return self._priority[task_id]
+
+    def remaining(self, statuses: Mapping[str, Status] | None = None) -> list[str]:
+        """Tasks not completed, in topological order."""
+        now = self.statuses(statuses)
+        return [i for i in self.order if now[i] is not Status.COMPLETED]
+
+    def ready(self, statuses: Mapping[str, Status] | None = None) -> list[str]:
+        """Startable (pending or failed) tasks whose dependencies are all completed.
+
+        Highest priority first, then by id.
+        """
+        now = self.statuses(statuses)
+        found = [
+            i
+            for i in self.order
+            if now[i] in STARTABLE
+            and all(now[d] is Status.COMPLETED for d in self.graph.predecessors(i))
+        ]
+        return sorted(found, key=lambda i: (-self._priority[i], i))
+
+    def generations(self, statuses: Mapping[str, Status] | None = None) -> list[list[str]]:
+        """Layers of the remaining work: every task's remaining deps are in earlier layers."""
+        left = self.graph.subgraph(self.remaining(statuses))
+        return [sorted(layer) for layer in nx.topological_generations(left)]
+
+    def critical_path(
+        self, statuses: Mapping[str, Status] | None = None, *, include_completed: bool = False
+    ) -> tuple[list[str], int]:
+        """The heaviest chain of remaining work (of all work with ``include_completed``)."""
+        nodes = self.order if include_completed else self.remaining(statuses)
+        weight = self._longest_to_sink(nodes)
+        if not weight:
+            return [], 0
+        current = min(weight, key=lambda i: (-weight[i], i))
+        path = [current]
+        while True:
+            nxt = [s for s in self.graph.successors(current) if s in weight]
+            if not nxt:
+                return path, weight[path[0]]
+            current = min(nxt, key=lambda i: (-weight[i], i))
+            path.append(current)
+
+    def needs_decomposition(self, statuses: Mapping[str, Status] | None = None) -> list[str]:
+        """Remaining ids the format says to split (risk high/critical or scope broad/system)."""
+        return [i for i in self.remaining(statuses) if self.tasks[i].needs_decomposition]
+
+    def plan(self, statuses: Mapping[str, Status] | None = None) -> Plan:
+        now = self.statuses(statuses)
+        counts = {s.value: 0 for s in Status}
+        for s in now.values():
+            counts[s.value] += 1
+        path, cost = self.critical_path(now)
+        return Plan(
+            total=len(self.tasks),
+            counts=counts,
+            generations=self.generations(now),
+            ready=self.ready(now),
+            critical_path=CriticalPath(ids=path, cost=cost),
+            priorities={i: self._priority[i] for i in self.remaining(now)},
+            decompose=[
+                DecomposeFlag(
+                    id=i,
+                    path=str(t.path),
+                    risk=t.risk.value if t.risk else None,
+                    scope=t.scope.value if t.scope else None,
+                )
+                for i in sorted(self.needs_decomposition(now))
+                for t in [self.tasks[i]]
+            ],
+        )
+
+    def _longest_to_sink(self, nodes: Sequence[str]) -> dict[str, int]:
+        """One reverse-topological pass over ``nodes`` (given in topological order)."""
+        inside = set(nodes)
+        best: dict[str, int] = {}
+        for n in reversed(nodes):
+            tail = [best[s] for s in self.graph.successors(n) if s in inside]
+            best[n] = self.tasks[n].cost + max(tail, default=0)
+        return best
+
+
+class GraphLoad(NamedTuple):
+    """``load_graph``'s answer: the graph (None when there are problems), and what was found."""
+
+    graph: TaskGraph | None
+    problems: list[Problem]
+    warnings: list[Problem]
+
+
+def load_graph(tasks_dir: Path) -> GraphLoad:
+    """Load and validate a tasks folder, collecting every problem instead of stopping at one."""
+    loaded = load_tasks(Path(tasks_dir))
+    try:
+        graph = TaskGraph(loaded.tasks)  # validates the tasks that loaded
+    except GraphError as e:
+        return GraphLoad(None, [*loaded.problems, *e.problems], loaded.warnings)
+    if loaded.problems:
+        return GraphLoad(None, loaded.problems, loaded.warnings)
+    return GraphLoad(graph, [], [*loaded.warnings, *graph.warnings])

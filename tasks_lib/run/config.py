@@ -1,0 +1,276 @@
+"""Run parameters: one pydantic model that is the Prefect UI form and the `tgflow run` flags.
+
+Precedence, highest first:
+1. parameters given explicitly (CLI flags, the flow's ``config`` argument, a deployment's
+   parameters: every field a caller SETS, even to the default value);
+2. the target repository's ``.tgflow.toml`` (top-level keys named like the fields below,
+   except origin, base, workspace_root and only), read from the base branch of the origin
+   as it is when the run starts;
+3. the built-in defaults below.
+
+The Prefect UI submits the whole form, so there every field counts as explicit; leave a
+field out of a deployment's parameters to let the repository's file decide it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from tasks_lib.agents.settings import RULE_KEYS, AgentRule, AgentSettings, Preset
+from tasks_lib.errors import UsageError, describe_validation_error
+
+CONFIG_FILE = ".tgflow.toml"
+
+
+# Fields a repository's own file may not set: they say where the file itself is read from
+# (origin, base, the clone) or which tasks this run is for.
+_NOT_FROM_FILE = frozenset({"origin", "base", "workspace_root", "only"})
+
+
+class ConfigError(UsageError):
+    """A config file or parameter that cannot be used; the message says where and how to fix."""
+
+
+class NodeSettings(BaseModel):
+    """How every node of a run develops and integrates: the part of a run's settings a node
+    reads. ``RunConfig`` extends it, so each setting is defined once, here or there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks_dir: str = Field(
+        "tasks",
+        description="Folder of task files inside the repository, read from the base branch.",
+    )
+    validate_commands: list[str] = Field(
+        default_factory=list,
+        description="Shell commands that must pass on the task branch and again after each "
+        'merge, e.g. "python -m pytest -q". None: only the agent\'s commits are checked.',
+    )
+    agent_timeout_s: float = Field(
+        1800.0, gt=0, description="Wall-clock limit of one agent session, in seconds."
+    )
+    idle_timeout_s: float = Field(
+        300.0, gt=0, description="An agent silent this long is stalled and stopped, in seconds."
+    )
+    validate_timeout_s: float = Field(
+        600.0, gt=0, description="Limit for each validation command, in seconds."
+    )
+    push: bool = Field(True, description="Push main to the origin after each merge.")
+    conflict_rounds: int = Field(
+        2, ge=0, description="Times a merge conflict goes back to the agent before the node fails."
+    )
+    push_retries: int = Field(
+        3, ge=0, description="Re-merges when the origin moved during a push, before giving up."
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="A string.Template file for the agent's prompt (see the docs), relative "
+        "to the repository root. Unset: tgflow's own prompt.",
+    )
+    conventions: str | None = Field(
+        None,
+        description="Conventions file in the repository given to the agent (default: "
+        "AGENTS.md or CONVENTIONS.md when present).",
+    )
+
+    @field_validator("validate_commands", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("validate_commands")
+    @classmethod
+    def _no_empty_command(cls, v: list[str]) -> list[str]:
+        cleaned = [c.strip() for c in v]
+        if any(not c for c in cleaned):
+            raise ValueError("validate_commands holds an empty command; remove it")
+        return cleaned
+
+    @field_validator("tasks_dir")
+    @classmethod
+    def _tasks_inside_repo(cls, v: str) -> str:
+        return _folder_inside_repo(v, "tasks")
+
+
+def _folder_inside_repo(v: str, example: str) -> str:
+    p = Path(v)
+    if not v.strip() or p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"{v!r} must be a folder inside the repository, e.g. {example}")
+    return p.as_posix()
+
+
+def _run_fields_first(schema: dict[str, Any]) -> None:
+    """The UI form lists where and what to run first (pydantic puts inherited fields first)."""
+    props = schema.get("properties", {})
+    first = [k for k in ("origin", "base", "agent") if k in props]
+    schema["properties"] = {k: props[k] for k in first} | {
+        k: v for k, v in props.items() if k not in first
+    }
+
+
+class RunConfig(NodeSettings):
+    """Everything one run of the task graph needs."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_run_fields_first)
+
+    origin: str = Field(
+        description="The repository to work on: a URL or a local path (a bare repository, or a "
+        "checkout whose base branch is not checked out). tgflow works in its own clone of it."
+    )
+    base: str = Field("main", description="Branch the tasks are read from and merged into.")
+    agent: Preset = Field(
+        "scripted",
+        description="Coding agent: 'scripted' runs the demo scripts in task descriptions; "
+        "'command' runs agent_command; the others run that agent's CLI.",
+    )
+    agent_command: list[str] | None = Field(
+        None,
+        description="For agent 'command': the argv template, e.g. "
+        '"my-agent --task {task_id} {prompt_file}" (placeholders: {prompt}, {prompt_file}, '
+        "{task_id}, {worktree}).",
+    )
+    model: str | None = Field(None, description="Model name passed to the agent, if it takes one.")
+    agent_base_url: str | None = Field(
+        None,
+        description="Provider endpoint for the agent CLI (OpenAI style, ending in /v1). Unset: "
+        "the CLI uses its own configuration and login.",
+    )
+    agent_api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable that holds the provider's API key "
+        "(the key itself is never stored or logged).",
+    )
+    review_agent: bool = Field(
+        False,
+        description="Review tasks (level: review) also run the agent to report against the "
+        "acceptance criteria; it changes nothing, only the validation commands decide.",
+    )
+    max_parallel: int = Field(2, ge=1, le=64, description="Agent sessions running at once.")
+    retries: int = Field(
+        1, ge=0, le=10, description="Extra attempts for a node that failed, stalled or timed out."
+    )
+    retry_delay_s: float = Field(
+        10.0, ge=0, description="Wait before the first retry; doubled for each later one."
+    )
+    agent_rules: dict[str, AgentRule] = Field(
+        default_factory=dict,
+        description='Agent or model by task risk or level, e.g. {"risk:high": {"model": '
+        '"strong-model"}, "level:research": {"agent": "claude"}}. A task file\'s own '
+        "agent:/model: wins over these, these over the run's agent and model.",
+    )
+    only: list[str] = Field(
+        default_factory=list,
+        description="Run only these task ids (their dependencies must be completed or listed).",
+    )
+    workspace_root: str | None = Field(
+        None,
+        description="Folder for tgflow's clone of this origin and its worktrees "
+        "(default: one per origin under ~/.cache/tgflow/workspaces).",
+    )
+    aar_dir: str = Field(
+        "docs/aar", description="Folder on the base branch the after-action review is saved to."
+    )
+
+    @field_validator("agent_command", mode="before")
+    @classmethod
+    def _split_command(cls, v: Any) -> Any:
+        """Accept the command as one shell-quoted string (what people type) or a list."""
+        return shlex.split(v) if isinstance(v, str) else v
+
+    @field_validator("only", mode="before")
+    @classmethod
+    def _one_or_many_ids(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("aar_dir")
+    @classmethod
+    def _aar_inside_repo(cls, v: str) -> str:
+        return _folder_inside_repo(v, "docs/aar")
+
+    @field_validator("agent_rules")
+    @classmethod
+    def _rule_keys(cls, v: dict[str, AgentRule]) -> dict[str, AgentRule]:
+        unknown = sorted(set(v) - RULE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown rule key(s) {', '.join(unknown)}; use risk:<risk> or level:<level>, "
+                f"one of {', '.join(sorted(RULE_KEYS))}"
+            )
+        return v
+
+    def agent_settings(self) -> AgentSettings:
+        """The run's default agent (a task's rules and frontmatter refine it per task)."""
+        return AgentSettings(
+            preset=self.agent,
+            model=self.model,
+            command=self.agent_command,
+            base_url=self.agent_base_url,
+            api_key_env=self.agent_api_key_env,
+        )
+
+    @model_validator(mode="after")
+    def _command_given(self) -> RunConfig:
+        if self.agent == "command" and not self.agent_command:
+            raise ValueError(
+                "agent 'command' needs agent_command (e.g. --agent-command "
+                "'my-agent {task_id} {prompt_file}')"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Serialise only the fields a caller set: Prefect stores a run's parameters this way,
+        so a flow-run Retry re-reads the repository's file for the rest, as the run did."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
+
+    def with_file(self, repo_root: Path) -> RunConfig:
+        """This config with the repository's ``.tgflow.toml`` filling what was not set."""
+        from_file = read_config_file(repo_root / CONFIG_FILE)
+        if not from_file:
+            return self
+        explicit = self.model_dump(include=self.model_fields_set)
+        try:
+            return RunConfig.model_validate({**from_file, **explicit})
+        except ValidationError as e:
+            raise ConfigError(_describe(e, repo_root / CONFIG_FILE)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings ({} without a file), checked against the fields they set."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    known = set(RunConfig.model_fields) - _NOT_FROM_FILE
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown or not allowed key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+    try:  # validate the file on its own so errors name the file's keys
+        RunConfig.model_validate({"origin": ".", "agent_command": ["x"], **data})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+    return data
+
+
+def _describe(err: ValidationError, where: Path) -> str:
+    return f"{where}: " + "; ".join(describe_validation_error(err))

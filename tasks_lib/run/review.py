@@ -1,0 +1,152 @@
+"""Review tasks (``level: review``): checkpoints that validate main instead of changing it.
+
+As in the manual workflow, a review has no worktree and no merge: it runs the validation
+commands on the current base branch in the integration worktree, under the merge lock so no
+merge moves main underneath it. An optional reviewer agent may read main and report against
+the acceptance criteria; whatever it changes is thrown away. The node passes (status
+completed, with a Summary, committed on main) or fails.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from tasks_lib.agents.base import Agent, Outcome, SessionRequest
+from tasks_lib.git.workspace import Workspace, WorkspaceError
+from tasks_lib.graph.taskfile import Status, Task, update_task_file
+from tasks_lib.run.node import NodeSettings, close_record, failure_note
+from tasks_lib.run.prompt import build_prompt, fenced
+from tasks_lib.run.records import NodeRecord, NodeStatus
+from tasks_lib.run.validation import run_validation
+
+REVIEW_ONLY = (
+    "\n## Review only\n\nThis is a review checkpoint. Do not change, create or commit any file. "
+    "Check the base branch against the acceptance criteria and print one line per criterion: "
+    "PASS or FAIL and why.\n"
+)
+
+
+def run_review(
+    workspace: Workspace,
+    task: Task,
+    settings: NodeSettings,
+    *,
+    reviewer: Agent | None = None,
+    attempt: int = 1,
+    final_attempt: bool = True,
+    on_line: Callable[[str], None] = lambda line: None,
+    cancel: threading.Event | None = None,
+) -> NodeRecord:
+    """Validate main for a review task; record the outcome on main. Always returns a record."""
+    ws = workspace
+    rec = NodeRecord(
+        task_id=task.id,
+        name=task.name,
+        status=NodeStatus.FAILED,
+        agent=reviewer.name if reviewer else "",
+    )
+    try:
+        with ws.merge_lock:
+            if settings.push:
+                ws.sync()
+            on_main = ws.find_task(task.id, settings.tasks_dir)
+            if on_main is None:
+                rec.reason = f"no task file with id {task.id!r} under {settings.tasks_dir}/"
+            elif on_main.status is Status.COMPLETED:
+                rec.status, rec.already_done = NodeStatus.COMPLETED, True
+                rec.notes.append(f"already completed on {ws.base}; nothing run")
+            else:
+                _review_locked(ws, on_main, settings, rec, reviewer, attempt, on_line, cancel)
+                if rec.status is NodeStatus.COMPLETED or final_attempt:
+                    _record_on_main(ws, on_main, settings, rec, attempt)
+    except WorkspaceError as e:
+        rec.status, rec.reason = NodeStatus.FAILED, str(e)
+    return close_record(rec, attempt)
+
+
+def _review_locked(
+    ws: Workspace,
+    task: Task,
+    settings: NodeSettings,
+    rec: NodeRecord,
+    reviewer: Agent | None,
+    attempt: int,
+    on_line: Callable[[str], None],
+    cancel: threading.Event | None,
+) -> None:
+    head = ws.head()
+    result = run_validation(
+        settings.validate_commands, ws.integration, settings.validate_timeout_s, on_line, cancel
+    )
+    rec.validate_seconds = result.duration_s
+    if not result.ok:
+        rec.reason = f"validation of {ws.base} at {head[:10]} failed: {result.output_tail}"
+        return
+    report = ""
+    if reviewer is not None:
+        prompt = build_prompt(
+            task,
+            task_file_rel=task.path.relative_to(ws.integration).as_posix(),
+            attempt=attempt,
+        )
+        try:
+            session = reviewer.run(
+                SessionRequest(
+                    task_id=task.id,
+                    worktree=ws.integration,
+                    prompt=prompt + REVIEW_ONLY,
+                    timeout_s=settings.agent_timeout_s,
+                    idle_timeout_s=settings.idle_timeout_s,
+                    on_line=on_line,
+                    cancel=cancel or threading.Event(),
+                    model=task.model,
+                    env=ws.identity_env(),
+                )
+            )
+        finally:
+            ws.reset_to(head)  # the reviewer only reports: drop anything it changed
+        rec.sessions, rec.agent_seconds = 1, session.duration_s
+        rec.tokens_in, rec.tokens_out, rec.cost_usd = (
+            session.tokens_in,
+            session.tokens_out,
+            session.cost_usd,
+        )
+        if session.outcome is not Outcome.SUCCEEDED:
+            rec.reason = f"reviewer {session.outcome.value}: {session.reason or session.tail}"
+            return
+        report = "\n\nReviewer's report:\n\n" + fenced(session.tail, "text")
+    commands = ", ".join(f"`{c}`" for c in settings.validate_commands) or "(no commands set)"
+    rec.status = NodeStatus.COMPLETED
+    rec.notes.append(
+        f"Review passed on {ws.base} at {head[:10]}: {commands} passed "
+        f"({result.duration_s:.1f} s).{report}"
+    )
+
+
+def _record_on_main(
+    ws: Workspace, task: Task, settings: NodeSettings, rec: NodeRecord, attempt: int
+) -> None:
+    """Completed with its Summary, or failed with the reason under Notes; pushed if asked."""
+
+    def write() -> str | None:
+        current = ws.find_task(task.id, settings.tasks_dir) or task
+        if rec.status is NodeStatus.COMPLETED:
+            changed = update_task_file(current.path, status=Status.COMPLETED, summary=rec.notes[-1])
+        else:
+            note = failure_note("failed", attempt, rec.reason, by="tgflow review")
+            old = current.section("Notes")
+            notes = f"{old}\n\n{note}" if old else note
+            changed = update_task_file(current.path, status=Status.FAILED, notes=notes)
+        if changed:
+            status = "completed" if rec.status is NodeStatus.COMPLETED else "failed"
+            ws.commit_paths([current.path], f"chore: update task {task.id} status to {status}")
+        return None
+
+    write()
+    if settings.push:
+        pushed = ws.push_base(write, settings.push_retries)
+        if not pushed.pushed:
+            ws.reset_to(f"refs/remotes/origin/{ws.base}")
+            rec.status = NodeStatus.FAILED
+            rec.reason = f"could not push the review's result: {pushed.reason}"

@@ -1,0 +1,128 @@
+"""Ready-first scheduling: start a node only when its dependencies are done, most critical first.
+
+Plain Python so it can be tested with threads instead of Prefect. The caller's ``submit``
+starts a node somewhere (a Prefect task run, a thread) and arranges for the node's
+``NodeRecord`` to arrive on ``completions``; this loop never holds a slot for a node that
+cannot run yet (a Prefect task waiting on ``wait_for`` holds a worker thread).
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tasks_lib.graph.dag import STARTABLE, TaskGraph
+from tasks_lib.graph.taskfile import Status
+from tasks_lib.run.records import NodeRecord, NodeStatus
+
+Submit = Callable[[str, list[str]], None]
+
+
+@dataclass
+class ScheduleResult:
+    records: dict[str, NodeRecord] = field(default_factory=dict)  # in the order they finished
+    submitted: list[str] = field(default_factory=list)  # in the order they were started
+    peak_running: int = 0
+
+
+def unknown_only(graph: TaskGraph, only: Collection[str], base: str) -> list[str]:
+    """One line per id in ``only`` that is not a task of the graph (none: all are)."""
+    known = sorted(graph.tasks)
+    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    return [
+        f"only {i}: no such task id on {base} (known: {shown})"
+        for i in sorted(set(only) - set(known))
+    ]
+
+
+def _not_run(task_id: str, name: str, status: NodeStatus, reason: str) -> NodeRecord:
+    now = datetime.now(UTC)
+    return NodeRecord(
+        task_id=task_id, name=name, status=status, reason=reason, started_at=now, finished_at=now
+    )
+
+
+def schedule(
+    graph: TaskGraph,
+    *,
+    max_parallel: int,
+    submit: Submit,
+    completions: queue.Queue[NodeRecord],
+    only: Collection[str] = (),
+    on_record: Callable[[NodeRecord], None] = lambda record: None,
+) -> ScheduleResult:
+    """Run the graph's nodes (or ``only`` those) and return every node's record.
+
+    Nodes completed on the base branch are submitted too (they finish at once as already
+    done) so every task appears in the run. Blocked and in-progress nodes are not started;
+    anything downstream of a node that did not complete is skipped with the reason.
+    ``upstream_ids`` given to ``submit`` are the dependencies submitted in this run.
+    """
+    selected = set(only) if only else set(graph.tasks)
+    unknown = sorted(selected - set(graph.tasks))
+    if unknown:
+        raise ValueError(f"unknown task id(s) in only: {', '.join(unknown)}")
+    result = ScheduleResult()
+    done: set[str] = {i for i, t in graph.tasks.items() if t.status is Status.COMPLETED}
+    running: set[str] = set()
+    pending = [i for i in graph.order if i in selected]  # topological: upstream first
+
+    def finish(record: NodeRecord) -> None:
+        result.records[record.task_id] = record
+        on_record(record)
+        if record.status is NodeStatus.COMPLETED:
+            done.add(record.task_id)
+            return
+        why = f"upstream {record.task_id} {record.status.value}"
+        if record.reason:
+            why += f": {record.reason}"
+        for d in [i for i in pending if i in graph.descendants(record.task_id)]:
+            pending.remove(d)
+            skipped = _not_run(d, graph.tasks[d].name, NodeStatus.SKIPPED, why)
+            result.records[d] = skipped
+            on_record(skipped)
+
+    for task_id in list(pending):
+        if task_id not in pending:  # skipped below an earlier node
+            continue
+        task = graph.tasks[task_id]
+        missing = [d for d in graph.dependencies(task_id) if d not in selected and d not in done]
+        reason = ""
+        if task.status is Status.BLOCKED:
+            notes = (task.section("Notes") or "no reason in its Notes").strip()
+            status = NodeStatus.BLOCKED
+            reason = f"blocked on the base branch: {notes} (answer it, then set status: pending)"
+        elif task.status is not Status.COMPLETED and task.status not in STARTABLE:
+            status = NodeStatus.SKIPPED
+            reason = (
+                f"status is {task.status.value} on the base branch (someone else's work in "
+                "progress); set status: pending to run it here"
+            )
+        elif missing:
+            status = NodeStatus.SKIPPED
+            listed = ", ".join(f"{d} ({graph.tasks[d].status.value})" for d in missing)
+            reason = f"depends on {listed}, not completed and not in this run"
+        if reason:
+            pending.remove(task_id)
+            finish(_not_run(task_id, task.name, status, reason))
+
+    while pending or running:
+        ready = [i for i in pending if all(d in done for d in graph.dependencies(i))]
+        ready.sort(key=lambda i: (-graph.priority(i), i))
+        for task_id in ready[: max_parallel - len(running)]:
+            pending.remove(task_id)
+            running.add(task_id)
+            result.submitted.append(task_id)
+            upstream = [d for d in graph.dependencies(task_id) if d in result.submitted]
+            submit(task_id, upstream)
+        result.peak_running = max(result.peak_running, len(running))
+        if not running:
+            raise RuntimeError(f"nothing can start but {', '.join(pending)} wait (a bug)")
+        record = completions.get()
+        if record.task_id not in running:
+            raise RuntimeError(f"completion for {record.task_id}, which is not running")
+        running.remove(record.task_id)
+        finish(record)
+    return result

@@ -1,0 +1,183 @@
+"""Workspace: the clone tgflow owns, refused origins, branch names, reconcile, the merge lock."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from helpers.gitrepos import branches, git, make_origin, write_files
+
+from tasks_lib.git.workspace import Workspace, WorkspaceError, merge_lock_for
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    return make_origin(tmp_path, {"README.md": "demo\n", "tasks/.keep": ""})
+
+
+def test_opens_a_clone_of_its_own_on_base_and_reuses_it(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    assert git(ws.integration, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert ws.head() == git(origin, "rev-parse", "main")
+    assert "/.tgflow/" in (ws.integration / ".git/info/exclude").read_text().splitlines()
+    again = Workspace.open(str(origin), tmp_path / "ws")
+    assert again.integration == ws.integration
+    # the same origin shares one merge lock, and the workspace pickles (Prefect parameters)
+    assert again.merge_lock is ws.merge_lock is merge_lock_for(str(origin))
+    assert pickle.loads(pickle.dumps(ws)).merge_lock is ws.merge_lock
+
+
+def test_unreachable_origin_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(
+        WorkspaceError,
+        match=r"cannot reach origin \S*nowhere.git: '\S*nowhere.git' does not appear to be a git "
+        r"repository\. Check the URL",
+    ):
+        Workspace.open(str(tmp_path / "nowhere.git"), tmp_path / "ws")
+
+
+def test_missing_base_branch_is_refused(origin: Path, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match=r"has no branch 'develop' \(branches: main\)"):
+        Workspace.open(str(origin), tmp_path / "ws", base="develop")
+
+
+def test_checkout_with_base_checked_out_is_refused_before_any_work(
+    origin: Path, tmp_path: Path
+) -> None:
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", str(origin), str(checkout))
+    with pytest.raises(WorkspaceError, match=r"'main' checked out.*remote.*bare mirror"):
+        Workspace.open(str(checkout), tmp_path / "ws")
+    assert not (tmp_path / "ws").exists()
+    # fine when nothing will be pushed, or when another branch is checked out there
+    Workspace.open(str(checkout), tmp_path / "ws-nopush", push=False)
+    git(checkout, "switch", "-q", "-c", "elsewhere")
+    Workspace.open(str(checkout), tmp_path / "ws-other")
+
+
+def test_task_ids_become_safe_distinct_branch_names(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    ids = ["graph", "graph/construction", "--force", "weird id: ü?", "..", "x.lock"]
+    names = [ws.branch(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    for task_id in ids:
+        checkout = ws.start_task(task_id)
+        assert checkout.branch.startswith("tgflow/") and not checkout.branch[7:].startswith("-")
+        assert checkout.path.parent == ws.worktrees_dir
+        git(ws.integration, "check-ref-format", "--branch", checkout.branch)
+
+
+def test_reconcile_keeps_unmerged_work_and_deletes_merged_branches(
+    origin: Path, tmp_path: Path
+) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    work = ws.start_task("work")
+    write_files(work.path, {"w.txt": "w\n"})
+    ws.commit_all(work.path, "work")
+    ws.push_branch("work")
+    ws.start_task("merged")  # a branch with nothing beyond base
+
+    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+
+    assert sorted(report.removed_worktrees) == ["merged", "work"]
+    assert report.resumable == {"tgflow/work": 1}
+    assert report.deleted_branches == ["tgflow/merged"]
+    assert branches(ws.integration) == ["tgflow/work"]
+    assert branches(origin) == ["tgflow/work"]
+    assert not ws.worktrees_dir.exists() or not any(ws.worktrees_dir.iterdir())
+
+
+def test_branch_only_on_the_origin_is_resumed(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    work = ws.start_task("t")
+    write_files(work.path, {"t.txt": "t\n"})
+    ws.commit_all(work.path, "t work")
+    ws.push_branch("t")
+
+    other = Workspace.open(str(origin), tmp_path / "ws2")  # another machine
+    checkout = other.start_task("t")
+    assert checkout.resumed and not checkout.needs_agent
+    assert (checkout.path / "t.txt").read_text() == "t\n"
+
+
+def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    for task_id, text in (("a", "A\n"), ("b", "B\n")):
+        checkout = ws.start_task(task_id)
+        write_files(checkout.path, {"README.md": text})
+        ws.commit_all(checkout.path, task_id)
+    assert ws.merge("a", "Merge task a").merged
+    before = ws.head()
+
+    result = ws.merge("b", "Merge task b")
+
+    assert not result.merged and result.conflicts == ["README.md"]
+    assert ws.head() == before
+    assert not ws.in_merge(ws.integration)
+    assert git(ws.integration, "status", "--porcelain") == ""
+
+
+def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    checkout = ws.start_task("d")
+    git(checkout.path, "switch", "-q", "--detach")
+    write_files(checkout.path, {"d.txt": "d\n"})  # left uncommitted on a detached HEAD
+
+    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+
+    (rescued,) = [b for b in report.resumable if b.startswith("tgflow/rescued-d-")]
+    assert git(ws.integration, "show", f"{rescued}:d.txt") == "d"
+
+
+def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
+    ws.reconcile(push=False)
+    write_files(ws.integration, {"local.txt": "merged without push\n"})
+    unpushed = ws.commit_paths([ws.integration / "local.txt"], "a merge that was never pushed")
+
+    # a later run without push goes on from its own merges
+    assert ws.reconcile(push=False).kept_unpushed is None
+    assert ws.head() == unpushed
+
+    # a pushing run stands on origin's main, and keeps the local work on a branch first
+    report = Workspace.open(str(origin), tmp_path / "ws").reconcile(push=True)
+    assert report.kept_unpushed is not None
+    assert report.kept_unpushed.startswith("tgflow-unpushed/")
+    assert git(ws.integration, "rev-parse", report.kept_unpushed) == unpushed
+    assert ws.head() == git(origin, "rev-parse", "main")
+
+
+def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_path: Path) -> None:
+    """Across processes: a CLI run beside a deployment run must not reconcile under it."""
+    import subprocess
+    import sys
+    import time
+
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from tasks_lib.git.workspace import Workspace\n"
+            f"ws = Workspace.open({str(origin)!r}, Path({str(tmp_path / 'ws')!r}))\n"
+            "with ws.run_lock():\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(2)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    waited_for: list[str] = []
+    start = time.monotonic()
+    with ws.run_lock(waited_for.append):
+        assert time.monotonic() - start > 1.0  # in only once the first run let go
+    assert len(waited_for) == 1 and f"pid {holder.pid}" in waited_for[0]
+    holder.wait()
+    start = time.monotonic()
+    with ws.run_lock(waited_for.append):  # free again: no waiting
+        pass
+    assert len(waited_for) == 1 and time.monotonic() - start < 1

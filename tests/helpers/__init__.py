@@ -1,0 +1,1 @@
+"""Shared test helpers: real repositories, the fake model server, the Prefect and UI harnesses."""

@@ -1,0 +1,134 @@
+"""A person's path through the Prefect UI, in headless Chromium: open the manual deployment,
+start a custom run on the demo origin through the parameters form, watch it finish, and find
+the task runs named after the demo's task ids and the after-action review artifact.
+
+Screenshots go to ``screenshots/`` (git-ignored); with TGFLOW_UPDATE_DOCS=1 the run graph
+also replaces ``docs/run-graph.png``, the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers.uiharness import (
+    REPO,
+    TERMINAL,
+    Api,
+    local_prefect,  # noqa: F401 (module-scoped fixture)
+    require_chromium,
+)
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from flows.prefect_server import LocalPrefect
+from tasks_lib.demo import build_demo_origin
+from tasks_lib.graph.taskfile import load_tasks
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+SCREENSHOTS = REPO / "screenshots"
+# Without the background-networking flags Chromium floods a closed network with connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    chromium = require_chromium()
+    profile = tmp_path_factory.mktemp("chromium-profile")  # empty --user-data-dir
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.set_default_timeout(30_000)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def form_field(page: Page, label: str) -> Locator:
+    """The form property whose label is exactly ``label`` (innermost, not its parent)."""
+    title = page.locator(".schema-form-property__label").filter(
+        has_text=re.compile(rf"^{re.escape(label)}$")
+    )
+    has_class = "contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')"
+    return title.locator(f"xpath=ancestor::div[{has_class}][1]")
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_custom_run_from_the_deployment_form_runs_the_demo_graph(
+    local_prefect: LocalPrefect,  # noqa: F811
+    page: Page,
+    tmp_path: Path,
+) -> None:
+    origin = build_demo_origin(tmp_path / "demo")
+    task_ids = sorted(t.id for t in load_tasks(REPO / "tasks").tasks)
+    api = Api(local_prefect.api_url)
+
+    page.goto(f"{local_prefect.ui_url}/deployments", wait_until="networkidle")
+    page.get_by_role("link", name="manual", exact=True).first.click()
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
+    shot(page, "1-deployment")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_url(re.compile(r".*/run\b.*"))
+
+    form_field(page, "Origin").locator("textarea").fill(str(origin))
+    form_field(page, "Max Parallel (Optional)").locator("input").fill("3")
+    workspace = form_field(page, "Workspace Root (Optional)")
+    workspace.get_by_role("button", name="str", exact=True).click()
+    workspace.locator("textarea").fill(str(tmp_path / "workspaces"))
+    shot(page, "2-custom-run-form")
+    page.get_by_role("button", name="Submit", exact=True).click()
+
+    # The UI returns to the deployment, whose Runs tab lists the new run: open it.
+    run_link = page.locator("a[href*='/runs/flow-run/']").first
+    expect(run_link).to_be_visible()
+    run_link.click()
+    page.wait_for_url(re.compile(r".*/runs/flow-run/[0-9a-f-]{36}"))
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+    run = api.flow_run(run_id)
+    assert run["parameters"]["config"]["origin"] == str(origin)
+    assert run["parameters"]["config"]["max_parallel"] == 3
+    assert api.wait(run_id, TERMINAL, timeout_s=420) == ("COMPLETED", "Completed")
+
+    page.reload(wait_until="networkidle")
+    expect(page.get_by_text("Completed").first).to_be_visible()
+    page.wait_for_timeout(3000)  # the graph canvas draws after the data arrives
+    shot(page, "3-flow-run")
+    graph = page.locator(".flow-run-graph").first
+    graph.screenshot(path=str(SCREENSHOTS / "run-graph.png"))
+    if os.environ.get("TGFLOW_UPDATE_DOCS") == "1":
+        shutil.copy(SCREENSHOTS / "run-graph.png", REPO / "docs" / "run-graph.png")
+
+    page.get_by_text("Task Runs", exact=True).click()
+    for task_id in task_ids:
+        expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
+    shot(page, "4-task-runs")
+
+    page.get_by_text("Artifacts", exact=True).click()
+    expect(page.get_by_text("tgflow-aar").first).to_be_visible()
+    shot(page, "5-artifacts")
+    page.get_by_text("tgflow-aar").first.click()
+    expect(page.get_by_text(re.compile(r"^AAR: ")).first).to_be_visible()
+    shot(page, "6-after-action-review")
