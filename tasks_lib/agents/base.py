@@ -14,6 +14,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from tasks_lib.errors import TgflowError
+
+
+class AgentError(TgflowError):
+    """A backend could not be set up (a CLI missing, a server that will not start).
+
+    One root for the backends' own troubles, so a session catches them all in one clause and
+    fails with the message instead of crashing the node.
+    """
+
 
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
@@ -58,6 +68,15 @@ class SessionResult:
 
 
 class Agent(Protocol):
+    """A backend: subclass it so that ``close`` is there for the pool to call on every one.
+
+    Kept a Protocol so a test double with just ``name`` and ``run`` still fits ``run_node``.
+    """
+
     name: str
 
     def run(self, request: SessionRequest) -> SessionResult: ...
+
+    def close(self) -> None:
+        """Release what the backend holds across sessions (a server process); most hold none."""
+        return None  # a body, so explicit subclasses inherit a method, not an abstract one

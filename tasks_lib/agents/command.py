@@ -14,14 +14,14 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
 from tasks_lib.agents.process import ProcessResult, run_watched
 
 PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{task_id}", "{worktree}")
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
-class CommandAgent:
+class CommandAgent(Agent):
     def __init__(
         self,
         argv_template: list[str] | str,

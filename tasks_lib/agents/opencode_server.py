@@ -27,8 +27,9 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
-from tasks_lib.agents.clis import QUIET_ENV, CliMissing, error_text, find_cli, opencode_env
+from tasks_lib.agents.base import Agent, AgentError, Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.cli import QUIET_ENV, error_text, find_cli
+from tasks_lib.agents.opencode import opencode_env
 from tasks_lib.agents.process import kill_group
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.agents.tally import Tally
@@ -39,8 +40,8 @@ START_TIMEOUT_S = 60.0
 ABORT_SETTLE_S = 10.0
 
 
-class ServerError(RuntimeError):
-    pass
+class OpenCodeServerError(AgentError):
+    """``opencode serve`` would not start or answer, or its run is over."""
 
 
 class OpenCodeServer:
@@ -58,7 +59,7 @@ class OpenCodeServer:
     def ensure(self) -> str:
         with self._lock:
             if self._closed:  # a late node of a cancelled run: start nothing nobody stops
-                raise ServerError("closed: the run that owned this server has ended")
+                raise OpenCodeServerError("closed: the run that owned this server has ended")
             if self.exited():  # it died (and failed the session it was serving): start anew
                 self._stop()
             if self.url is None:
@@ -95,7 +96,9 @@ class OpenCodeServer:
         if url is None:
             self._stop()
             tail = "\n".join(self.output[-20:])
-            raise ServerError(f"opencode serve did not start within {START_TIMEOUT_S:g} s:\n{tail}")
+            raise OpenCodeServerError(
+                f"opencode serve did not start within {START_TIMEOUT_S:g} s:\n{tail}"
+            )
         self._wait_healthy(url)
         return url
 
@@ -120,7 +123,7 @@ class OpenCodeServer:
                     return
             time.sleep(0.2)
         self._stop()
-        raise ServerError(f"opencode serve at {url} never answered /global/health")
+        raise OpenCodeServerError(f"opencode serve at {url} never answered /global/health")
 
     def exited(self) -> bool:
         """Whether the server we started has died (an attached one is not ours to watch)."""
@@ -166,7 +169,7 @@ def _session_of(props: dict[str, Any]) -> str | None:
     return None
 
 
-class OpenCodeServerAgent:
+class OpenCodeServerAgent(Agent):
     """Sessions on one shared server; thread-safe, so nodes can run side by side.
 
     The agent's tools run in the server's environment, so ``SessionRequest.env`` cannot reach
@@ -193,7 +196,7 @@ class OpenCodeServerAgent:
         session = _Session(id="")
         try:
             outcome, reason = self._run(request, session, started)
-        except (ServerError, CliMissing, ValueError, httpx.HTTPError) as e:
+        except (AgentError, ValueError, httpx.HTTPError) as e:
             outcome, reason = Outcome.FAILED, f"{self.name}: {e}"
         tally = session.tally
         if tally.anomaly():
@@ -224,7 +227,7 @@ class OpenCodeServerAgent:
         ):
             threading.Thread(target=_follow, args=(stream, events, connected), daemon=True).start()
             if not connected.wait(30):
-                raise ServerError(f"no event stream from opencode serve at {url}")
+                raise OpenCodeServerError(f"no event stream from opencode serve at {url}")
             created = api.post("/session", json={"title": request.task_id})
             created.raise_for_status()
             session.id = created.json()["id"]
@@ -293,7 +296,7 @@ class OpenCodeServerAgent:
                 continue
             if event.get("type") == "server.error":
                 return Outcome.FAILED, f"opencode server error: {error_text(event)}"
-            kind, props = event.get("type"), event.get("properties") or {}
+            kind, props = str(event.get("type") or ""), event.get("properties") or {}
             parent = (props.get("info") or {}).get("parentID")
             if kind == "session.created" and parent in {session.id, *session.children}:
                 session.children.add(str(props["info"]["id"]))

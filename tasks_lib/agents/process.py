@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 KILL_GRACE_S = 3.0
 
 
@@ -52,6 +54,7 @@ def kill_group(pid: int, grace_s: float = KILL_GRACE_S) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether a live member of the process group is left (zombies do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -63,26 +66,44 @@ def group_alive(pgid: int) -> bool:
 
 
 def live_processes() -> dict[int, tuple[int, int]]:
-    """Every live (not zombie) process, read from /proc: pid -> (parent pid, process group)."""
+    """Every live (not zombie) process: pid -> (parent pid, process group)."""
     table: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat_fields(entry.path)) and fields[0] != "Z":
-            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    for proc in psutil.process_iter(["ppid", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:  # psutil knows no process groups
+            table[proc.pid] = (proc.info["ppid"], os.getpgid(proc.pid))
+        except ProcessLookupError:  # gone since the listing
+            continue
     return table
 
 
+def descendants(pids: set[int]) -> set[int]:
+    """Every live descendant of ``pids``, whatever session or group it moved to.
+
+    Walks parent links over one snapshot of every live process rather than asking each
+    process for its children, so one pass finds them all however deep; an orphan re-parented
+    to init is no one's descendant any more, as with ``Process.children``.
+    """
+    parent = {pid: ppid for pid, (ppid, _) in live_processes().items()}
+    found: set[int] = set()
+    frontier = set(pids)
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
 def pid_alive(pid: int) -> bool:
-    fields = _stat_fields(f"/proc/{pid}")
-    return fields is not None and fields[0] != "Z"
-
-
-def _stat_fields(proc_dir: str) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: state, parent pid, process group, ..."""
+    """Whether ``pid`` runs; a zombie (exited, not yet reaped) does not."""
+    if pid <= 0:  # psutil refuses these; no process of ours has one
+        return False
     try:
-        stat = Path(proc_dir, "stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # it exists; as with killpg's PermissionError, say alive
+        return True
 
 
 def run_watched(

@@ -1,28 +1,46 @@
-"""From settings to a backend: the one place that knows every preset."""
+"""From settings to a backend: the one place that knows every preset.
+
+``settings.Preset`` (what users may write) and ``REGISTRY`` (what we can build) are kept in
+step by a test; the settings module cannot import this one, which imports every backend.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 
+from tasks_lib.agents.aider import Aider
 from tasks_lib.agents.base import Agent
-from tasks_lib.agents.clis import PRESET_CLASSES, CliAgent
+from tasks_lib.agents.claude import ClaudeCode
+from tasks_lib.agents.cli import CliAgent
+from tasks_lib.agents.codex import Codex
 from tasks_lib.agents.command import CommandAgent
+from tasks_lib.agents.opencode import OpenCodeRun
 from tasks_lib.agents.opencode_server import OpenCodeServerAgent
 from tasks_lib.agents.scripted import ScriptedAgent
-from tasks_lib.agents.settings import AgentSettings
+from tasks_lib.agents.settings import AgentSettings, Preset
+
+
+def _command(settings: AgentSettings) -> Agent:
+    assert settings.command is not None  # the settings validator guarantees it
+    return CommandAgent(settings.command, env=settings.extra_env)
+
+
+REGISTRY: dict[Preset, Callable[[AgentSettings], Agent]] = {
+    "scripted": lambda settings: ScriptedAgent(),
+    "command": _command,
+    "opencode-server": OpenCodeServerAgent,
+    "opencode": lambda settings: CliAgent(OpenCodeRun(settings)),
+    "claude": lambda settings: CliAgent(ClaudeCode(settings)),
+    "codex": lambda settings: CliAgent(Codex(settings)),
+    "aider": lambda settings: CliAgent(Aider(settings)),
+}
 
 
 def make_agent(settings: AgentSettings) -> Agent:
     """A new backend. ``opencode-server`` holds a server process: close it when done."""
-    if settings.preset == "scripted":
-        return ScriptedAgent()
-    if settings.preset == "command":
-        assert settings.command is not None  # the settings validator guarantees it
-        return CommandAgent(settings.command, env=settings.extra_env)
-    if settings.preset == "opencode-server":
-        return OpenCodeServerAgent(settings)
-    return CliAgent(PRESET_CLASSES[settings.preset](settings))
+    return REGISTRY[settings.preset](settings)
 
 
 class AgentPool:
@@ -60,7 +78,6 @@ class AgentPool:
 
 
 def _close(agent: Agent) -> None:
-    close = getattr(agent, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()
+    """Close one backend; its trouble must not keep the run's other backends open."""
+    with contextlib.suppress(Exception):
+        agent.close()

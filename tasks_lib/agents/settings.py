@@ -12,10 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks_lib.errors import UsageError, describe_validation_error
 from tasks_lib.graph.taskfile import Level, Risk, Task
 
 Preset = Literal["scripted", "command", "opencode-server", "opencode", "claude", "codex", "aider"]
 PRESETS: tuple[str, ...] = Preset.__args__  # type: ignore[attr-defined]
+
+
+class AgentSettingsError(UsageError):
+    """A task file's or rule's agent choice that makes no valid settings."""
 
 
 class AgentRule(BaseModel):
@@ -113,7 +118,8 @@ def settings_for_task(
     try:
         return AgentSettings.model_validate({**default.model_dump(), **changes})
     except ValidationError as e:
-        raise ValueError(
+        raise AgentSettingsError(
             f"{task.path}: agent settings for task {task.id!r} are invalid "
-            f"(agent: must be one of {', '.join(PRESETS)}): {e}"
-        ) from e
+            f"(agent: must be one of {', '.join(PRESETS)}): "
+            + "; ".join(describe_validation_error(e))
+        ) from None

@@ -25,7 +25,7 @@ from helpers.agent_helpers import (
 from helpers.fakemodel import FakeModel
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
-from tasks_lib.agents.clis import opencode_config
+from tasks_lib.agents.opencode import opencode_config
 from tasks_lib.agents.opencode_server import NUDGE, OpenCodeServerAgent
 from tasks_lib.agents.process import group_alive, kill_group
 from tasks_lib.agents.settings import AgentSettings

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from tasks_lib.agents.aider import Aider
 from tasks_lib.agents.base import Outcome
-from tasks_lib.agents.clis import Aider, ClaudeCode, OpenCodeRun
-from tasks_lib.agents.settings import AgentRule, AgentSettings, settings_for_task
+from tasks_lib.agents.claude import ClaudeCode
+from tasks_lib.agents.opencode import OpenCodeRun
+from tasks_lib.agents.settings import (
+    AgentRule,
+    AgentSettings,
+    AgentSettingsError,
+    settings_for_task,
+)
 from tasks_lib.agents.tally import Tally
 from tasks_lib.graph.taskfile import parse_task
 
@@ -87,7 +94,7 @@ def test_task_frontmatter_wins_over_rules_and_the_run_default(tmp_path: Path):
 
 
 def test_unknown_agent_in_a_task_file_says_where_and_what_is_allowed(tmp_path: Path):
-    with pytest.raises(ValueError, match=r"t1\.md: .*task 't1'.*one of scripted, command"):
+    with pytest.raises(AgentSettingsError, match=r"t1\.md: .*task 't1'.*one of scripted, command"):
         settings_for_task(AgentSettings(), task(tmp_path, "agent: gpt-agent\n"))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from helpers.fakemodel import FakeModel
-from tasks_lib.agents.clis import CliMissing, find_cli
+from tasks_lib.agents.cli import CliMissing, find_cli
 from tasks_lib.agents.settings import AgentSettings
 
 IDENTITY_ENV = {
