@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks_lib.errors import UsageError, describe_validation_error
+
 PREFECT_FILE = "prefect.yaml"
 FLOW_NAME = "tgflow"
 MANUAL = "manual"
@@ -51,8 +53,8 @@ class PrefectProject(BaseModel):
         raise KeyError(name)
 
 
-class ProjectFileError(ValueError):
-    pass
+class ProjectFileError(UsageError):
+    """``prefect.yaml`` cannot be used as it is: the message says where, and what to fix."""
 
 
 def load_project(root: Path, prefect_file: str = PREFECT_FILE) -> PrefectProject:
@@ -69,9 +71,7 @@ def load_project(root: Path, prefect_file: str = PREFECT_FILE) -> PrefectProject
     try:
         project = PrefectProject.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ProjectFileError(f"{path}: {where}: {first['msg']}") from exc
+        raise ProjectFileError(f"{path}: " + "; ".join(describe_validation_error(exc))) from exc
     for spec in project.deployments:
         file = spec.entrypoint.rsplit(":", 1)[0]
         if not (root / file).is_file():

@@ -36,12 +36,20 @@ def describe_validation_error(err: ValidationError, where: str = "") -> list[str
     """One line per pydantic error: ``where: field.path: message (got value)``.
 
     The one formatter for everything read from users (flags, ``.tgflow.toml``, task files,
-    ``prefect.yaml``), so each says what and where the same way.
+    ``prefect.yaml``), so each says what and where the same way. A missing field and a value
+    outside an enum get the plain wording a person fixing a file needs, not pydantic's.
     """
     prefix = f"{where}: " if where else ""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "value"
-        got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
-        lines.append(f"{prefix}{loc}: {e['msg']}{got}")
+        if e["type"] == "missing":
+            lines.append(f"{prefix}missing required field '{loc}'")
+        elif e["type"] == "enum":
+            allowed = e.get("ctx", {}).get("expected", "")
+            lines.append(f"{prefix}invalid {loc} {e['input']!r} (expected {allowed})")
+        else:
+            shown = "input" in e and not isinstance(e["input"], dict)
+            got = f" (got {e['input']!r})" if shown else ""
+            lines.append(f"{prefix}{loc}: {e['msg']}{got}")
     return lines

@@ -1,4 +1,4 @@
-"""The task graph: one validation pass that finds every problem, then the plan queries.
+"""The task graph: one validation pass that finds every problem, then the queries a run asks.
 
 Edges point from a prerequisite to its dependent (``depends_on: [a]`` in b's file gives
 ``a -> b``), so topological order is execution order. Costs come from ``Task.cost`` (scope
@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import networkx as nx
-from pydantic import BaseModel
 
+from tasks_lib.errors import UsageError
+from tasks_lib.graph.plan import Plan, make_plan
 from tasks_lib.graph.taskfile import Problem, Status, Task, load_tasks
 
 # Statuses a run may start: pending, and failed (a failed attempt is retryable; its reason is
@@ -52,8 +53,8 @@ def branch_slug(task_id: str) -> str:
     return slug
 
 
-class GraphError(ValueError):
-    """Raised by ``TaskGraph`` for tasks that do not form a valid graph."""
+class GraphError(UsageError):
+    """Raised by ``TaskGraph`` for tasks that do not form a valid graph: the files need fixing."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
@@ -161,30 +162,6 @@ def _consistency_warnings(tasks: Iterable[Task], by_id: Mapping[str, Task]) -> l
     return warnings
 
 
-class CriticalPath(BaseModel):
-    ids: list[str]
-    cost: int
-
-
-class DecomposeFlag(BaseModel):
-    id: str
-    path: str
-    risk: str | None
-    scope: str | None
-
-
-class Plan(BaseModel):
-    """What ``tgflow plan`` shows; the JSON form is this model with sorted keys."""
-
-    total: int
-    counts: dict[str, int]
-    generations: list[list[str]]
-    ready: list[str]
-    critical_path: CriticalPath
-    priorities: dict[str, int]
-    decompose: list[DecomposeFlag]
-
-
 class TaskGraph:
     """A validated DAG of tasks. Build it with ``load_graph`` or ``TaskGraph(tasks)``."""
 
@@ -276,29 +253,7 @@ class TaskGraph:
         return [i for i in self.remaining(statuses) if self.tasks[i].needs_decomposition]
 
     def plan(self, statuses: Mapping[str, Status] | None = None) -> Plan:
-        now = self.statuses(statuses)
-        counts = {s.value: 0 for s in Status}
-        for s in now.values():
-            counts[s.value] += 1
-        path, cost = self.critical_path(now)
-        return Plan(
-            total=len(self.tasks),
-            counts=counts,
-            generations=self.generations(now),
-            ready=self.ready(now),
-            critical_path=CriticalPath(ids=path, cost=cost),
-            priorities={i: self._priority[i] for i in self.remaining(now)},
-            decompose=[
-                DecomposeFlag(
-                    id=i,
-                    path=str(t.path),
-                    risk=t.risk.value if t.risk else None,
-                    scope=t.scope.value if t.scope else None,
-                )
-                for i in sorted(self.needs_decomposition(now))
-                for t in [self.tasks[i]]
-            ],
-        )
+        return make_plan(self, statuses)
 
     def _longest_to_sink(self, nodes: Sequence[str]) -> dict[str, int]:
         """One reverse-topological pass over ``nodes`` (given in topological order)."""

@@ -3,12 +3,19 @@
 Same template as the manual workflow (What Went Right / What Went Wrong / What Could Be
 Better / Action Items). Every line comes from a number or a record; a section with nothing
 to say says so in one line instead of padding.
+
+Each finding is one rule: a pure function of the ``RunRecord`` giving the lines it adds,
+each tagged with its section, so a finding is read, tested and changed in one place.
+``RULES`` orders them; within a section, lines appear in rule order.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
 
@@ -86,242 +93,416 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def write_aar(run: RunRecord) -> str:
-    """The review as markdown."""
-    nodes = run.nodes
-    by_status: dict[NodeStatus, list[NodeRecord]] = defaultdict(list)
-    for n in nodes:
-        by_status[n.status].append(n)
-    worked = [n for n in nodes if ran(n)]
-    makespan = _makespan(run)
-    agent_total = sum(n.agent_seconds for n in nodes)
-    busy_total = sum(n.duration_s for n in worked)
-    peak = run.max_concurrent or peak_concurrency(nodes)
-    durations = {n.task_id: n.duration_s for n in worked}
-    chain_ids, chain_time = _longest_chain(run, durations)
-    changed_by = _changed_by(run)
+@dataclass(frozen=True)
+class Section:
+    """One heading of the template; action items are checkboxes, to be ticked off by a person."""
 
-    right: list[str] = []
-    wrong: list[str] = []
-    better: list[str] = []
-    actions: list[str] = []
+    title: str
+    empty: str  # the one line a section with nothing to say gets
+    bullet: str = "- "
 
-    completed = by_status[NodeStatus.COMPLETED]
-    merged = [n for n in completed if not n.already_done]
-    already = [n for n in completed if n.already_done]
-    if merged:
-        right.append(
-            f"{len(merged)} node(s) completed, validated and merged in this run: "
-            + ", ".join(n.task_id for n in merged)
-            + "."
-        )
-    if already:
-        right.append(
+
+RIGHT = Section("What Went Right", "Nothing completed in this run.")
+WRONG = Section("What Went Wrong", "Nothing: no failures, retries, conflicts or stalls.")
+BETTER = Section("What Could Be Better", "Nothing measured stands out.")
+ACTIONS = Section(
+    "Action Items", "None: nothing failed, conflicted, stalled or was left behind.", "- [ ] "
+)
+SECTIONS = (RIGHT, WRONG, BETTER, ACTIONS)
+
+
+class Line(NamedTuple):
+    section: Section
+    text: str
+
+
+Rule = Callable[[RunRecord], list[Line]]
+
+
+def _with_status(run: RunRecord, status: NodeStatus) -> list[NodeRecord]:
+    return [n for n in run.nodes if n.status is status]
+
+
+def _worked(run: RunRecord) -> list[NodeRecord]:
+    return [n for n in run.nodes if ran(n)]
+
+
+def _merged(run: RunRecord) -> list[NodeRecord]:
+    return [n for n in _with_status(run, NodeStatus.COMPLETED) if not n.already_done]
+
+
+def _agent_total(run: RunRecord) -> float:
+    return sum(n.agent_seconds for n in run.nodes)
+
+
+def merged_nodes(run: RunRecord) -> list[Line]:
+    merged = _merged(run)
+    if not merged:
+        return []
+    ids = ", ".join(n.task_id for n in merged)
+    return [
+        Line(RIGHT, f"{len(merged)} node(s) completed, validated and merged in this run: {ids}.")
+    ]
+
+
+def already_done(run: RunRecord) -> list[Line]:
+    already = [n for n in _with_status(run, NodeStatus.COMPLETED) if n.already_done]
+    if not already:
+        return []
+    ids = ", ".join(n.task_id for n in already)
+    return [
+        Line(
+            RIGHT,
             f"{len(already)} node(s) were already completed on {run.base} and were not re-run: "
-            + ", ".join(n.task_id for n in already)
-            + "."
+            f"{ids}.",
         )
-    first_try = [n for n in merged if len(n.attempts) <= 1 and not n.conflicts]
-    if first_try:
-        right.append(
-            f"{len(first_try)} of {len(merged)} merged node(s) passed on the first attempt "
-            "without a merge conflict."
-        )
+    ]
 
-    if worked:
-        ratio = agent_total / makespan
-        right.append(
+
+def first_try(run: RunRecord) -> list[Line]:
+    merged = _merged(run)
+    first = [n for n in merged if len(n.attempts) <= 1 and not n.conflicts]
+    if not first:
+        return []
+    return [
+        Line(
+            RIGHT,
+            f"{len(first)} of {len(merged)} merged node(s) passed on the first attempt "
+            "without a merge conflict.",
+        )
+    ]
+
+
+def parallelism(run: RunRecord) -> list[Line]:
+    """How much of the allowed parallelism the run used, and whether the graph was too narrow."""
+    worked = _worked(run)
+    if not worked:
+        return []
+    makespan = _makespan(run)
+    agent_total = _agent_total(run)
+    busy_total = sum(n.duration_s for n in worked)
+    peak = run.max_concurrent or peak_concurrency(run.nodes)
+    lines = [
+        Line(
+            RIGHT,
             f"Parallelism: up to {peak} node(s) ran at once (limit {run.max_parallel}); "
             f"{_s(agent_total)} of agent time in a makespan of {_s(makespan)} "
-            f"(average {ratio:.2f} agent sessions busy)."
+            f"(average {agent_total / makespan:.2f} agent sessions busy).",
         )
-        utilisation = busy_total / (makespan * run.max_parallel)
-        if utilisation < LOW_UTILISATION:
-            better.append(
+    ]
+    utilisation = busy_total / (makespan * run.max_parallel)
+    if utilisation < LOW_UTILISATION:
+        lines.append(
+            Line(
+                BETTER,
                 f"Only {utilisation:.0%} of the {run.max_parallel} slots' time was used "
                 f"({_s(busy_total)} of node time over {_s(makespan)}): the graph is narrower "
-                "than the limit for much of the run."
+                "than the limit for much of the run.",
             )
-    if chain_ids:
-        line = f"Makespan {_s(makespan)}"
-        if run.critical_path:
-            line += (
-                f"; the planned critical path {' → '.join(run.critical_path)} "
-                f"(estimated cost {run.critical_path_cost:g})"
-            )
-        line += (
-            f"; the longest chain of dependent nodes as run, {' → '.join(chain_ids)}, "
-            f"took {_s(chain_time)}."
         )
-        if makespan > 1.5 * chain_time:
-            better.append(
-                line + f" The run took {_s(makespan - chain_time)} longer than that chain: "
-                "nodes waited for a free slot or for the merge queue."
-            )
-        else:
-            right.append(line)
+    return lines
 
-    for n in by_status[NodeStatus.FAILED]:
+
+def waiting(run: RunRecord) -> list[Line]:
+    """The makespan against the longest chain as run: far longer means nodes waited."""
+    chain_ids, chain_time = _longest_chain(run, {n.task_id: n.duration_s for n in _worked(run)})
+    if not chain_ids:
+        return []
+    makespan = _makespan(run)
+    line = f"Makespan {_s(makespan)}"
+    if run.critical_path:
+        line += (
+            f"; the planned critical path {' → '.join(run.critical_path)} "
+            f"(estimated cost {run.critical_path_cost:g})"
+        )
+    line += (
+        f"; the longest chain of dependent nodes as run, {' → '.join(chain_ids)}, "
+        f"took {_s(chain_time)}."
+    )
+    if makespan > 1.5 * chain_time:
+        return [
+            Line(
+                BETTER,
+                line + f" The run took {_s(makespan - chain_time)} longer than that chain: "
+                "nodes waited for a free slot or for the merge queue.",
+            )
+        ]
+    return [Line(RIGHT, line)]
+
+
+def failures(run: RunRecord) -> list[Line]:
+    """Failed nodes; one that broke the base branch once merged needs a different fix."""
+    lines = []
+    for n in _with_status(run, NodeStatus.FAILED):
         tries = f" after {len(n.attempts)} attempt(s)" if n.attempts else ""
         post = _is_post_merge(n)
-        wrong.append(
-            f"{n.task_id} failed{tries}"
-            + (" (validation failed after merging into the base branch)" if post else "")
-            + f": {_first_line(n.reason) or 'no reason recorded'}"
+        lines.append(
+            Line(
+                WRONG,
+                f"{n.task_id} failed{tries}"
+                + (" (validation failed after merging into the base branch)" if post else "")
+                + f": {_first_line(n.reason) or 'no reason recorded'}",
+            )
         )
         if post:
-            actions.append(
+            action = (
                 f"{n.task_id} passed on its branch but broke {run.base} once merged "
                 "(the base branch was reset, nothing broken was pushed): it interacts with "
                 "work merged before it; add that dependency to its depends_on, or add a "
                 "test the branch validation catches."
             )
         else:
-            actions.append(
+            action = (
                 f"Fix what made {n.task_id} fail ({_first_line(n.reason) or 'see its log'}), "
                 "then run again: only the unfinished nodes run."
             )
-    for n in by_status[NodeStatus.BLOCKED]:
-        wrong.append(f"{n.task_id} blocked: {n.reason or 'no reason given'}")
-        actions.append(
-            f"Answer {n.task_id}'s question in its Notes, then set its status to pending."
-        )
-    for n in by_status[NodeStatus.STALLED]:
-        wrong.append(f"{n.task_id} stalled (no output within the idle timeout): {n.reason}")
-    stalled = {n.task_id for n in nodes if any(a.status is NodeStatus.STALLED for a in n.attempts)}
-    stalled |= {n.task_id for n in by_status[NodeStatus.STALLED]}
-    if stalled:
-        actions.append(
-            f"Stalls in {', '.join(sorted(stalled))}: read the end of their logs for where "
-            "the agent hung; if it was working silently, raise idle_timeout_s."
-        )
-    for n in by_status[NodeStatus.TIMED_OUT]:
-        wrong.append(f"{n.task_id} timed out: {n.reason}")
-        actions.append(
-            f"{n.task_id} ran out of time: split it into smaller tasks or raise agent_timeout_s."
-        )
-    for n in by_status[NodeStatus.CANCELLED]:
-        wrong.append(f"{n.task_id} was cancelled: {n.reason}")
-    skipped = by_status[NodeStatus.SKIPPED]
-    if skipped:
-        reasons: dict[str, list[str]] = defaultdict(list)
-        for n in skipped:
-            reasons[n.reason].append(n.task_id)
-        for reason, ids in reasons.items():
-            wrong.append(f"Skipped {', '.join(ids)}: {reason}")
+        lines.append(Line(ACTIONS, action))
+    return lines
 
-    for n in nodes:
-        if len(n.attempts) > 1:
-            history = "; ".join(
-                f"attempt {a.number} {a.status.value}"
-                + (f" ({_first_line(a.reason)})" if a.reason else "")
-                for a in n.attempts
+
+def blocked(run: RunRecord) -> list[Line]:
+    lines = []
+    for n in _with_status(run, NodeStatus.BLOCKED):
+        lines.append(Line(WRONG, f"{n.task_id} blocked: {n.reason or 'no reason given'}"))
+        lines.append(
+            Line(
+                ACTIONS,
+                f"Answer {n.task_id}'s question in its Notes, then set its status to pending.",
             )
-            outcome = "and then completed" if n.status is NodeStatus.COMPLETED else "and still"
-            end = "" if n.status is NodeStatus.COMPLETED else f" {n.status.value}"
-            wrong.append(f"{n.task_id} needed {len(n.attempts)} attempts {outcome}{end}: {history}")
-            if n.status is NodeStatus.COMPLETED:
-                actions.append(
+        )
+    return lines
+
+
+def stalls(run: RunRecord) -> list[Line]:
+    """Stalled nodes, and one action for every node that stalled, even on an earlier attempt."""
+    stalled_now = _with_status(run, NodeStatus.STALLED)
+    lines = [
+        Line(WRONG, f"{n.task_id} stalled (no output within the idle timeout): {n.reason}")
+        for n in stalled_now
+    ]
+    ids = {n.task_id for n in run.nodes if any(a.status is NodeStatus.STALLED for a in n.attempts)}
+    ids |= {n.task_id for n in stalled_now}
+    if ids:
+        lines.append(
+            Line(
+                ACTIONS,
+                f"Stalls in {', '.join(sorted(ids))}: read the end of their logs for where "
+                "the agent hung; if it was working silently, raise idle_timeout_s.",
+            )
+        )
+    return lines
+
+
+def timeouts(run: RunRecord) -> list[Line]:
+    lines = []
+    for n in _with_status(run, NodeStatus.TIMED_OUT):
+        lines.append(Line(WRONG, f"{n.task_id} timed out: {n.reason}"))
+        lines.append(
+            Line(
+                ACTIONS,
+                f"{n.task_id} ran out of time: split it into smaller tasks or raise "
+                "agent_timeout_s.",
+            )
+        )
+    return lines
+
+
+def cancelled(run: RunRecord) -> list[Line]:
+    return [
+        Line(WRONG, f"{n.task_id} was cancelled: {n.reason}")
+        for n in _with_status(run, NodeStatus.CANCELLED)
+    ]
+
+
+def skipped(run: RunRecord) -> list[Line]:
+    """One line per reason, so a failure upstream of many nodes is said once."""
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for n in _with_status(run, NodeStatus.SKIPPED):
+        reasons[n.reason].append(n.task_id)
+    return [Line(WRONG, f"Skipped {', '.join(ids)}: {reason}") for reason, ids in reasons.items()]
+
+
+def retries(run: RunRecord) -> list[Line]:
+    """Nodes that needed more than one attempt; passing late means the task was unclear."""
+    lines = []
+    for n in run.nodes:
+        if len(n.attempts) <= 1:
+            continue
+        history = "; ".join(
+            f"attempt {a.number} {a.status.value}"
+            + (f" ({_first_line(a.reason)})" if a.reason else "")
+            for a in n.attempts
+        )
+        done = n.status is NodeStatus.COMPLETED
+        outcome = "and then completed" if done else f"and still {n.status.value}"
+        lines.append(
+            Line(WRONG, f"{n.task_id} needed {len(n.attempts)} attempts {outcome}: {history}")
+        )
+        if done:
+            lines.append(
+                Line(
+                    ACTIONS,
                     f"{n.task_id} passed only on attempt {len(n.attempts)}: make its "
                     "acceptance criteria or validation commands say up front what the first "
-                    "attempt missed, or fix the flaky step."
+                    "attempt missed, or fix the flaky step.",
                 )
+            )
+    return lines
 
-    by_id = {n.task_id: n for n in nodes}
+
+def conflicts(run: RunRecord) -> list[Line]:
+    """Merge conflicts, and per file who met there: nodes running together, or merged work."""
+    lines = []
+    changed_by = _changed_by(run)
+    by_id = {n.task_id: n for n in run.nodes}
     met: dict[str, set[str]] = defaultdict(set)  # file -> nodes that met there in parallel
-    for n in nodes:
+    for n in run.nodes:
         for c in n.conflicts:
             state = "resolved by the agent" if c.resolved else "NOT resolved"
-            wrong.append(
-                f"{n.task_id} hit a merge conflict (round {c.round}) in {', '.join(c.files)}, "
-                f"{state}."
+            lines.append(
+                Line(
+                    WRONG,
+                    f"{n.task_id} hit a merge conflict (round {c.round}) in "
+                    f"{', '.join(c.files)}, {state}.",
+                )
             )
             for f in c.files:
                 met[f].add(n.task_id)
                 met[f].update(o for o in changed_by.get(f, []) if _overlap(n, by_id[o]))
     for f, ids in sorted(met.items()):
         if len(ids) > 1:
-            actions.append(
+            action = (
                 f"{_and(sorted(ids))} changed {f} at the same time: sequence them (depends_on) "
                 f"or split {f} so parallel tasks stop meeting there."
             )
         else:
-            actions.append(
+            action = (
                 f"{next(iter(ids))} conflicted in {f} with work merged while it ran: sequence "
                 f"the tasks that change {f}, or split it."
             )
+        lines.append(Line(ACTIONS, action))
+    return lines
 
+
+def cleanup(run: RunRecord) -> list[Line]:
+    """What cleanup left behind (worktrees, branches), or that it left nothing."""
     leftovers = [
-        f"{n.task_id}: {what}" for n in nodes for what, removed in n.cleanup.items() if not removed
+        f"{n.task_id}: {what}"
+        for n in run.nodes
+        for what, removed in n.cleanup.items()
+        if not removed
     ]
-    cleaned = [n for n in nodes if n.cleanup and all(n.cleanup.values())]
     if leftovers:
-        wrong.append("Cleanup left behind: " + "; ".join(leftovers) + ".")
-        actions.append(
-            "Remove what cleanup left (git worktree prune; git branch -D / git push origin "
-            "--delete tgflow/<task>) and check why: " + "; ".join(leftovers) + "."
-        )
-    elif cleaned:
-        right.append(
+        listed = "; ".join(leftovers)
+        return [
+            Line(WRONG, f"Cleanup left behind: {listed}."),
+            Line(
+                ACTIONS,
+                "Remove what cleanup left (git worktree prune; git branch -D / git push origin "
+                f"--delete tgflow/<task>) and check why: {listed}.",
+            ),
+        ]
+    cleaned = [n for n in run.nodes if n.cleanup and all(n.cleanup.values())]
+    if not cleaned:
+        return []
+    return [
+        Line(
+            RIGHT,
             f"Cleanup: worktrees and task branches (local and remote) removed for "
-            f"{len(cleaned)} node(s), nothing left behind."
+            f"{len(cleaned)} node(s), nothing left behind.",
         )
+    ]
 
-    validate_total = sum(n.validate_seconds for n in nodes)
-    if worked and validate_total > agent_total > 0:
-        better.append(
+
+def slow_validation(run: RunRecord) -> list[Line]:
+    validate_total = sum(n.validate_seconds for n in run.nodes)
+    agent_total = _agent_total(run)
+    if not (_worked(run) and validate_total > agent_total > 0):
+        return []
+    return [
+        Line(
+            BETTER,
             f"Validation took {_s(validate_total)}, more than the agents' {_s(agent_total)}: "
-            "a faster test command would shorten every node and the merge queue."
+            "a faster test command would shorten every node and the merge queue.",
         )
-    if worked:
-        slowest = max(worked, key=lambda n: n.duration_s)
-        better.append(
-            f"Slowest node: {slowest.task_id}, {_s(slowest.duration_s)} "
-            f"({_s(slowest.agent_seconds)} agent, {_s(slowest.validate_seconds)} validation)."
-        )
-    tokens = [n for n in nodes if n.tokens_in is not None or n.tokens_out is not None]
-    costs = [n.cost_usd for n in nodes if n.cost_usd is not None]
-    if tokens:
-        t_in = sum(n.tokens_in or 0 for n in tokens)
-        t_out = sum(n.tokens_out or 0 for n in tokens)
-        line = f"Tokens: {t_in} in, {t_out} out over {len(tokens)} node(s)"
-        line += f"; cost ${sum(costs):.4f}." if costs else "; cost not reported by the agent."
-        better.append(line)
-    elif worked:
-        better.append("Tokens and cost: not reported by this agent.")
-    tool_errors = sum(n.tool_errors for n in nodes)
-    if tool_errors:
-        noisy = ", ".join(f"{n.task_id} ({n.tool_errors})" for n in nodes if n.tool_errors)
-        better.append(f"{tool_errors} tool error(s) reported by agents: {noisy}.")
+    ]
 
-    total = len(nodes)
-    head = [
+
+def slowest(run: RunRecord) -> list[Line]:
+    worked = _worked(run)
+    if not worked:
+        return []
+    n = max(worked, key=lambda n: n.duration_s)
+    return [
+        Line(
+            BETTER,
+            f"Slowest node: {n.task_id}, {_s(n.duration_s)} "
+            f"({_s(n.agent_seconds)} agent, {_s(n.validate_seconds)} validation).",
+        )
+    ]
+
+
+def tokens(run: RunRecord) -> list[Line]:
+    counted = [n for n in run.nodes if n.tokens_in is not None or n.tokens_out is not None]
+    if not counted:
+        return (
+            [Line(BETTER, "Tokens and cost: not reported by this agent.")] if _worked(run) else []
+        )
+    costs = [n.cost_usd for n in run.nodes if n.cost_usd is not None]
+    t_in = sum(n.tokens_in or 0 for n in counted)
+    t_out = sum(n.tokens_out or 0 for n in counted)
+    line = f"Tokens: {t_in} in, {t_out} out over {len(counted)} node(s)"
+    line += f"; cost ${sum(costs):.4f}." if costs else "; cost not reported by the agent."
+    return [Line(BETTER, line)]
+
+
+def tool_errors(run: RunRecord) -> list[Line]:
+    total = sum(n.tool_errors for n in run.nodes)
+    if not total:
+        return []
+    noisy = ", ".join(f"{n.task_id} ({n.tool_errors})" for n in run.nodes if n.tool_errors)
+    return [Line(BETTER, f"{total} tool error(s) reported by agents: {noisy}.")]
+
+
+RULES: tuple[Rule, ...] = (
+    merged_nodes,
+    already_done,
+    first_try,
+    parallelism,
+    waiting,
+    failures,
+    blocked,
+    stalls,
+    timeouts,
+    cancelled,
+    skipped,
+    retries,
+    conflicts,
+    cleanup,
+    slow_validation,
+    slowest,
+    tokens,
+    tool_errors,
+)
+
+
+def _header(run: RunRecord) -> list[str]:
+    counts = Counter(n.status for n in run.nodes)
+    return [
         f"# AAR: {run.run_name}",
         "",
         f"Origin `{run.origin}`, base `{run.base}`; {run.started_at:%Y-%m-%d %H:%M:%S} → "
-        f"{run.finished_at:%H:%M:%S} UTC ({_s(makespan)}). {total} node(s): "
-        + ", ".join(f"{len(v)} {k.value}" for k, v in sorted(by_status.items()) if v)
+        f"{run.finished_at:%H:%M:%S} UTC ({_s(_makespan(run))}). {len(run.nodes)} node(s): "
+        + ", ".join(f"{counts[s]} {s.value}" for s in sorted(counts))
         + ".",
     ]
 
-    def section(title: str, lines: list[str], empty: str) -> list[str]:
-        return ["", f"## {title}", "", *([f"- {x}" for x in lines] or [empty])]
 
-    return (
-        "\n".join(
-            [
-                *head,
-                *section("What Went Right", right, "Nothing completed in this run."),
-                *section(
-                    "What Went Wrong", wrong, "Nothing: no failures, retries, conflicts or stalls."
-                ),
-                *section("What Could Be Better", better, "Nothing measured stands out."),
-                *section(
-                    "Action Items",
-                    [f"[ ] {a}" for a in actions],
-                    "None: nothing failed, conflicted, stalled or was left behind.",
-                ),
-            ]
-        )
-        + "\n"
-    )
+def write_aar(run: RunRecord) -> str:
+    """The review as markdown."""
+    found = [line for rule in RULES for line in rule(run)]
+    out = _header(run)
+    for section in SECTIONS:
+        texts = [f"{section.bullet}{x.text}" for x in found if x.section is section]
+        out += ["", f"## {section.title}", "", *(texts or [section.empty])]
+    return "\n".join(out) + "\n"

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks_lib.errors import UsageError
 from tasks_lib.graph.dag import SLUG_MAX, GraphError, TaskGraph, branch_slug, load_graph
 from tasks_lib.graph.taskfile import Scope, Status, Task
 
@@ -89,8 +90,9 @@ def test_every_kind_of_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
 
 
 def test_ids_giving_the_same_branch_name_are_a_problem() -> None:
-    with pytest.raises(GraphError) as caught:
+    with pytest.raises(UsageError) as caught:  # a GraphError: the files need fixing
         TaskGraph([task("graph/construction"), task("graph--construction"), task("A"), task("a")])
+    assert isinstance(caught.value, GraphError)
     messages = [p.message for p in caught.value.problems]
     assert len(messages) == 2
     assert "give the same branch name 'graph--construction'" in messages[0]

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tasks_lib.graph.taskfile import (
-    Scope,
-    Status,
-    find_section,
-    load_tasks,
-    parse_task,
-    set_section,
-    set_status,
-    update_task_file,
-)
+from tasks_lib.errors import UsageError
+from tasks_lib.graph.edit import set_section, set_status, update_task_file
+from tasks_lib.graph.markdown import find_section
+from tasks_lib.graph.taskfile import Scope, Status, load_tasks, parse_task, read_task
 
 
 @pytest.fixture
@@ -215,6 +210,19 @@ def test_all_invalid_fields_of_a_file_are_reported_together(tmp_path: Path) -> N
     (problem,) = load_tasks(tmp_path).problems
     assert "invalid scope 'huge'" in problem.message
     assert "invalid risk 3" in problem.message
+
+
+def test_read_task_reads_one_file_and_names_it_when_invalid(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.md", "---\nid: good\nname: Good\nstatus: done\n---\nx\n")
+    write(tmp_path / "other.md", "# not a task\n")  # the rest of the folder is not read
+    task = read_task(good)
+    assert (task.id, task.status, task.path) == ("good", Status.COMPLETED, good)
+    bad = write(tmp_path / "bad.md", "---\nname: No id\n---\n")
+    with pytest.raises(UsageError, match=rf"^{re.escape(str(bad))}: missing required field 'id'$"):
+        read_task(bad)
+    gone = tmp_path / "gone.md"
+    with pytest.raises(UsageError, match=rf"^{re.escape(str(gone))}: cannot read"):
+        read_task(gone)
 
 
 def test_numeric_ids_and_dependencies_are_read_as_text(tmp_path: Path) -> None:

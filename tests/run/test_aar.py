@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tasks_lib.run.aar import peak_concurrency, write_aar
+from tasks_lib.run.aar import WRONG, Line, conflicts, peak_concurrency, skipped, write_aar
 from tasks_lib.run.records import Attempt, Conflict, NodeRecord, NodeStatus, RunRecord
 
 T0 = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC)
@@ -162,3 +162,13 @@ def test_peak_concurrency_counts_overlaps_only() -> None:
         node("d", NodeStatus.COMPLETED, 12, 13),
     ]
     assert peak_concurrency(nodes) == 3
+
+
+def test_each_rule_is_a_finding_on_its_own() -> None:
+    """A rule reads only the record: it can be checked without writing the whole review."""
+    nodes = [
+        NodeRecord(task_id="x", status=NodeStatus.SKIPPED, reason="upstream a failed"),
+        NodeRecord(task_id="y", status=NodeStatus.SKIPPED, reason="upstream a failed"),
+    ]
+    assert skipped(run(nodes)) == [Line(WRONG, "Skipped x, y: upstream a failed")]
+    assert conflicts(run(nodes)) == []
