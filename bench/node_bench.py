@@ -16,8 +16,11 @@ from pathlib import Path
 
 from bench import Result, table
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.git import worktrees
+from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.run.node import NodeSettings, run_node
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.node import run_node
 
 FILES = 5000
 NODES = 5
@@ -59,7 +62,7 @@ def main(files: int = FILES, nodes: int = NODES) -> list[Result]:
         origin = make_origin(Path(tmp), files, 2 * nodes)
         started = time.perf_counter()
         ws = Workspace.open(str(origin), Path(tmp) / "ws")
-        ws.reconcile()
+        reconcile(ws)
         results.append(
             Result("node", f"{files} files: first open (clone) + reconcile", _ms(started))
         )
@@ -84,9 +87,9 @@ def main(files: int = FILES, nodes: int = NODES) -> list[Result]:
         times = []
         for n in range(nodes):
             started = time.perf_counter()
-            ws.start_task(f"probe{n}")
+            worktrees.start_task(ws, f"probe{n}")
             times.append(time.perf_counter() - started)
-            ws.cleanup(f"probe{n}")
+            worktrees.cleanup(ws, f"probe{n}")
         results.append(
             Result(
                 "node",

@@ -7,24 +7,20 @@ repository the run clones, merges into and pushes to, exactly as it would a real
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from tasks_lib.errors import UsageError
+from tasks_lib.git.runner import GitError, run_git
+
 DEMO_PROJECT = Path(__file__).parent / "demo_project"
 EXAMPLE_TASKS = Path(__file__).parents[1] / "tasks"
-IDENTITY = ["-c", "user.name=tgflow demo", "-c", "user.email=demo@tgflow.invalid"]
+IDENTITY = ("tgflow demo", "demo@tgflow.invalid")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-class DemoError(RuntimeError):
-    pass
-
-
-def _git(cwd: Path, *args: str) -> None:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise DemoError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
+class DemoError(UsageError):
+    """The demo cannot be built where it was asked to be."""
 
 
 def build_demo_origin(dest: Path, tasks_dir: Path = EXAMPLE_TASKS) -> Path:
@@ -46,9 +42,13 @@ def build_demo_origin(dest: Path, tasks_dir: Path = EXAMPLE_TASKS) -> Path:
         seed = Path(tmp)
         shutil.copytree(DEMO_PROJECT, seed, dirs_exist_ok=True, ignore=IGNORED)
         shutil.copytree(tasks_dir, seed / "tasks", ignore=IGNORED)
-        _git(seed, "init", "-q", "-b", "main")
-        _git(seed, "add", "-A")
-        _git(seed, *IDENTITY, "commit", "-q", "-m", "textstats: demo project and task graph")
-        _git(dest, "init", "-q", "--bare", "-b", "main", str(origin))
-        _git(seed, "push", "-q", str(origin), "main")
+        try:
+            run_git(seed, "init", "-q", "-b", "main")
+            run_git(seed, "add", "-A")
+            message = "textstats: demo project and task graph"
+            run_git(seed, "commit", "-q", "-m", message, identity=IDENTITY)
+            run_git(dest, "init", "-q", "--bare", "-b", "main", str(origin))
+            run_git(seed, "push", "-q", str(origin), "main")
+        except GitError as e:
+            raise DemoError(str(e)) from None
     return origin

@@ -13,9 +13,13 @@ import threading
 from collections.abc import Callable
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest
-from tasks_lib.git.workspace import Workspace, WorkspaceError
-from tasks_lib.graph.taskfile import Status, Task, update_task_file
-from tasks_lib.run.node import NodeSettings, close_record, failure_note
+from tasks_lib.git import WorkspaceError
+from tasks_lib.git.base import change_base, commit_paths
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.edit import update_task_file
+from tasks_lib.graph.taskfile import Status, Task
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.node_state import failure_note
 from tasks_lib.run.prompt import build_prompt, fenced
 from tasks_lib.run.records import NodeRecord, NodeStatus
 from tasks_lib.run.validation import run_validation
@@ -62,7 +66,7 @@ def run_review(
                     _record_on_main(ws, on_main, settings, rec, attempt)
     except WorkspaceError as e:
         rec.status, rec.reason = NodeStatus.FAILED, str(e)
-    return close_record(rec, attempt)
+    return rec.close_attempt(attempt)
 
 
 def _review_locked(
@@ -140,13 +144,10 @@ def _record_on_main(
             changed = update_task_file(current.path, status=Status.FAILED, notes=notes)
         if changed:
             status = "completed" if rec.status is NodeStatus.COMPLETED else "failed"
-            ws.commit_paths([current.path], f"chore: update task {task.id} status to {status}")
+            commit_paths(ws, [current.path], f"chore: update task {task.id} status to {status}")
         return None
 
-    write()
-    if settings.push:
-        pushed = ws.push_base(write, settings.push_retries)
-        if not pushed.pushed:
-            ws.reset_to(f"refs/remotes/origin/{ws.base}")
-            rec.status = NodeStatus.FAILED
-            rec.reason = f"could not push the review's result: {pushed.reason}"
+    change = change_base(ws, write, push=settings.push, retries=settings.push_retries)
+    if change.reason is not None:
+        rec.status = NodeStatus.FAILED
+        rec.reason = f"could not push the review's result: {change.reason}"

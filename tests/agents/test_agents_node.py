@@ -27,7 +27,8 @@ from tasks_lib.agents.opencode_server import OpenCodeServerAgent
 from tasks_lib.agents.process import group_alive
 from tasks_lib.agents.registry import make_agent
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.run.node import NodeSettings, run_node
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus
 
 pytestmark = pytest.mark.agents

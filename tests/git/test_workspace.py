@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from helpers.gitrepos import branches, git, make_origin, write_files
 
-from tasks_lib.git.workspace import Workspace, WorkspaceError, merge_lock_for
+from tasks_lib.git import WorkspaceError, worktrees
+from tasks_lib.git.base import commit_paths, merge
+from tasks_lib.git.locks import merge_lock_for, run_lock
+from tasks_lib.git.reconcile import reconcile
+from tasks_lib.git.workspace import Workspace
 
 
 @pytest.fixture
@@ -62,7 +66,7 @@ def test_task_ids_become_safe_distinct_branch_names(origin: Path, tmp_path: Path
     names = [ws.branch(i) for i in ids]
     assert len(set(names)) == len(ids)
     for task_id in ids:
-        checkout = ws.start_task(task_id)
+        checkout = worktrees.start_task(ws, task_id)
         assert checkout.branch.startswith("tgflow/") and not checkout.branch[7:].startswith("-")
         assert checkout.path.parent == ws.worktrees_dir
         git(ws.integration, "check-ref-format", "--branch", checkout.branch)
@@ -72,13 +76,13 @@ def test_reconcile_keeps_unmerged_work_and_deletes_merged_branches(
     origin: Path, tmp_path: Path
 ) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
-    work = ws.start_task("work")
+    work = worktrees.start_task(ws, "work")
     write_files(work.path, {"w.txt": "w\n"})
-    ws.commit_all(work.path, "work")
-    ws.push_branch("work")
-    ws.start_task("merged")  # a branch with nothing beyond base
+    worktrees.commit_all(ws, work.path, "work")
+    worktrees.push_branch(ws, "work")
+    worktrees.start_task(ws, "merged")  # a branch with nothing beyond base
 
-    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+    report = reconcile(Workspace.open(str(origin), tmp_path / "ws"))
 
     assert sorted(report.removed_worktrees) == ["merged", "work"]
     assert report.resumable == {"tgflow/work": 1}
@@ -90,13 +94,13 @@ def test_reconcile_keeps_unmerged_work_and_deletes_merged_branches(
 
 def test_branch_only_on_the_origin_is_resumed(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
-    work = ws.start_task("t")
+    work = worktrees.start_task(ws, "t")
     write_files(work.path, {"t.txt": "t\n"})
-    ws.commit_all(work.path, "t work")
-    ws.push_branch("t")
+    worktrees.commit_all(ws, work.path, "t work")
+    worktrees.push_branch(ws, "t")
 
     other = Workspace.open(str(origin), tmp_path / "ws2")  # another machine
-    checkout = other.start_task("t")
+    checkout = worktrees.start_task(other, "t")
     assert checkout.resumed and not checkout.needs_agent
     assert (checkout.path / "t.txt").read_text() == "t\n"
 
@@ -104,13 +108,13 @@ def test_branch_only_on_the_origin_is_resumed(origin: Path, tmp_path: Path) -> N
 def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
     for task_id, text in (("a", "A\n"), ("b", "B\n")):
-        checkout = ws.start_task(task_id)
+        checkout = worktrees.start_task(ws, task_id)
         write_files(checkout.path, {"README.md": text})
-        ws.commit_all(checkout.path, task_id)
-    assert ws.merge("a", "Merge task a").merged
+        worktrees.commit_all(ws, checkout.path, task_id)
+    assert merge(ws, "a", "Merge task a").merged
     before = ws.head()
 
-    result = ws.merge("b", "Merge task b")
+    result = merge(ws, "b", "Merge task b")
 
     assert not result.merged and result.conflicts == ["README.md"]
     assert ws.head() == before
@@ -120,11 +124,11 @@ def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Pa
 
 def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
-    checkout = ws.start_task("d")
+    checkout = worktrees.start_task(ws, "d")
     git(checkout.path, "switch", "-q", "--detach")
     write_files(checkout.path, {"d.txt": "d\n"})  # left uncommitted on a detached HEAD
 
-    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+    report = reconcile(Workspace.open(str(origin), tmp_path / "ws"))
 
     (rescued,) = [b for b in report.resumable if b.startswith("tgflow/rescued-d-")]
     assert git(ws.integration, "show", f"{rescued}:d.txt") == "d"
@@ -132,16 +136,16 @@ def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path:
 
 def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
-    ws.reconcile(push=False)
+    reconcile(ws, push=False)
     write_files(ws.integration, {"local.txt": "merged without push\n"})
-    unpushed = ws.commit_paths([ws.integration / "local.txt"], "a merge that was never pushed")
+    unpushed = commit_paths(ws, [ws.integration / "local.txt"], "a merge that was never pushed")
 
     # a later run without push goes on from its own merges
-    assert ws.reconcile(push=False).kept_unpushed is None
+    assert reconcile(ws, push=False).kept_unpushed is None
     assert ws.head() == unpushed
 
     # a pushing run stands on origin's main, and keeps the local work on a branch first
-    report = Workspace.open(str(origin), tmp_path / "ws").reconcile(push=True)
+    report = reconcile(Workspace.open(str(origin), tmp_path / "ws"), push=True)
     assert report.kept_unpushed is not None
     assert report.kept_unpushed.startswith("tgflow-unpushed/")
     assert git(ws.integration, "rev-parse", report.kept_unpushed) == unpushed
@@ -161,9 +165,10 @@ def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_pa
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
+            "from tasks_lib.git.locks import run_lock\n"
             "from tasks_lib.git.workspace import Workspace\n"
             f"ws = Workspace.open({str(origin)!r}, Path({str(tmp_path / 'ws')!r}))\n"
-            "with ws.run_lock():\n"
+            "with run_lock(ws.root):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(2)\n",
         ],
@@ -173,11 +178,11 @@ def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_pa
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     waited_for: list[str] = []
     start = time.monotonic()
-    with ws.run_lock(waited_for.append):
+    with run_lock(ws.root, waited_for.append):
         assert time.monotonic() - start > 1.0  # in only once the first run let go
     assert len(waited_for) == 1 and f"pid {holder.pid}" in waited_for[0]
     holder.wait()
     start = time.monotonic()
-    with ws.run_lock(waited_for.append):  # free again: no waiting
+    with run_lock(ws.root, waited_for.append):  # free again: no waiting
         pass
     assert len(waited_for) == 1 and time.monotonic() - start < 1

@@ -12,15 +12,18 @@ from helpers.gitrepos import branches, git, log, make_origin, push_change, show,
 
 from tasks_lib.agents.process import pid_alive
 from tasks_lib.agents.scripted import ScriptedAgent
+from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
+from tasks_lib.git.worktrees import start_task
 from tasks_lib.graph.taskfile import Status, parse_task
-from tasks_lib.run.node import NodeSettings, run_node
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus
 
 
 def open_ws(origin: Path, tmp_path: Path) -> Workspace:
     ws = Workspace.open(str(origin), tmp_path / "ws")
-    ws.reconcile()
+    reconcile(ws)
     return ws
 
 
@@ -262,7 +265,7 @@ def test_run_killed_after_develop_is_resumed_without_running_the_agent_again(
 
     # A new run: a fresh open of the same workspace, as after a crash.
     ws = Workspace.open(str(origin), tmp_path / "ws")
-    report = ws.reconcile()
+    report = reconcile(ws)
     assert report.removed_worktrees == ["r"]
     assert report.resumable == {"tgflow/r": 1}
     second = run(ws, "r")
@@ -282,10 +285,10 @@ def test_uncommitted_work_in_a_killed_worktree_is_saved_and_developed_further(
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/w.md": task_md("w", steps=[write("w.txt", "w\n")])})
     ws = open_ws(origin, tmp_path)
-    checkout = ws.start_task("w")
+    checkout = start_task(ws, "w")
     (checkout.path / "half.txt").write_text("unsaved\n")  # the agent was killed here
 
-    report = Workspace.open(str(origin), tmp_path / "ws").reconcile()
+    report = reconcile(Workspace.open(str(origin), tmp_path / "ws"))
     assert report.saved_work and report.resumable == {"tgflow/w": 1}
     record = run(ws, "w")
 
@@ -363,7 +366,8 @@ import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pathlib import Path
 from tasks_lib.agents.scripted import ScriptedAgent
-from tasks_lib.run.node import NodeSettings, run_node
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.node import run_node
 from tasks_lib.git.workspace import Workspace
 ws = Workspace.open({str(origin)!r}, Path({str(tmp_path / "ws")!r}))
 print(ws.identity)
@@ -433,7 +437,7 @@ def test_a_run_without_push_never_deletes_the_origins_backup_branches(tmp_path: 
     assert remote_branches(origin) == ["tgflow/u", "tgflow/z"]
 
     ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
-    ws.reconcile(push=False)
+    reconcile(ws, push=False)
     record = run(ws, "u", settings=NodeSettings(push=False))
 
     assert record.status == NodeStatus.COMPLETED, record.reason

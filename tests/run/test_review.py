@@ -7,7 +7,7 @@ from pathlib import Path
 from helpers.gitrepos import git, log, make_origin, push_change, show
 
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.run.node import NodeSettings
+from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.records import NodeStatus
 from tasks_lib.run.review import run_review
 

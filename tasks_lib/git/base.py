@@ -1,0 +1,104 @@
+"""Every change of the base branch, made one way: ``change_base``.
+
+Base is shared with the origin and with whoever else pushes there, so a change of it (a merge,
+a status update, the after-action review) is a transaction: stand on the current base, edit,
+push; when the origin moved meanwhile, redo the edit on its new base (bounded, never forced);
+on any failure put base back, so nothing half-done is ever left or pushed. Callers hold
+``merge_lock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks_lib.git.runner import GitError
+from tasks_lib.git.workspace import Workspace
+
+
+@dataclass
+class MergeResult:
+    merged: bool
+    pre_sha: str
+    sha: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BaseChange:
+    """How ``change_base`` ended: ``reason`` is None when base holds the edit (and the origin
+    too, when pushing); ``attempts`` counts the edits (more than one: the origin moved)."""
+
+    reason: str | None
+    attempts: int = 1
+
+
+def change_base(
+    ws: Workspace, edit: Callable[[], str | None], *, push: bool, retries: int
+) -> BaseChange:
+    """Refresh, run ``edit()`` (it commits on base; returns a failure reason or None), push
+    when asked with ``edit`` as the redo on a moved origin. On a failure, or an exception
+    (re-raised), base goes back to origin's base when pushing, else to the pre-edit commit.
+    An edit that commits nothing pushes nothing."""
+    pre = ws.refresh(push)
+    fallback = f"refs/remotes/origin/{ws.base}" if push else pre
+    try:
+        change = BaseChange(edit())
+        if change.reason is None and push and ws.head() != pre:
+            change = _push_base(ws, edit, retries)
+    except BaseException:
+        ws.reset_to(fallback)
+        raise
+    if change.reason is not None:
+        ws.reset_to(fallback)
+    return change
+
+
+def merge(ws: Workspace, task_id: str, message: str) -> MergeResult:
+    """``merge --no-ff`` the task branch into base; a conflict is aborted, never left."""
+    pre = ws.head()
+    try:
+        ws.git(ws.integration, "merge", "--no-ff", "--no-edit", "-m", message, ws.branch(task_id))
+    except GitError:
+        conflicts = ws.git(ws.integration, "diff", "--name-only", "--diff-filter=U")
+        if ws.ref_exists("MERGE_HEAD"):
+            ws.git(ws.integration, "merge", "--abort")
+        ws.reset_to(pre)
+        if not conflicts:
+            raise
+        return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts.split("\n"))
+    return MergeResult(merged=True, pre_sha=pre, sha=ws.head())
+
+
+def commit_paths(ws: Workspace, paths: list[Path], message: str) -> str:
+    """Commit these files of the integration worktree on base (status updates)."""
+    rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
+    ws.git(ws.integration, "add", "--", *rel)
+    ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *rel)
+    return ws.head()
+
+
+def _push_base(ws: Workspace, redo: Callable[[], str | None], retries: int) -> BaseChange:
+    """Push base. A rejected push (origin moved) means: fetch, stand on origin/base, ``redo()``
+    our work there (re-merge, re-validate, re-commit; it returns a failure reason or None),
+    push again. Bounded; never forced."""
+    for attempt in range(1, retries + 2):
+        pushed = ws.push(f"{ws.base_ref()}:{ws.base_ref()}")
+        if pushed.status == 0:
+            return BaseChange(None, attempt)
+        if not _rejected(pushed.output):
+            return BaseChange(f"push of {ws.base} failed: {pushed.output}", attempt)
+        if attempt > retries:
+            break
+        ws.sync()
+        reason = redo()
+        if reason is not None:
+            return BaseChange(reason, attempt)
+    return BaseChange(
+        f"push of {ws.base} rejected {retries + 1} times (the origin keeps moving)", retries + 1
+    )
+
+
+def _rejected(push_output: str) -> bool:
+    return any(w in push_output for w in ("[rejected]", "non-fast-forward", "fetch first"))

@@ -1,0 +1,79 @@
+"""The one way tgflow runs git, so every command gets the same environment and the same errors.
+
+GitPython's ``Git.execute`` runs them (stdin closed; its timeout watchdog also kills the
+command's children). Nothing may wait on a person: a run may have no terminal in front of it
+(a deployment, a served flow), so git never prompts for credentials. Output is parsed (push
+verdicts, ``fatal:`` lines), so git speaks the C locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from tasks_lib.git import WorkspaceError
+
+ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"}
+
+
+@dataclass(frozen=True)
+class GitResult:
+    status: int
+    out: str  # stdout without its surrounding whitespace
+    err: str
+
+    @property
+    def output(self) -> str:
+        """Both streams, for messages: git puts its reasons on stderr, verdicts on stdout."""
+        return "\n".join(s for s in (self.err, self.out) if s)
+
+
+class GitError(WorkspaceError):
+    """A git command failed; what it said is kept for the message and for callers that parse."""
+
+    def __init__(self, args: list[str], cwd: Path, status: int, output: str) -> None:
+        self.argv = args
+        self.cwd = cwd
+        self.status = status
+        self.output = output
+        super().__init__(f"git {' '.join(args)} failed in {cwd} (exit {status}): {output.strip()}")
+
+
+class GitTimeout(GitError):
+    """A git command that did not finish in time (an origin that does not answer)."""
+
+    def __init__(self, args: list[str], cwd: Path, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(args, cwd, -1, f"no answer within {timeout_s:g}s")
+
+
+def run_git(
+    cwd: Path,
+    *args: str,
+    identity: tuple[str, str] | None = None,
+    check: bool = True,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GitResult:
+    """Run ``git args`` in ``cwd``. ``identity`` (name, email) is passed per command and never
+    written to any config; ``check`` raises ``GitError`` on a non-zero exit. A timeout always
+    raises (``GitTimeout``): there is no exit status to hand back."""
+    prefix = (
+        ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"] if identity else []
+    )
+    status, out, err = git.Git(str(cwd)).execute(
+        ["git", *prefix, *args],
+        with_extended_output=True,
+        with_exceptions=False,
+        env={**ENV, **(env or {})},  # on top of os.environ
+        kill_after_timeout=timeout_s,
+    )
+    if timeout_s is not None and status != 0 and err.startswith("Timeout:"):
+        raise GitTimeout(list(args), cwd, timeout_s)
+    result = GitResult(status, out.strip(), err.strip())
+    if check and result.status != 0:
+        raise GitError(list(args), cwd, result.status, result.output)
+    return result

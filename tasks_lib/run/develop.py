@@ -1,0 +1,182 @@
+"""Develop: the agent works on the task's branch in its own worktree, then tgflow checks.
+
+Parallel work: nothing here holds the merge lock except the short ref moves (worktree add,
+backup push). The orchestrator, not the agent, decides what counts: the branch must hold
+new commits, task files stay as they are on base, and validation passes on the branch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.git import worktrees
+from tasks_lib.graph.taskfile import Task
+from tasks_lib.run.node_state import Node, NodeFailed, PromptContext
+from tasks_lib.run.prompt import BLOCKED_FILE, PromptTemplateError, build_prompt
+from tasks_lib.run.records import NodeStatus
+from tasks_lib.run.validation import run_validation
+
+CONVENTION_FILES = ("AGENTS.md", "CONVENTIONS.md")
+
+_OUTCOME_STATUS = {
+    Outcome.FAILED: NodeStatus.FAILED,
+    Outcome.TIMED_OUT: NodeStatus.TIMED_OUT,
+    Outcome.STALLED: NodeStatus.STALLED,
+    Outcome.CANCELLED: NodeStatus.CANCELLED,
+    Outcome.BLOCKED: NodeStatus.BLOCKED,
+}
+
+
+def develop(node: Node, needs_agent: bool) -> None:
+    """Agent session (unless the branch already holds finished work), then the checks."""
+    ws, wt, rec = node.ws, node.wt(), node.record
+    if needs_agent:
+        (wt / BLOCKED_FILE).unlink(missing_ok=True)
+        session(node, prompt(node))
+    else:
+        rec.notes.append("the branch already held finished work: resumed without the agent")
+    if worktrees.commit_all(ws, wt, f"tgflow: commit uncommitted work of {node.task.id}"):
+        rec.notes.append("committed work the agent left uncommitted")
+    revert_task_files(node)
+    if not ws.commits_ahead(node.branch_ref):
+        raise NodeFailed(NodeStatus.FAILED, "the agent finished without making any change")
+    backup_branch(node)
+    validate(node, wt, "on the task branch")
+
+
+def prompt_context(node: Node, on_main: Task, summaries: dict[str, str] | None) -> PromptContext:
+    """Dependency summaries, conventions and the template, as they are on base."""
+    ws, s = node.ws, node.settings
+    if summaries is None:
+        summaries = {}
+        for dep in on_main.depends_on:
+            found = node.on_base(dep)
+            summaries[dep] = (found.section("Summary") or "") if found else ""
+    conventions = None
+    names = [s.conventions] if s.conventions else list(CONVENTION_FILES)
+    for name in names:
+        path = ws.integration / name
+        if path.is_file():
+            conventions = path.read_text(encoding="utf-8", errors="replace")
+            break
+    else:
+        if s.conventions:
+            raise NodeFailed(
+                NodeStatus.FAILED,
+                f"conventions file {s.conventions!r} not found on {ws.base}; "
+                "fix the setting or add the file",
+            )
+    template = None
+    if s.prompt_template:
+        path = Path(s.prompt_template).expanduser()
+        path = path if path.is_absolute() else ws.integration / path
+        if not path.is_file():
+            raise NodeFailed(
+                NodeStatus.FAILED,
+                f"prompt template {s.prompt_template!r} not found (looked at {path})",
+            )
+        template = path.read_text(encoding="utf-8")
+    return PromptContext(
+        task_rel=on_main.path.relative_to(ws.integration).as_posix(),
+        summaries=summaries,
+        conventions=conventions,
+        template=template,
+    )
+
+
+def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
+    ctx = node.context
+    if ctx is None:
+        raise RuntimeError(f"{node.task.id}: the prompt context was never read")
+    try:
+        return build_prompt(
+            node.task,
+            task_file_rel=ctx.task_rel,
+            dependency_summaries=ctx.summaries,
+            conventions=ctx.conventions,
+            attempt=node.attempt,
+            previous_failure=node.previous_failure,
+            conflict_files=conflict_files,
+            template=ctx.template,
+        )
+    except PromptTemplateError as e:
+        raise NodeFailed(NodeStatus.FAILED, f"{node.settings.prompt_template}: {e}") from None
+
+
+def session(node: Node, text: str) -> SessionResult:
+    """One agent session; anything but success (or Safe Exit) ends the node."""
+    rec, wt = node.record, node.wt()
+    result = node.agent.run(
+        SessionRequest(
+            task_id=node.task.id,
+            worktree=wt,
+            prompt=text,
+            timeout_s=node.settings.agent_timeout_s,
+            idle_timeout_s=node.settings.idle_timeout_s,
+            on_line=node.on_line,
+            cancel=node.cancel,
+            model=node.task.model,
+            env=node.ws.identity_env(),
+        )
+    )
+    rec.sessions += 1
+    rec.agent_seconds += result.duration_s
+    rec.tool_errors += result.tool_errors
+    if result.tokens_in is not None:
+        rec.tokens_in = (rec.tokens_in or 0) + result.tokens_in
+    if result.tokens_out is not None:
+        rec.tokens_out = (rec.tokens_out or 0) + result.tokens_out
+    if result.cost_usd is not None:
+        rec.cost_usd = (rec.cost_usd or 0.0) + result.cost_usd
+    blocked = wt / BLOCKED_FILE
+    if blocked.is_file() and result.outcome in (
+        Outcome.SUCCEEDED, Outcome.FAILED, Outcome.BLOCKED,
+    ):  # fmt: skip
+        reason = blocked.read_text(encoding="utf-8", errors="replace").strip()
+        raise NodeFailed(NodeStatus.BLOCKED, reason or "the agent gave no reason")
+    if result.outcome == Outcome.BLOCKED:
+        raise NodeFailed(NodeStatus.BLOCKED, result.reason or "the agent gave no reason")
+    if result.outcome != Outcome.SUCCEEDED:
+        raise NodeFailed(
+            _OUTCOME_STATUS[result.outcome],
+            f"agent {result.outcome.value}: {result.reason or result.tail}",
+        )
+    return result
+
+
+def revert_task_files(node: Node) -> None:
+    reverted = worktrees.revert_paths(
+        node.ws,
+        node.wt(),
+        node.settings.tasks_dir,
+        f"tgflow: revert task-file edits made by the agent for {node.task.id}",
+    )
+    if reverted:
+        node.record.notes.append(
+            "reverted the agent's edits to task files (only tgflow updates them): "
+            + ", ".join(reverted)
+        )
+
+
+def validate(node: Node, cwd: Path, where: str) -> None:
+    result = run_validation(
+        node.settings.validate_commands,
+        cwd,
+        node.settings.validate_timeout_s,
+        node.on_line,
+        node.cancel,
+    )
+    node.record.validate_seconds += result.duration_s
+    if not result.ok:
+        raise NodeFailed(NodeStatus.FAILED, f"validation {where} failed: {result.output_tail}")
+
+
+def backup_branch(node: Node) -> None:
+    """The workspace is only a cache: the branch is kept on the origin too."""
+    if not node.settings.push:
+        return
+    with node.ws.merge_lock:
+        ok, output = worktrees.push_branch(node.ws, node.task.id)
+    if not ok:
+        node.record.notes.append(f"could not back the branch up on the origin: {output}")

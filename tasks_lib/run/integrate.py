@@ -1,0 +1,163 @@
+"""Integrate: one node at a time per repository, merge the branch into base, validate the
+merged tree, record the status on base, push, and clean up.
+
+Nothing broken is ever pushed: a failed post-merge validation resets base to where it was.
+A conflict goes back to the agent with base merged into its branch (bounded rounds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks_lib.git import worktrees
+from tasks_lib.git.base import change_base, merge
+from tasks_lib.git.runner import GitError
+from tasks_lib.graph.taskfile import Status
+from tasks_lib.run.develop import backup_branch, prompt, revert_task_files, session, validate
+from tasks_lib.run.node_state import Node, NodeFailed
+from tasks_lib.run.prompt import BLOCKED_FILE
+from tasks_lib.run.records import Conflict, NodeStatus
+
+
+def integrate(node: Node) -> None:
+    """Merge under the lock; a conflict goes back to the agent (bounded), then again."""
+    ws, rec, rounds = node.ws, node.record, node.settings.conflict_rounds
+    for round_ in range(1, rounds + 2):
+        with ws.merge_lock:
+            conflicts = _merge_once(node)
+            if conflicts is None:
+                rec.cleanup = worktrees.cleanup(ws, node.task.id, node.settings.push)
+                rec.status = NodeStatus.COMPLETED
+                return
+        if round_ > rounds:
+            break
+        _resolve(node, round_)
+    raise NodeFailed(
+        NodeStatus.FAILED,
+        f"merge into {ws.base} still conflicts after {rounds} resolution round(s): "
+        + ", ".join(rec.conflicts[-1].files),
+    )
+
+
+def _merge_once(node: Node) -> list[str] | None:
+    """One merge → validate → status → push. Returns the conflicting files, or None."""
+    ws, rec, s = node.ws, node.record, node.settings
+    pending: list[str] = []
+
+    def merge_validate_commit() -> str | None:
+        rec.commits = _commit_lines(node)
+        rec.files_changed = ws.files_changed(node.branch_ref)
+        merged = merge(ws, node.task.id, f"Merge task {node.task.id}: {node.task.name}")
+        if not merged.merged:
+            pending[:] = merged.conflicts
+            return "conflicts with " + ", ".join(merged.conflicts)
+        try:
+            validate(node, ws.integration, f"after merging into {ws.base}")
+        except NodeFailed as e:  # change_base puts base back
+            e.reason = f"{e.reason}\n({ws.base} reset to {merged.pre_sha[:10]}; nothing pushed)"
+            raise
+        rec.merge_commit = merged.sha
+        node.write_task_file(Status.COMPLETED, summary=_summary(node))
+        return None
+
+    change = change_base(ws, merge_validate_commit, push=s.push, retries=s.push_retries)
+    if change.reason is None:
+        if change.attempts > 1:
+            rec.notes.append(
+                f"the origin moved during the merge; re-merged and pushed "
+                f"(attempt {change.attempts})"
+            )
+        return None
+    if pending:
+        rec.conflicts.append(Conflict(round=len(rec.conflicts) + 1, files=list(pending)))
+        return list(pending)
+    raise NodeFailed(NodeStatus.FAILED, change.reason)
+
+
+def _resolve(node: Node, round_: int) -> None:
+    """Merge base into the branch and let the agent resolve what conflicts."""
+    ws, wt, rec = node.ws, node.wt(), node.record
+    conflict = rec.conflicts[-1]
+    ws.git(wt, "clean", "-fdq")  # what validation left; the agent's work is committed
+    with ws.merge_lock:  # base must not move under `git merge` (it reads a shared ref)
+        base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())
+        merged = _merge_base_into_branch(node, wt, base_sha)
+    if merged:
+        conflict.resolved = True
+        rec.notes.append(f"conflict round {round_}: {ws.base} merged into the branch cleanly")
+    else:
+        files = ws.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n")
+        conflict.files = files
+        (wt / BLOCKED_FILE).unlink(missing_ok=True)
+        session(node, prompt(node, conflict_files=files))  # on failure wind_down aborts
+        _conclude_merge(node, wt, files, base_sha)
+        conflict.resolved = True
+    revert_task_files(node)
+    backup_branch(node)
+    validate(node, wt, "on the task branch after resolving conflicts")
+
+
+def _merge_base_into_branch(node: Node, wt: Path, base_sha: str) -> bool:
+    message = f"Merge {node.ws.base} into {node.branch} (resolve conflicts)"
+    try:
+        node.ws.git(wt, "merge", "--no-edit", "-m", message, base_sha)
+    except GitError:
+        if not node.ws.in_merge(wt):
+            raise
+        return False
+    return True
+
+
+def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> None:
+    """The agent must leave no conflict markers; we commit a merge it resolved but left.
+    ``base_sha`` is the base commit merged in (base itself may move during the session)."""
+    ws, rec = node.ws, node.record
+    marked = [f for f in files if (wt / f).is_file() and has_markers(_read(wt / f))]
+    if marked:
+        if ws.in_merge(wt):
+            ws.git(wt, "merge", "--abort")
+        raise NodeFailed(
+            NodeStatus.FAILED,
+            "the agent left conflict markers in " + ", ".join(marked) + "; merge aborted",
+        )
+    if ws.in_merge(wt):
+        ws.git(wt, "add", "-A")
+        ws.git(wt, "commit", "--quiet", "--no-edit", "--no-verify")
+        rec.notes.append("committed the merge the agent resolved but left open")
+    elif not ws.is_ancestor(base_sha, node.branch_ref):
+        raise NodeFailed(
+            NodeStatus.FAILED, f"the agent abandoned the merge of {ws.base} into the branch"
+        )
+    elif worktrees.commit_all(ws, wt, f"tgflow: commit uncommitted work of {node.task.id}"):
+        rec.notes.append("committed work the agent left uncommitted")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def has_markers(text: str) -> bool:
+    lines = text.splitlines()
+    return any(x.startswith("<<<<<<< ") for x in lines) and any(
+        x.startswith(">>>>>>> ") for x in lines
+    )
+
+
+def _commit_lines(node: Node) -> list[str]:
+    ws = node.ws
+    out = ws.git(
+        ws.integration, "log", "--reverse", "--format=%h %s", node.branch_ref, f"^{ws.base_ref()}"
+    )
+    return [line for line in out.split("\n") if line]
+
+
+def _summary(node: Node) -> str:
+    rec = node.record
+    commits = "\n".join(f"- {c}" for c in rec.commits) or "- (none)"
+    files = "\n".join(f"- `{f}`" for f in rec.files_changed) or "- (none)"
+    merged = rec.merge_commit[:10] if rec.merge_commit else "?"
+    return (
+        f"Merged into {node.ws.base} by tgflow as {merged} (agent {rec.agent}, attempt "
+        f"{node.attempt}, {rec.sessions} session(s)).\n\n"
+        f"Commits:\n{commits}\n\nFiles changed:\n{files}"
+    )

@@ -1,0 +1,126 @@
+"""What one attempt of one node knows, shared by its two phases (develop, integrate), and the
+failure that ends it.
+
+The phases are plain functions over a ``Node``, so each reads top to bottom and the state an
+attempt carries (its worktree, its prompt context, its record) is in one visible place.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tasks_lib.agents.base import Agent
+from tasks_lib.errors import TgflowError
+from tasks_lib.git.base import commit_paths
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.edit import update_task_file
+from tasks_lib.graph.taskfile import Status, Task, parse_task
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.prompt import fenced
+from tasks_lib.run.records import NodeRecord, NodeStatus
+
+
+class NodeFailed(TgflowError):
+    """Ends the node's attempt with this status and reason (the branch is kept)."""
+
+    def __init__(self, status: NodeStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class PromptContext:
+    """What the prompt is built from besides the task: read once from base per attempt."""
+
+    task_rel: str
+    summaries: dict[str, str]
+    conventions: str | None
+    template: str | None
+
+
+@dataclass
+class Node:
+    """One attempt of one task: its inputs, and what it has built up so far."""
+
+    ws: Workspace
+    task: Task
+    agent: Agent
+    settings: NodeSettings
+    attempt: int
+    record: NodeRecord
+    previous_failure: str | None = None
+    final_attempt: bool = True
+    on_line: Callable[[str], None] = lambda line: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Where each task's file is, relative to the repository root (from the run's graph):
+    # a node re-reads only the files it needs instead of parsing the whole tasks folder.
+    task_paths: Mapping[str, Path] | None = None
+    worktree: Path | None = None
+    context: PromptContext | None = None
+
+    @property
+    def branch(self) -> str:
+        return self.ws.branch(self.task.id)
+
+    @property
+    def branch_ref(self) -> str:
+        return f"refs/heads/{self.branch}"
+
+    def wt(self) -> Path:
+        if self.worktree is None:
+            raise RuntimeError(f"{self.task.id}: no worktree yet (develop has not started)")
+        return self.worktree
+
+    def on_base(self, task_id: str | None = None) -> Task | None:
+        """A task as it is now on the base branch (in the integration worktree)."""
+        task_id = task_id or self.task.id
+        known = (self.task_paths or {}).get(task_id)
+        own = self.task.path
+        if known is None and task_id == self.task.id and own.is_relative_to(self.ws.integration):
+            known = own.relative_to(self.ws.integration)
+        if known is not None:
+            found = _read(self.ws.integration / known)
+            if found is not None and found.id == task_id:
+                return found
+        # Moved or renamed on base since the run started: look through the folder.
+        return self.ws.find_task(task_id, self.settings.tasks_dir)
+
+    def write_task_file(
+        self, status: Status, *, summary: str | None = None, note: str | None = None
+    ) -> bool:
+        """Edit the task file in the integration worktree and commit it on base."""
+        on_main = self.on_base()
+        if on_main is None:
+            raise NodeFailed(NodeStatus.FAILED, f"task file of {self.task.id} vanished from main")
+        notes = None
+        if note is not None:
+            existing = on_main.section("Notes")
+            notes = f"{existing}\n\n{note}" if existing else note
+        if not update_task_file(on_main.path, status=status, notes=notes, summary=summary):
+            return False
+        commit_paths(
+            self.ws, [on_main.path], f"chore: update task {self.task.id} status to {status}"
+        )
+        return True
+
+
+def _read(path: Path) -> Task | None:
+    if not path.is_file():
+        return None
+    task, _, _ = parse_task(path.read_text(encoding="utf-8"), path)
+    return task
+
+
+def failure_note(what: str, attempt: int, reason: str, by: str = "tgflow") -> str:
+    """A ``## Notes`` entry: the reason's first line, the rest in a fence it cannot break."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    first, _, rest = reason.strip().partition("\n")
+    text = f"**{what}** ({by}, attempt {attempt}, {when}): {first}"
+    if rest.strip():
+        text += f"\n\n{fenced(rest.strip(), 'text')}"
+    return text
