@@ -1,5 +1,5 @@
-"""Prefect flows: thin wrappers that map tasks_lib onto Prefect runs, tasks and artifacts."""
+"""The Prefect layer: the graph flow, its run context, the Prefect server tgflow starts.
 
-from flows.graph_flow import tgflow_run
-
-__all__ = ["tgflow_run"]
+Nothing is imported here, so `tgflow server` and other light users of one module do not
+load Prefect through this package.
+"""

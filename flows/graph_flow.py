@@ -15,7 +15,8 @@ import queue
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import (
@@ -28,22 +29,29 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext, get_run_context
 from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from flows import run_context as run_state
 from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
-from tasks_lib.agents.settings import settings_for_task
-from tasks_lib.git.workspace import Workspace, WorkspaceError
-from tasks_lib.graph.dag import TaskGraph, load_graph
+from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
+from tasks_lib.errors import ProblemsError
+from tasks_lib.git import WorkspaceError
+from tasks_lib.git.base import change_base, commit_paths
+from tasks_lib.git.locks import run_lock
+from tasks_lib.git.reconcile import reconcile
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.dag import TaskGraph
 from tasks_lib.graph.taskfile import Level, Status
 from tasks_lib.run.aar import peak_concurrency, write_aar
-from tasks_lib.run.config import ConfigError, RunConfig
+from tasks_lib.run.config import RunConfig
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
 from tasks_lib.run.review import run_review
-from tasks_lib.run.scheduler import ScheduleResult, schedule, unknown_only
-from tasks_lib.run.setup import open_workspace
+from tasks_lib.run.scheduler import ScheduleResult, schedule
+from tasks_lib.run.setup import Prepared, open_workspace, prepare
+from tasks_lib.run.table import node_table
 
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
@@ -65,9 +73,7 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 @task(persist_result=True, cache_key_fn=node_cache_key, retry_condition_fn=retry_transient)
 def graph_node(origin: str, task_id: str) -> NodeRecord:
     """One task file: develop and integrate it (or, for a review task, validate main)."""
-    context = TaskRunContext.get()
-    assert context is not None and context.task_run.flow_run_id is not None
-    run: RunState = run_state.get(str(context.task_run.flow_run_id))
+    run = run_state.current()
     logger = get_run_logger()  # bound to this task run; agent output threads log through it
     item = run.graph.tasks[task_id]
     if item.status is Status.COMPLETED:
@@ -84,14 +90,14 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
 
     def on_line(line: str) -> None:
         logger.info(line)
-        run_state.notify(Event("line", task_id, text=line))
+        run.notify(Event("line", task_id, text=line))
 
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
     try:
         settings = settings_for_task(run.agent_settings, item, run.config.agent_rules)
         agent = run.agents.get(settings)
-    except ValueError as e:  # bad agent settings in the task file: a retry cannot help
+    except AgentSettingsError as e:  # bad agent settings in the task file: a retry cannot help
         now = datetime.now(UTC)
         record = NodeRecord(
             task_id=task_id, name=item.name, status=NodeStatus.FAILED, reason=str(e),
@@ -108,7 +114,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         record = run_node(
             run.workspace, item, agent, run.config,
             attempt=attempt, previous_failure=run.failures.get(task_id),
-            on_line=on_line, cancel=run.cancel, final_attempt=final,
+            task_paths=run.task_paths, on_line=on_line, cancel=run.cancel, final_attempt=final,
         )  # fmt: skip
     record = run.finish_attempt(task_id, record)
     if record.status is NodeStatus.COMPLETED:
@@ -146,6 +152,7 @@ def submit_graph(
     only: list[str] | None = None,
     retries: int = 0,
     retry_delay_s: float = 0.0,
+    on_submit: Callable[[str], None] = lambda task_id: None,
     on_record: Callable[[NodeRecord], None] = lambda record: None,
 ) -> ScheduleResult:
     """Submit ``node`` once per task, ready-first, each run named after its task id.
@@ -156,7 +163,7 @@ def submit_graph(
     """
     completions: queue.Queue[NodeRecord] = queue.Queue()
     futures: dict[str, PrefectFuture[NodeRecord]] = {}
-    delays = [retry_delay_s * 2**i for i in range(retries)] or 0
+    delays = exponential_backoff(backoff_factor=retry_delay_s)
 
     def submit(task_id: str, upstream: list[str]) -> None:
         run_name = task_id.replace("{", "{{").replace("}", "}}")  # Prefect formats the name
@@ -165,7 +172,7 @@ def submit_graph(
         )
         future = named.submit(**params(task_id), wait_for=[futures[u] for u in upstream])
         futures[task_id] = future
-        run_state.notify(Event("started", task_id))
+        on_submit(task_id)
         future.add_done_callback(lambda f: completions.put(_record_of(f, task_id)))
 
     return schedule(
@@ -178,53 +185,26 @@ def submit_graph(
     )
 
 
-def node_table(records: list[NodeRecord]) -> list[dict[str, Any]]:
-    """The rows of the nodes table artifact (and of the terminal's final table)."""
-    rows = []
-    for r in records:
-        files = sorted({f for c in r.conflicts for f in c.files})
-        rows.append(
-            {
-                "task": r.task_id,
-                "status": "already done" if r.already_done else r.status.value,
-                "attempts": len(r.attempts),
-                "duration_s": round(r.duration_s, 1) if r.attempts else 0.0,
-                "agent_s": round(r.agent_seconds, 1),
-                "validate_s": round(r.validate_seconds, 1),
-                "sessions": r.sessions,
-                "conflicts": ", ".join(files),
-                "cost_usd": r.cost_usd,
-                "tokens": (r.tokens_in or 0) + (r.tokens_out or 0) if r.tokens_in else None,
-                "reason": r.reason.strip().splitlines()[0][:200] if r.reason.strip() else "",
-            }
-        )
-    return rows
-
-
 def commit_aar(ws: Workspace, config: RunConfig, rel_path: str, text: str) -> str | None:
     """Commit the review on base (and push it): returns a problem, or None."""
+
+    def write() -> str | None:
+        path = ws.integration / rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        commit_paths(ws, [path], f"docs: after-action review {Path(rel_path).stem}")
+        return None
+
     with ws.merge_lock:
-        if config.push:
-            ws.sync()
-
-        def write() -> str | None:
-            path = ws.integration / rel_path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            ws.commit_paths([path], f"docs: after-action review {Path(rel_path).stem}")
-            return None
-
-        write()
-        if not config.push:
-            return None
-        pushed = ws.push_base(write, retries=3)
-        if pushed.pushed:
-            return None
-        ws.reset_to(f"refs/remotes/origin/{ws.base}")
-        return pushed.reason
+        return change_base(ws, write, push=config.push, retries=3).reason
 
 
-@flow(name="tgflow", task_runner=ThreadPoolTaskRunner(), log_prints=True)
+# cast: Prefect types a flow's runner invariantly as TaskRunner[PrefectFuture[Any]].
+@flow(
+    name="tgflow",
+    task_runner=cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner()),
+    log_prints=True,
+)
 def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     """Run the task graph of ``config.origin`` to merged, validated work.
 
@@ -232,131 +212,159 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     otherwise. The after-action review is an artifact and a file on the base branch.
     """
     logger = get_run_logger()
-    context = get_run_context()
-    flow_run = context.flow_run  # type: ignore[union-attr]
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
-    run_id = str(flow_run.id)
     started = datetime.now(UTC)
-
     try:
         ws = open_workspace(config)
-    except WorkspaceError as e:  # bad input: a message, not a crash
-        return Failed(message=f"nothing was run: {e}")
+    except ProblemsError as e:  # bad input: a message, not a crash
+        return _not_run(e, config.base, config.origin)
 
     def waiting(holder: str) -> None:
         logger.warning("waiting: %s is using tgflow's clone of %s", holder, ws.origin)
 
-    with ws.run_lock(waiting):
-        return _run(config, ws, run_id, f"{started:%Y-%m-%d-%H%M%S}-{flow_run.name}", started)
+    with run_lock(ws.root, waiting):
+        return _run(config, ws, f"{started:%Y-%m-%d-%H%M%S}-{flow_run.name}", started)
 
 
 def _run(
-    config: RunConfig, ws: Workspace, run_id: str, run_name: str, started: datetime
+    config: RunConfig, ws: Workspace, run_name: str, started: datetime
 ) -> RunRecord | State[Any]:
     """The run itself, with tgflow's clone of the origin to itself."""
-    logger = get_run_logger()
     try:
-        with ws.merge_lock:
-            report = ws.reconcile(push=config.push)
-        for what, items in vars(report).items():
-            if items:
-                logger.info("reconcile: %s: %s", what.replace("_", " "), items)
-        config = config.with_file(ws.integration)
-    except WorkspaceError as e:  # bad input: a message, not a crash
-        return Failed(message=f"nothing was run: {e}")
-    except ConfigError as e:  # raised by with_file, once the clone exists
-        return Failed(message=f"nothing was run: {e}".replace(f"{ws.integration}/", ""))
-    if config.agent_api_key_env:
-        for name in export_secrets([config.agent_api_key_env]):
-            logger.info("%s set from the Prefect Secret block %s", name, block_name(name))
-    loaded = load_graph(ws.integration / config.tasks_dir)
-    for warning in loaded.warnings:
-        logger.warning("%s", warning)
-    if loaded.graph is None:
-        problems = [str(p).replace(f"{ws.integration}/", "") for p in loaded.problems]
-    else:
-        problems = unknown_only(loaded.graph, config.only, config.base)
-    if problems:  # e.g. a task file made invalid on the base branch since the last run
-        return Failed(
-            message=f"nothing was run: {len(problems)} problem(s) in the task graph on "
-            f"{config.base} of {ws.origin}:\n" + "\n".join(problems)
-        )
-    graph = loaded.graph
-    assert graph is not None
-    path, cost = graph.critical_path()
+        prepared = _set_up(config, ws)
+    except ProblemsError as e:  # e.g. a task file made invalid on the base branch
+        return _not_run(e, config.base, ws.origin)
+    config = prepared.config
     run = RunState(
         config=config,
         workspace=ws,
-        graph=graph,
+        graph=prepared.graph,
         agent_settings=config.agent_settings(),
+        observer=run_state.observer(),
     )
-    run_state.register(run_id, run)
-    run_state.notify(Event("planned", graph=graph))
+    with run_state.running(run):
+        records = _run_nodes(run)
+    record = _publish(run, _run_record(run, records, run_name, started))
+    run.observer.record = record
+    return _final_state(record)
+
+
+def _not_run(e: ProblemsError, base: str, origin: str) -> State[Any]:
+    return Failed(
+        message=f"nothing was run: {len(e.lines)} problem(s) on {base} of {origin}:\n"
+        + "\n".join(e.lines)
+    )
+
+
+def _set_up(config: RunConfig, ws: Workspace) -> Prepared:
+    """Reconcile the clone with the origin, then read the settings and the graph from base."""
+    logger = get_run_logger()
+    try:
+        with ws.merge_lock:
+            report = reconcile(ws, push=config.push)
+    except WorkspaceError as e:
+        raise ProblemsError([str(e)]) from None
+    for what, items in vars(report).items():
+        if items:
+            logger.info("reconcile: %s: %s", what.replace("_", " "), items)
+    prepared = prepare(config, ws)
+    for warning in prepared.warnings:
+        logger.warning("%s", warning)
+    if prepared.config.agent_api_key_env:
+        for name in export_secrets([prepared.config.agent_api_key_env]):
+            logger.info("%s set from the Prefect Secret block %s", name, block_name(name))
+    return prepared
+
+
+def _run_nodes(run: RunState) -> list[NodeRecord]:
+    """Every selected node submitted and finished, with live progress; records in graph order."""
+    logger = get_run_logger()
+    config, graph = run.config, run.graph
+    run.notify(Event("planned", graph=graph))
     total = len(config.only) if config.only else len(graph)
     progress = create_progress_artifact(
         progress=0.0, key=PROGRESS_KEY, description=f"Nodes finished of {total}"
     )
+    assert isinstance(progress, UUID)  # a sync flow gets the id, not a coroutine
     finished: list[NodeRecord] = []
 
     def on_record(record: NodeRecord) -> None:
         finished.append(record)
         update_progress_artifact(progress, 100.0 * len(finished) / max(total, 1))
         logger.info("%s: %s %s", record.task_id, record.status.value, record.reason[:300])
-        run_state.notify(Event("finished", record.task_id, record=record))
+        run.notify(Event("finished", record.task_id, record=record))
 
     try:
         result = submit_graph(
             graph,
             graph_node,
-            params=lambda task_id: {"origin": ws.origin, "task_id": task_id},
+            params=lambda task_id: {"origin": run.workspace.origin, "task_id": task_id},
             max_parallel=config.max_parallel,
             only=config.only,
             retries=config.retries,
             retry_delay_s=config.retry_delay_s,
+            on_submit=lambda task_id: run.notify(Event("started", task_id)),
             on_record=on_record,
         )
     except BaseException:
         run.cancel.set()  # stop agent sessions still running
-        run_state.discard(run_id)
         raise
     finally:
         run.agents.close()
+    return [result.records[i] for i in graph.order if i in result.records]
 
-    records = [result.records[i] for i in graph.order if i in result.records]
-    record = RunRecord(
+
+def _run_record(
+    run: RunState, records: list[NodeRecord], run_name: str, started: datetime
+) -> RunRecord:
+    graph = run.graph
+    path, cost = graph.critical_path()
+    return RunRecord(
         run_name=run_name,
-        origin=ws.origin,
-        base=config.base,
+        origin=run.workspace.origin,
+        base=run.config.base,
         started_at=started,
         finished_at=datetime.now(UTC),
-        max_parallel=config.max_parallel,
+        max_parallel=run.config.max_parallel,
         nodes=records,
         critical_path=path,
         critical_path_cost=cost,
         depends_on={t: graph.dependencies(t) for t in graph.order},
         max_concurrent=peak_concurrency(records),
-        aar_path=f"{config.aar_dir.rstrip('/')}/{run_name}.md",
+        aar_path=f"{run.config.aar_dir.rstrip('/')}/{run_name}.md",
     )
+
+
+def _publish(run: RunState, record: RunRecord) -> RunRecord:
+    """The review and the nodes table as artifacts, and the review committed on base; an
+    unsaved review does not fail the run (the work is merged), its path is then None."""
+    logger = get_run_logger()
     aar = write_aar(record)
-    create_markdown_artifact(aar, key=AAR_KEY, description=f"After-action review of {run_name}")
-    create_table_artifact(node_table(records), key=NODES_KEY, description="Nodes of this run")
+    create_markdown_artifact(
+        aar, key=AAR_KEY, description=f"After-action review of {record.run_name}"
+    )
+    create_table_artifact(node_table(record.nodes), key=NODES_KEY, description="Nodes of this run")
+    assert record.aar_path is not None
     try:
-        problem = commit_aar(ws, config, record.aar_path, aar)  # type: ignore[arg-type]
-    except WorkspaceError as e:  # the work is merged: an unsaved review does not fail the run
+        problem = commit_aar(run.workspace, run.config, record.aar_path, aar)
+    except WorkspaceError as e:
         problem = str(e)
     if problem:
         logger.warning("the after-action review was not saved on the origin: %s", problem)
         record.aar_path = None  # only in the artifact
-    run_state.finish(run_id, record)
-
-    undone = [r for r in records if r.status is not NodeStatus.COMPLETED]
-    if undone:
-        counts: dict[str, int] = {}
-        for r in undone:
-            counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return Failed(
-            message=f"{len(undone)} of {len(records)} nodes did not complete ({detail}): "
-            + ", ".join(r.task_id for r in undone)
-        )
     return record
+
+
+def _final_state(record: RunRecord) -> RunRecord | State[Any]:
+    undone = [r for r in record.nodes if r.status is not NodeStatus.COMPLETED]
+    if not undone:
+        return record
+    counts: dict[str, int] = {}
+    for r in undone:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return Failed(
+        message=f"{len(undone)} of {len(record.nodes)} nodes did not complete ({detail}): "
+        + ", ".join(r.task_id for r in undone)
+    )

@@ -1,19 +1,21 @@
-"""``tgflow server``: a local Prefect server, the deployments, and a worker, as one command.
+"""Local Prefect servers: the one way tgflow starts one, for ``tgflow server`` (the server, the
+deployments and a worker) and for a terminal run without a server (``temporary_server``).
 
-Everything runs as ``prefect`` CLI subprocesses (no Prefect import here): the server
-(SQLite under a project-local PREFECT_HOME), ``prefect deploy --all`` for ``prefect.yaml``,
-and one process worker per work pool. A process worker, not ``serve``: it starts every flow
-run in a process of its own and, on a cancel from the UI, terminates that process, whose
-SIGTERM handler lets the flow kill its agents' process groups (under ``serve`` an agent was
-measured surviving as an orphan). On Ctrl-C everything started here, and everything those
-processes started, is stopped: flow runs first (so they can record their end), then the
-workers, then the server.
+Everything runs as ``prefect`` CLI subprocesses: the server (SQLite under PREFECT_HOME),
+``prefect deploy --all`` for ``prefect.yaml``, and one process worker per work pool. A process
+worker, not ``serve``: it starts every flow run in a process of its own and, on a cancel from
+the UI, terminates that process, whose SIGTERM handler lets the flow kill its agents' process
+groups (under ``serve`` an agent was measured surviving as an orphan). Each process runs in a
+session of its own, out of reach of the terminal's Ctrl-C, and dies with the process that
+started it. On stop everything started here, and everything those processes started, is
+stopped: flow runs first (so they can record their end), then the workers, then the server.
+Prefect itself is imported only to point this process at a temporary server.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -21,24 +23,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-from deployments.definitions import FLOW_NAME, NIGHTLY, ProjectFileError, load_project
-from tasks_lib.agents.process import group_alive, kill_group, live_processes, pid_alive
+from deployments.definitions import FLOW_NAME, load_project
+from tasks_lib.agents.process import descendants, group_alive, kill_group, pid_alive
+from tasks_lib.errors import TgflowError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 HEALTH_TIMEOUT_S = 180.0
 COMMAND_TIMEOUT_S = 300.0
+PR_SET_PDEATHSIG = 1
 
 
-class ServerError(RuntimeError):
-    pass
+class ServerError(TgflowError):
+    """A Prefect process that would not start, answer or finish; the message has its log."""
 
 
 def free_port() -> int:
@@ -69,17 +73,6 @@ def prefect_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -
     )
     env.update(extra or {})
     return env
-
-
-def children_of(pids: set[int]) -> set[int]:
-    """Every live descendant of ``pids`` (read from /proc), whatever session it moved to."""
-    parent = {pid: ppid for pid, (ppid, _) in live_processes().items()}
-    found: set[int] = set()
-    frontier = set(pids)
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
 
 
 def process_group(pid: int) -> int | None:
@@ -132,6 +125,7 @@ class LocalPrefect:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_dies_with(os.getpid()),
         )
         self.procs[name] = proc
         return proc
@@ -240,9 +234,9 @@ class LocalPrefect:
 
     def _stop(self, grace_s: float) -> None:
         ours = {p.pid for p in self.procs.values() if p.poll() is None}
-        spawned = children_of(ours)
+        spawned = descendants(ours)
         workers = [p for n, p in self.procs.items() if n.startswith("worker-")]
-        flow_runs = children_of({p.pid for p in workers if p.poll() is None})
+        flow_runs = descendants({p.pid for p in workers if p.poll() is None})
         # Flow runs were started by the worker (some in sessions of their own): SIGTERM lets
         # the flow engine mark them crashed and the flow kill its agents' groups.
         for pid in flow_runs:
@@ -276,6 +270,84 @@ class LocalPrefect:
         self.stop()
 
 
+def _dies_with(parent: int) -> Callable[[], None]:
+    """What a child runs before exec so it gets SIGTERM when ``parent`` ends, even by SIGKILL:
+    its own session keeps Ctrl-C away from it, so nothing else would stop it (Linux only).
+
+    The signal is tied to the thread that starts the child: start processes from a thread
+    that lives as long as they should (here: the main thread).
+    """
+    if sys.platform != "linux":
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
+
+    def set_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent ended before the signal was set
+            os._exit(1)
+
+    return set_signal
+
+
+def prefect_home() -> Path:
+    """Where Prefect keeps its database: PREFECT_HOME, or Prefect's default."""
+    return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+
+
+def api_configured() -> bool:
+    """Whether Prefect in this process already has an API to report to (the environment, the
+    active profile, or a settings context such as a test harness)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+@contextlib.contextmanager
+def temporary_server() -> Iterator[str]:
+    """A Prefect server of this process's own on a free port (its database under
+    PREFECT_HOME), stopped when the block ends; yields its API URL.
+
+    Started as ``tgflow server`` starts its own: in a session of its own, so the terminal's
+    Ctrl-C does not reach it and the flow's last state reports still find it, and dying with
+    this process however it ends. Without the UI, which a terminal run does not need. Inside
+    the block PREFECT_API_URL points at it, in os.environ for the processes started from here
+    and in Prefect's settings for this one (Prefect reads the environment once, on import).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    local = LocalPrefect(
+        root=Path.cwd(),
+        home=prefect_home(),
+        port=free_port(),
+        extra_env={"PREFECT_SERVER_UI_ENABLED": "false"},
+    )
+    with local:
+        local.start_server()
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = local.api_url
+        try:
+            with temporary_settings({PREFECT_API_URL: local.api_url}):
+                try:
+                    yield local.api_url
+                finally:
+                    _send_pending()
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+
+
+def _send_pending(timeout_s: float = 5.0) -> None:
+    """Send the logs and events Prefect still queues for the server before it stops: sent at
+    exit instead, they would meet a stopped server, retry for a minute and end in an error."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)
+    EventsWorker.drain_all(timeout=timeout_s)
+
+
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM only say "still stopping" while the block runs (main thread only)."""
@@ -292,90 +364,3 @@ def _interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so ``kill <pid>`` also stops everything cleanly."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_server(args: argparse.Namespace) -> int:
-    root = Path(args.root).resolve()
-    home = Path(args.home).resolve() if args.home else root / ".prefect"
-    origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
-    if origin and Path(origin).exists():
-        origin = str(Path(origin).resolve())
-    local = LocalPrefect(
-        root=root, home=home, port=args.port, extra_env={"TGFLOW_ORIGIN": origin} if origin else {}
-    )
-    with _stop_on_sigterm(), local:
-        try:
-            project = load_project(root)
-            print(
-                f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True
-            )
-            local.start_server()
-            if not args.no_deploy:
-                print("registering the deployments of prefect.yaml ...", flush=True)
-                local.deploy()
-                has_nightly = any(d.name == NIGHTLY for d in project.deployments)
-                if has_nightly and origin:
-                    print(f"nightly: runs on {origin}", flush=True)
-                elif has_nightly:
-                    local.set_paused(NIGHTLY, True)
-                    print(
-                        "nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)",
-                        flush=True,
-                    )
-                local.start_workers()
-            print(
-                f"\nPrefect UI: {local.ui_url}\n"
-                f"API:        {local.api_url}  (export PREFECT_API_URL={local.api_url} "
-                "to use the prefect CLI against it)\n"
-                f"logs:       {local.log_dir}\n"
-                "Ctrl-C stops the server, the worker and every run it started.",
-                flush=True,
-            )
-            while True:
-                local.check_alive()
-                time.sleep(1.0)
-        except (ProjectFileError, ServerError, httpx.HTTPError) as exc:
-            print(f"tgflow server: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nstopping ...", flush=True)
-    return 0
-
-
-def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "server",
-        help="run a local Prefect server with the tgflow deployments and a worker",
-        description=(
-            "Start a Prefect server on 127.0.0.1 (SQLite under PREFECT_HOME, default "
-            "./.prefect), register the deployments of prefect.yaml, start a process worker "
-            "for their work pool, and print the UI address. Ctrl-C stops everything."
-        ),
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
-    parser.add_argument("--root", default=".", help="folder holding prefect.yaml (default: .)")
-    parser.add_argument("--home", default=None, help="PREFECT_HOME (default: ROOT/.prefect)")
-    parser.add_argument(
-        "--origin",
-        default=None,
-        help="repository the nightly deployment works on (default: $TGFLOW_ORIGIN; "
-        "without either the nightly schedule is paused)",
-    )
-    parser.add_argument(
-        "--no-deploy", action="store_true", help="only the server: no deployments, no worker"
-    )
-    parser.set_defaults(handler=run_server)

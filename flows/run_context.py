@@ -1,9 +1,11 @@
-"""Per-run state the node tasks share, in an importable module (not a global of the flow's
-module: ``flow.serve()`` pickles the flow, and such globals do not pickle).
+"""What the node tasks of one flow run share, and how a caller in the same process watches it.
 
-Keyed by flow run id, then task id. It holds what a Prefect task argument should not (the
-workspace, the run's agents, the cancel event) and what a retry needs from the attempt before
-(its failure output, its attempt records). Listeners let a terminal show live progress.
+Both travel in context variables, not module globals: the flow body sets the run's state,
+and Prefect's ThreadPoolTaskRunner runs each task in a copy of the submitting context, so
+every node of that run (and only of that run) sees it. A caller that runs the flow in its own
+process (the terminal) sets a ``RunObserver`` around the call to receive events and the final
+record. At module level both variables hold no value, so ``flow.serve()`` and deployments,
+which pickle the flow, are unaffected.
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from tasks_lib.agents.registry import AgentPool
 from tasks_lib.agents.settings import AgentSettings
+from tasks_lib.errors import TgflowError
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph
 from tasks_lib.run.config import RunConfig
-from tasks_lib.run.records import Attempt, NodeRecord, RunRecord
+from tasks_lib.run.records import Attempt, NodeRecord, RunRecord, combine
 
 
-class NodeFailed(Exception):
+class NodeFailed(TgflowError):
     """A node ended without completing; carries its record so the flow can report it."""
 
     def __init__(self, record: NodeRecord, retryable: bool) -> None:
@@ -48,18 +53,63 @@ class Event:
     graph: TaskGraph | None = None
 
 
+def _ignore(event: Event) -> None:
+    """No one is watching (a run from a worker or ``serve``)."""
+
+
+@dataclass
+class RunObserver:
+    """The caller's side of a flow run in its own process: live events while it runs, the
+    run's record once it is written (None if the run ended before that)."""
+
+    on_event: Callable[[Event], None] = _ignore
+    record: RunRecord | None = None
+
+
+_observer: ContextVar[RunObserver | None] = ContextVar("tgflow_observer", default=None)
+_run: ContextVar[RunState | None] = ContextVar("tgflow_run_state", default=None)
+
+
+@contextmanager
+def observing(observer: RunObserver) -> Iterator[RunObserver]:
+    """Flow runs started inside the block report to ``observer``."""
+    token = _observer.set(observer)
+    try:
+        yield observer
+    finally:
+        _observer.reset(token)
+
+
+def observer() -> RunObserver:
+    """The observer set around this flow call, or one no one reads."""
+    return _observer.get() or RunObserver()
+
+
 @dataclass
 class RunState:
+    """What a Prefect task argument should not carry (the workspace, the run's agents, the
+    cancel event) and what a retry needs from the attempts before (their failure output and
+    their records)."""
+
     config: RunConfig
     workspace: Workspace
     graph: TaskGraph
     agent_settings: AgentSettings
+    observer: RunObserver = field(default_factory=RunObserver)
     agents: AgentPool = field(default_factory=AgentPool)
     cancel: threading.Event = field(default_factory=threading.Event)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # last failure output per task
-    started: dict[str, datetime] = field(default_factory=dict)  # first attempt's start
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def task_paths(self) -> dict[str, Path]:
+        """Each task's file relative to the repository: nodes re-read only these files."""
+        root = self.workspace.integration
+        return {t.id: t.path.relative_to(root) for t in self.graph if t.path.is_relative_to(root)}
+
+    def notify(self, event: Event) -> None:
+        self.observer.on_event(event)
 
     def next_attempt(self, task_id: str) -> int:
         with self.lock:
@@ -68,65 +118,25 @@ class RunState:
     def finish_attempt(self, task_id: str, record: NodeRecord) -> NodeRecord:
         """The record over all attempts so far (a Prefect retry is a new attempt)."""
         with self.lock:
-            earlier = self.attempts.setdefault(task_id, [])
-            earlier.extend(record.attempts)
-            started = self.started.setdefault(task_id, record.started_at)
+            merged = combine(self.attempts.get(task_id, []), record)
+            self.attempts[task_id] = merged.attempts
             if record.reason:
                 self.failures[task_id] = record.reason
-            merged = record.model_copy(deep=True)
-            merged.attempts = list(earlier)
-            merged.agent_seconds = sum(a.agent_seconds for a in earlier)
-            merged.validate_seconds = sum(a.validate_seconds for a in earlier)
-            merged.sessions = sum(a.sessions for a in earlier)
-            merged.started_at = started
             return merged
 
 
-_runs: dict[str, RunState] = {}
-_results: dict[str, RunRecord] = {}
-_listeners: list[Callable[[Event], None]] = []
-_guard = threading.Lock()
-
-
-def register(run_id: str, state: RunState) -> None:
-    with _guard:
-        _runs[run_id] = state
-
-
-def get(run_id: str) -> RunState:
-    try:
-        return _runs[run_id]
-    except KeyError:
-        raise RuntimeError(
-            f"no tgflow run state for flow run {run_id}: node tasks run only inside tgflow_run"
-        ) from None
-
-
-def finish(run_id: str, result: RunRecord) -> None:
-    with _guard:
-        _runs.pop(run_id, None)
-        _results[run_id] = result
-
-
-def discard(run_id: str) -> None:
-    with _guard:
-        _runs.pop(run_id, None)
-
-
-def result(run_id: str) -> RunRecord | None:
-    return _results.get(run_id)
-
-
-def notify(event: Event) -> None:
-    for listener in list(_listeners):
-        listener(event)
-
-
 @contextmanager
-def listening(listener: Callable[[Event], None]) -> Iterator[None]:
-    """Receive the events of runs in this process while inside the block."""
-    _listeners.append(listener)
+def running(state: RunState) -> Iterator[RunState]:
+    """The node tasks submitted inside the block belong to ``state``'s run."""
+    token = _run.set(state)
     try:
-        yield
+        yield state
     finally:
-        _listeners.remove(listener)
+        _run.reset(token)
+
+
+def current() -> RunState:
+    state = _run.get()
+    if state is None:
+        raise RuntimeError("no tgflow run state here: node tasks run only inside tgflow_run")
+    return state

@@ -31,6 +31,7 @@ def export_secrets(env_names: Iterable[str]) -> list[str]:
             secret = Secret.load(block_name(name))
         except ValueError:  # no such block: the agent reports the missing variable itself
             continue
+        assert isinstance(secret, Secret)  # called from sync code: the block, not a coroutine
         os.environ[name] = str(secret.get())
         loaded.append(name)
     return loaded

@@ -1,72 +1,45 @@
 """``tgflow``: the command line for people at a terminal and for scripts.
 
-This module holds the parser and the ``validate`` and ``plan`` commands. Other commands live
-in their own modules and register themselves, so this file does not grow with them:
+This module holds the parser and the one place where errors become messages and exit codes.
+Commands live in their own modules and register themselves, so this file does not grow with
+them:
 
 1. In your module write ``def add_<name>_command(subparsers) -> None`` that calls
-   ``subparsers.add_parser("<name>", help=..., description=...)``, adds its options (reuse
-   ``add_tasks_option`` for ``--tasks``) and ends with
-   ``parser.set_defaults(handler=<function taking argparse.Namespace, returning exit code>)``.
-2. Add ``"tasks_lib.<module>:add_<name>_command"`` to ``COMMANDS`` below.
+   ``subparsers.add_parser("<name>", help=..., description=...)``, adds its options and ends
+   with ``parser.set_defaults(handler=<function taking argparse.Namespace, returning exit
+   code>)``. A handler that cannot do its work raises a ``tasks_lib.errors.TgflowError``
+   (a ``UsageError`` for bad input); it never prints the error itself.
+2. Add ``"tgflow_cli.<module>:add_<name>_command"`` to ``COMMANDS`` below.
 
 Keep that module's top-level imports light (import Prefect inside the handler): every
 ``tgflow`` invocation, even ``validate``, builds the whole parser.
 
-Exit codes: 0 success, 1 the task graph has problems, 2 usage error (bad arguments, missing
-tasks folder).
+Exit codes: 0 success, 1 failed (the task graph has problems, a node did not complete),
+2 usage error (bad arguments or settings, a missing tasks folder), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from pydantic import ValidationError
 
-from tasks_lib.graph.dag import GraphLoad, Plan, TaskGraph, load_graph
-from tasks_lib.graph.taskfile import Problem
+from tasks_lib.errors import ProblemsError, TgflowError, UsageError, describe_validation_error
 
-# "module:function" of commands defined in other modules (see the module docstring).
+# "module:function" of every command (see the module docstring).
 COMMANDS: tuple[str, ...] = (
-    "flows.prefect_server:add_server_command",
+    "tgflow_cli.graph_commands:add_graph_commands",
+    "tgflow_cli.server_command:add_server_command",
     "tgflow_cli.run_command:add_run_command",
     "tgflow_cli.run_command:add_demo_command",
 )
 
 Handler = Callable[[argparse.Namespace], int]
-
-PLAN_JSON_HELP = """\
---json prints one object (keys sorted, lists in a fixed order):
-  tasks_dir      the folder read
-  total          number of tasks
-  counts         {status: number} for every status, zeros included
-  generations    [[id, ...], ...] layers of the remaining (not completed) tasks; each task's
-                 remaining dependencies are in earlier layers; ids sorted in a layer
-  ready          ids that can start now (pending or failed, all dependencies completed),
-                 highest priority first
-  critical_path  {ids: [...], cost: N} the heaviest chain of remaining work; a task costs
-                 its scope (single 1 .. system 5; 3 without a scope)
-  priorities     {id: N} for remaining tasks: heaviest cost path from the task to the end
-  decompose      [{id, path, risk, scope}] remaining tasks with risk high/critical or scope
-                 broad/system, which the taskgraph format says to split
-  warnings       ["path: message", ...] (e.g. status 'done' read as 'completed')
-"""
-
-
-def add_tasks_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tasks",
-        type=Path,
-        default=Path("tasks"),
-        metavar="DIR",
-        help="folder holding the task files, read recursively (default: %(default)s)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,148 +49,53 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a graph of coding-agent tasks (markdown files with YAML frontmatter in the "
             "taskgraph format) to merged, validated code."
         ),
-        epilog="Exit codes: 0 ok, 1 the task graph has problems, 2 usage error.",
+        epilog="Exit codes: 0 ok, 1 failed (graph problems, nodes not completed), 2 usage error, "
+        "130 interrupted.",
     )
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    validate = subparsers.add_parser(
-        "validate",
-        help="check every task file and the graph; list all problems",
-        description=(
-            "Read every *.md under the tasks folder and report ALL problems, one line each "
-            "as 'path: message': files without frontmatter, invalid field values, duplicate "
-            "ids, dependencies on unknown ids, cycles, ids that cannot become branch names. "
-            "Warnings (e.g. status drift such as 'done') go to stderr."
-        ),
+    subparsers = parser.add_subparsers(
+        title="commands", metavar="COMMAND", dest="command", required=True
     )
-    add_tasks_option(validate)
-    validate.set_defaults(handler=_validate)
-
-    plan = subparsers.add_parser(
-        "plan",
-        help="show what a run would do: counts, generations, ready tasks, critical path",
-        description=(
-            "Validate the graph, then show task counts by status, the generations of the "
-            "remaining work, the tasks ready now, the critical path with its cost, and the "
-            "tasks flagged for decomposition."
-        ),
-        epilog=PLAN_JSON_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_tasks_option(plan)
-    plan.add_argument("--json", action="store_true", help="print stable JSON instead of tables")
-    plan.set_defaults(handler=_plan)
-
     for spec in COMMANDS:
         module, func = spec.split(":")
         getattr(importlib.import_module(module), func)(subparsers)
+    for command in subparsers.choices.values():
+        with contextlib.suppress(argparse.ArgumentError):  # the command has its own
+            command.add_argument(
+                "-v", "--verbose", action="store_true", help="the traceback of an unexpected error"
+            )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
-
-
-def _load(tasks_dir: Path) -> GraphLoad | None:
-    """The loaded graph, or None after saying on stderr that the folder is missing."""
-    if not tasks_dir.is_dir():
-        print(f"tgflow: tasks folder '{tasks_dir}' not found (pass --tasks DIR)", file=sys.stderr)
-        return None
-    return load_graph(tasks_dir)
-
-
-def _report(problems: Sequence[Problem], warnings: Sequence[Problem]) -> None:
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    for p in problems:
-        print(p)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    loaded = _load(args.tasks)
-    if loaded is None:
-        return 2
-    _report(loaded.problems, loaded.warnings)
-    if loaded.problems:
-        print(f"{len(loaded.problems)} problem(s) in {args.tasks}", file=sys.stderr)
+    signature = getattr(args, "signature", f"tgflow {args.command}")
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _say(f"{signature}: interrupted; everything it started was stopped")
+        return 130
+    except ProblemsError as e:
+        _say(f"{signature}: {len(e.lines)} problem(s), nothing was run:")
+        for line in e.lines:
+            _say(f"  {line}")
+        return e.exit_code
+    except TgflowError as e:
+        _say(f"{signature}: {e}")
+        return e.exit_code
+    except ValidationError as e:  # options that do not make valid settings
+        for line in describe_validation_error(e):
+            _say(f"{signature}: {line}")
+        return UsageError.exit_code
+    except Exception as e:  # a bug or the unforeseen: one line, the traceback on request
+        if args.verbose:
+            traceback.print_exc()
+        _say(f"{signature}: unexpected error: {type(e).__name__}: {e}")
+        if not args.verbose:
+            _say("run with --verbose for the traceback")
         return 1
-    assert loaded.graph is not None
-    print(f"ok: {len(loaded.graph)} tasks in {args.tasks}")
-    return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    loaded = _load(args.tasks)
-    if loaded is None:
-        return 2
-    if loaded.graph is None:
-        _report(loaded.problems, loaded.warnings)
-        print(f"{len(loaded.problems)} problem(s): no plan until they are fixed", file=sys.stderr)
-        return 1
-    plan = loaded.graph.plan()
-    if args.json:
-        print(json.dumps(plan_json(plan, args.tasks, loaded.warnings), sort_keys=True, indent=2))
-    else:
-        _report([], loaded.warnings)
-        _print_plan(plan, loaded.graph, args.tasks)
-    return 0
-
-
-def plan_json(plan: Plan, tasks_dir: Path, warnings: Sequence[Problem]) -> dict[str, Any]:
-    """The documented ``plan --json`` object (see PLAN_JSON_HELP)."""
-    return {
-        **plan.model_dump(mode="json"),
-        "tasks_dir": str(tasks_dir),
-        "warnings": [str(w) for w in warnings],
-    }
-
-
-def _print_plan(plan: Plan, graph: TaskGraph, tasks_dir: Path) -> None:
-    console = Console()
-    console.print(f"[bold]Plan for {tasks_dir}[/bold]: {plan.total} tasks")
-
-    counts = Table(title="Tasks by status")
-    counts.add_column("status")
-    counts.add_column("tasks", justify="right")
-    for status, n in plan.counts.items():
-        counts.add_row(status, str(n))
-    console.print(counts)
-
-    if not plan.generations:
-        console.print("Nothing left to do: every task is completed.")
-        return
-
-    gens = Table(title="Generations of the remaining work (each after the ones above)")
-    gens.add_column("#", justify="right")
-    gens.add_column("tasks (priority)")
-    for n, layer in enumerate(plan.generations, 1):
-        gens.add_row(str(n), ", ".join(f"{i} ({plan.priorities[i]})" for i in layer))
-    console.print(gens)
-
-    ready = Table(title="Ready now (highest priority first)")
-    ready.add_column("id")
-    ready.add_column("status")
-    ready.add_column("priority", justify="right")
-    ready.add_column("name")
-    for i in plan.ready:
-        task = graph.tasks[i]
-        ready.add_row(i, task.status.value, str(plan.priorities[i]), task.name)
-    console.print(ready if plan.ready else "Ready now: none (the rest is blocked or running)")
-
-    path = plan.critical_path
-    console.print(
-        f"[bold]Critical path[/bold] (cost {path.cost}, {len(path.ids)} tasks): "
-        + " -> ".join(path.ids)
-    )
-
-    if plan.decompose:
-        flagged = Table(title="Consider splitting (risk high/critical or scope broad/system)")
-        for column in ("id", "risk", "scope", "path"):
-            flagged.add_column(column)
-        for f in plan.decompose:
-            where = Path(f.path)
-            shown = where.relative_to(tasks_dir) if where.is_relative_to(tasks_dir) else where
-            flagged.add_row(f.id, f.risk or "-", f.scope or "-", str(shown))
-        console.print(flagged)
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        print(line, file=sys.stderr, flush=True)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
+
+Number = TypeVar("Number", int, float)
 
 
 class NodeStatus(StrEnum):
@@ -34,14 +37,25 @@ class Conflict(BaseModel):
 
 
 class Attempt(BaseModel):
-    """One develop→integrate try of a node (a Prefect retry starts a new one)."""
+    """One develop→integrate try of a node (a Prefect retry starts a new one).
+
+    It keeps every measure of its try, so a node's totals can be rebuilt from its attempts
+    however many retries there were.
+    """
 
     number: int
     status: NodeStatus
     reason: str = ""
+    started_at: datetime | None = None
     agent_seconds: float = 0.0
     validate_seconds: float = 0.0
     sessions: int = 0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    tool_errors: int = 0
+    conflicts: list[Conflict] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 class NodeRecord(BaseModel):
@@ -72,6 +86,59 @@ class NodeRecord(BaseModel):
     def duration_s(self) -> float:
         end = self.finished_at or datetime.now(UTC)
         return (end - self.started_at).total_seconds()
+
+    def close_attempt(self, number: int) -> NodeRecord:
+        """Stamp the finish time and keep this try's measures as attempt ``number`` (nodes
+        and reviews alike), so a later retry cannot lose them."""
+        self.finished_at = datetime.now(UTC)
+        self.attempts.append(
+            Attempt(
+                number=number,
+                status=self.status,
+                reason=self.reason,
+                started_at=self.started_at,
+                agent_seconds=self.agent_seconds,
+                validate_seconds=self.validate_seconds,
+                sessions=self.sessions,
+                tokens_in=self.tokens_in,
+                tokens_out=self.tokens_out,
+                cost_usd=self.cost_usd,
+                tool_errors=self.tool_errors,
+                conflicts=[c.model_copy() for c in self.conflicts],
+                notes=list(self.notes),
+            )
+        )
+        return self
+
+
+def combine(earlier: list[Attempt], latest: NodeRecord) -> NodeRecord:
+    """The node over all its attempts: ``latest`` (a closed attempt) with the totals of every
+    try, since a Prefect retry starts each attempt from a fresh record.
+
+    Seconds, sessions, tokens, cost and tool errors are summed; conflicts and notes of every
+    attempt are kept; the node started when its first attempt did.
+    """
+    attempts = [*earlier, *latest.attempts]
+    merged = latest.model_copy(deep=True)
+    merged.attempts = [a.model_copy(deep=True) for a in attempts]
+    merged.agent_seconds = sum(a.agent_seconds for a in attempts)
+    merged.validate_seconds = sum(a.validate_seconds for a in attempts)
+    merged.sessions = sum(a.sessions for a in attempts)
+    merged.tokens_in = _total([a.tokens_in for a in attempts])
+    merged.tokens_out = _total([a.tokens_out for a in attempts])
+    merged.cost_usd = _total([a.cost_usd for a in attempts])
+    merged.tool_errors = sum(a.tool_errors for a in attempts)
+    merged.conflicts = [c.model_copy() for a in attempts for c in a.conflicts]
+    merged.notes = [n for a in attempts for n in a.notes]
+    first = next((a.started_at for a in attempts if a.started_at is not None), None)
+    merged.started_at = first or latest.started_at
+    return merged
+
+
+def _total(values: list[Number | None]) -> Number | None:
+    """The sum of the known values; None when no attempt reported any (not measured is not 0)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 class RunRecord(BaseModel):

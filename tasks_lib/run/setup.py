@@ -1,66 +1,101 @@
-"""Checks a terminal run makes before Prefect starts: bad input fails in a second or two,
-with one readable line per problem, instead of a flow-run crash and a traceback.
+"""The one way a run is set up, for the flow and for the terminal's pre-flight alike: open
+tgflow's clone of the origin, then read ``.tgflow.toml`` and the task graph as the base branch
+has them and check them.
 
-The flow checks the same things again (a run from the UI has no terminal in front of it);
-this only moves the user's most common mistakes ahead of the server start-up.
+The flow must check (a run from the UI has no terminal in front of it); the terminal checks
+the same way before Prefect starts, so the most common mistakes fail in a second or two with
+one readable line per problem instead of a flow-run crash and a traceback.
 """
 
 from __future__ import annotations
 
-import subprocess
+import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from tasks_lib.git.workspace import Workspace, WorkspaceError
-from tasks_lib.graph.dag import load_graph
+from tasks_lib.errors import ProblemsError
+from tasks_lib.git import WorkspaceError
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.dag import TaskGraph, load_graph
 from tasks_lib.run.config import CONFIG_FILE, ConfigError, RunConfig
 from tasks_lib.run.scheduler import unknown_only
 
 
-class PreflightError(Exception):
-    """What is wrong, one problem per line, paths relative to the repository."""
+@dataclass(frozen=True)
+class Prepared:
+    """A run's inputs as read from the base branch: the settings with the repository's file,
+    the graph, and warnings ("path: message", paths relative to the repository)."""
 
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
+    config: RunConfig
+    graph: TaskGraph
+    warnings: list[str]
 
 
 def open_workspace(config: RunConfig) -> Workspace:
     """The clone a run of ``config`` works in: pre-flight makes it, the flow reuses it."""
-    return Workspace.open(
-        config.origin,
-        Path(config.workspace_root) if config.workspace_root else None,
-        config.base,
-        push=config.push,
-    )
+    try:
+        return Workspace.open(
+            config.origin,
+            Path(config.workspace_root) if config.workspace_root else None,
+            config.base,
+            push=config.push,
+        )
+    except WorkspaceError as e:
+        raise ProblemsError([str(e)]) from None
+
+
+def prepare(
+    config: RunConfig, ws: Workspace, ref: str | None = None, *, option_prefix: str = ""
+) -> Prepared:
+    """Read and check ``.tgflow.toml`` and the task graph of the base branch.
+
+    Without ``ref`` they are read in the integration worktree, which the flow's reconcile has
+    just put on the base branch (the graph's paths then stay valid for the nodes). With a ref
+    they are read from that commit without touching the clone (pre-flight runs before the run
+    lock is taken); the graph's paths then name a folder already removed: it is for checking
+    only. ``option_prefix`` is how the caller spells settings in messages (``--`` for flags).
+    """
+    if ref is None:
+        root = ws.integration
+        return _prepare(config, root, lambda path: (root / path).exists(), option_prefix)
+    with tempfile.TemporaryDirectory(prefix="tgflow-preflight-") as tmp:
+        dest = Path(tmp)
+        return _prepare(config, dest, lambda path: _export(ws, ref, path, dest), option_prefix)
 
 
 def preflight(config: RunConfig) -> None:
     """Reach the origin (tgflow's clone is made or fetched here and reused by the flow), then
-    read ``.tgflow.toml`` and the task graph as they are on the base branch."""
-    try:
-        ws = open_workspace(config)
-    except WorkspaceError as e:
-        raise PreflightError([str(e)]) from None
+    check the settings and the task graph as they are on the base branch."""
+    ws = open_workspace(config)
     ref = f"refs/remotes/origin/{config.base}" if config.push else ws.base_ref()
-    with tempfile.TemporaryDirectory(prefix="tgflow-preflight-") as tmp:
-        root = Path(tmp)
-        _export(ws, ref, CONFIG_FILE, root)
-        try:
-            config = config.with_file(root)
-        except ConfigError as e:
-            raise PreflightError([str(e).replace(f"{root}/", "")]) from None
-        if not _export(ws, ref, config.tasks_dir, root):
-            raise PreflightError(
-                [f"{config.tasks_dir}/: no such folder on {config.base} of {config.origin}; "
-                 "pass --tasks with the folder that holds the task files"]
-            )  # fmt: skip
-        loaded = load_graph(root / config.tasks_dir)
-        if loaded.graph is None:
-            raise PreflightError([str(p).replace(f"{root}/", "") for p in loaded.problems])
-        unknown = unknown_only(loaded.graph, config.only, config.base)
-        if unknown:
-            raise PreflightError([f"--{line}" for line in unknown])
+    prepare(config, ws, ref, option_prefix="--")
+
+
+def _prepare(
+    config: RunConfig, root: Path, present: Callable[[str], bool], option_prefix: str
+) -> Prepared:
+    def relative(text: str) -> str:
+        return text.replace(f"{root}/", "")
+
+    present(CONFIG_FILE)  # absent is fine: then only the defaults apply
+    try:
+        config = config.with_file(root)
+    except ConfigError as e:
+        raise ProblemsError([relative(str(e))]) from None
+    if not present(config.tasks_dir):
+        raise ProblemsError(
+            [f"{config.tasks_dir}/: no such folder on {config.base} of {config.origin}; "
+             "pass --tasks with the folder that holds the task files"]
+        )  # fmt: skip
+    loaded = load_graph(root / config.tasks_dir)
+    if loaded.graph is None:
+        raise ProblemsError([relative(str(p)) for p in loaded.problems])
+    unknown = unknown_only(loaded.graph, config.only, config.base)
+    if unknown:
+        raise ProblemsError([f"{option_prefix}{line}" for line in unknown])
+    return Prepared(config, loaded.graph, [relative(str(w)) for w in loaded.warnings])
 
 
 def _export(ws: Workspace, ref: str, path: str, dest: Path) -> bool:
@@ -68,11 +103,8 @@ def _export(ws: Workspace, ref: str, path: str, dest: Path) -> bool:
     listed = ws.git(ws.integration, "ls-tree", "--name-only", ref, "--", path, check=False)
     if not listed.strip():
         return False
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "--", path],
-        cwd=ws.integration,
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    with tempfile.TemporaryDirectory(prefix="tgflow-export-") as tmp:
+        tar = Path(tmp) / "export.tar"
+        ws.git(ws.integration, "archive", "--format=tar", f"--output={tar}", ref, "--", path)
+        shutil.unpack_archive(tar, dest, format="tar")
     return True

@@ -158,3 +158,37 @@ def test_help_explains_the_commands_and_the_json(capsys: pytest.CaptureFixture[s
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--json" in out and "critical_path" in out and "generations" in out
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_only_with_verbose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tgflow_cli.graph_commands
+
+    def broken(tasks_dir: Path) -> None:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(tgflow_cli.graph_commands, "load_graph", broken)
+    code, out, err = run(capsys, "validate", "--tasks", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "tgflow: unexpected error: RuntimeError: the disk is on fire",
+        "run with --verbose for the traceback",
+    ]
+    code, _, err = run(capsys, "validate", "--verbose", "--tasks", str(tmp_path))
+    assert code == 1
+    assert "Traceback" in err and err.endswith("RuntimeError: the disk is on fire\n")
+
+
+def test_ctrl_c_in_any_command_is_exit_130_and_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tgflow_cli.graph_commands
+
+    def interrupted(tasks_dir: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tgflow_cli.graph_commands, "load_graph", interrupted)
+    code, _, err = run(capsys, "plan", "--tasks", str(tmp_path))
+    assert code == 130
+    assert err == "tgflow: interrupted; everything it started was stopped\n"

@@ -119,7 +119,7 @@ def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.2)
         agent = int(started.read_text())
-        servers = _children(proc.pid, b"uvicorn")
+        servers = _children(proc.pid, b"prefect\0server\0start")
         os.killpg(proc.pid, getattr(signal, signame))  # what Ctrl-C / closing the terminal do
         out, _ = proc.communicate(timeout=40)
     finally:

@@ -27,7 +27,8 @@ from helpers.uiharness import (
 )
 
 from deployments.definitions import FLOW_NAME, MANUAL, NIGHTLY
-from flows.prefect_server import children_of, free_port
+from flows.prefect_server import free_port
+from tasks_lib.agents.process import descendants
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -88,14 +89,14 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
             assert time.monotonic() < deadline, f"the agent never started: {api.state(run_id)}"
             time.sleep(0.5)
         time.sleep(1.0)
-        started = children_of({server.pid})
+        started = descendants({server.pid})
         assert live_group(marks / "slow.pgid")
 
         server.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         assert server.wait(timeout=90) == 0
     finally:
         if server.poll() is None:  # the test failed: stop the tree, sessions of its own too
-            left = children_of({server.pid})
+            left = descendants({server.pid})
             server.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(timeout=60)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import threading
@@ -14,6 +13,7 @@ import pytest
 
 from flows import prefect_server as server
 from flows.prefect_server import LocalPrefect
+from tgflow_cli.main import main
 
 MANUAL_ONLY = """\
 deployments:
@@ -29,10 +29,9 @@ def project(tmp_path: Path, text: str = MANUAL_ONLY) -> Path:
     return tmp_path
 
 
-def args(root: Path, **kw) -> argparse.Namespace:
-    return argparse.Namespace(
-        root=str(root), home=str(root / "home"), port=1, origin=None, no_deploy=False, **kw
-    )
+def serve(root: Path) -> int:
+    """``tgflow server`` as a terminal runs it, on a port no server is started on."""
+    return main(["server", "--root", str(root), "--home", str(root / "home"), "--port", "1"])
 
 
 @pytest.fixture
@@ -57,7 +56,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_project_without_the_nightly_deployment_starts_without_pausing_it(
     tmp_path: Path, offline: list[str]
 ):
-    assert server.run_server(args(project(tmp_path))) == 0
+    assert serve(project(tmp_path)) == 0
     assert offline == ["start_server", "deploy", "start_workers"]
 
 
@@ -69,7 +68,7 @@ def test_an_api_error_while_setting_up_is_one_line_not_a_traceback(
 
     monkeypatch.setattr(LocalPrefect, "deploy", refused)
 
-    assert server.run_server(args(project(tmp_path))) == 1
+    assert serve(project(tmp_path)) == 1
     err = capsys.readouterr().err
     assert "tgflow server:" in err and "Connection refused" in err
     assert "Traceback" not in err

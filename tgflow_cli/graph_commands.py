@@ -1,0 +1,177 @@
+"""``tgflow validate`` and ``tgflow plan``: the task graph of a folder, read and checked
+without running anything (and without importing Prefect, so they answer at once).
+
+Their findings are their output: problems one line each on stdout (exit 1), warnings on
+stderr. Only a missing folder is an error (exit 2, through ``tgflow_cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tasks_lib.errors import UsageError
+from tasks_lib.graph.dag import GraphLoad, Plan, TaskGraph, load_graph
+from tasks_lib.graph.taskfile import Problem
+
+PLAN_JSON_HELP = """\
+--json prints one object (keys sorted, lists in a fixed order):
+  tasks_dir      the folder read
+  total          number of tasks
+  counts         {status: number} for every status, zeros included
+  generations    [[id, ...], ...] layers of the remaining (not completed) tasks; each task's
+                 remaining dependencies are in earlier layers; ids sorted in a layer
+  ready          ids that can start now (pending or failed, all dependencies completed),
+                 highest priority first
+  critical_path  {ids: [...], cost: N} the heaviest chain of remaining work; a task costs
+                 its scope (single 1 .. system 5; 3 without a scope)
+  priorities     {id: N} for remaining tasks: heaviest cost path from the task to the end
+  decompose      [{id, path, risk, scope}] remaining tasks with risk high/critical or scope
+                 broad/system, which the taskgraph format says to split
+  warnings       ["path: message", ...] (e.g. status 'done' read as 'completed')
+"""
+
+
+def add_tasks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tasks",
+        type=Path,
+        default=Path("tasks"),
+        metavar="DIR",
+        help="folder holding the task files, read recursively (default: %(default)s)",
+    )
+
+
+def add_graph_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = subparsers.add_parser(
+        "validate",
+        help="check every task file and the graph; list all problems",
+        description=(
+            "Read every *.md under the tasks folder and report ALL problems, one line each "
+            "as 'path: message': files without frontmatter, invalid field values, duplicate "
+            "ids, dependencies on unknown ids, cycles, ids that cannot become branch names. "
+            "Warnings (e.g. status drift such as 'done') go to stderr."
+        ),
+    )
+    add_tasks_option(validate)
+    # Their messages read "tgflow: ...": the folder, not the command, is what is wrong.
+    validate.set_defaults(handler=_validate, signature="tgflow")
+
+    plan = subparsers.add_parser(
+        "plan",
+        help="show what a run would do: counts, generations, ready tasks, critical path",
+        description=(
+            "Validate the graph, then show task counts by status, the generations of the "
+            "remaining work, the tasks ready now, the critical path with its cost, and the "
+            "tasks flagged for decomposition."
+        ),
+        epilog=PLAN_JSON_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_tasks_option(plan)
+    plan.add_argument("--json", action="store_true", help="print stable JSON instead of tables")
+    plan.set_defaults(handler=_plan, signature="tgflow")
+
+
+def _load(tasks_dir: Path) -> GraphLoad:
+    if not tasks_dir.is_dir():
+        raise UsageError(f"tasks folder '{tasks_dir}' not found (pass --tasks DIR)")
+    return load_graph(tasks_dir)
+
+
+def _report(problems: Sequence[Problem], warnings: Sequence[Problem]) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for p in problems:
+        print(p)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = _load(args.tasks)
+    _report(loaded.problems, loaded.warnings)
+    if loaded.problems:
+        print(f"{len(loaded.problems)} problem(s) in {args.tasks}", file=sys.stderr)
+        return 1
+    assert loaded.graph is not None
+    print(f"ok: {len(loaded.graph)} tasks in {args.tasks}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    loaded = _load(args.tasks)
+    if loaded.graph is None:
+        _report(loaded.problems, loaded.warnings)
+        print(f"{len(loaded.problems)} problem(s): no plan until they are fixed", file=sys.stderr)
+        return 1
+    plan = loaded.graph.plan()
+    if args.json:
+        print(json.dumps(plan_json(plan, args.tasks, loaded.warnings), sort_keys=True, indent=2))
+    else:
+        _report([], loaded.warnings)
+        _print_plan(plan, loaded.graph, args.tasks)
+    return 0
+
+
+def plan_json(plan: Plan, tasks_dir: Path, warnings: Sequence[Problem]) -> dict[str, Any]:
+    """The documented ``plan --json`` object (see PLAN_JSON_HELP)."""
+    return {
+        **plan.model_dump(mode="json"),
+        "tasks_dir": str(tasks_dir),
+        "warnings": [str(w) for w in warnings],
+    }
+
+
+def _print_plan(plan: Plan, graph: TaskGraph, tasks_dir: Path) -> None:
+    console = Console()
+    console.print(f"[bold]Plan for {tasks_dir}[/bold]: {plan.total} tasks")
+
+    counts = Table(title="Tasks by status")
+    counts.add_column("status")
+    counts.add_column("tasks", justify="right")
+    for status, n in plan.counts.items():
+        counts.add_row(status, str(n))
+    console.print(counts)
+
+    if not plan.generations:
+        console.print("Nothing left to do: every task is completed.")
+        return
+
+    gens = Table(title="Generations of the remaining work (each after the ones above)")
+    gens.add_column("#", justify="right")
+    gens.add_column("tasks (priority)")
+    for n, layer in enumerate(plan.generations, 1):
+        gens.add_row(str(n), ", ".join(f"{i} ({plan.priorities[i]})" for i in layer))
+    console.print(gens)
+
+    ready = Table(title="Ready now (highest priority first)")
+    ready.add_column("id")
+    ready.add_column("status")
+    ready.add_column("priority", justify="right")
+    ready.add_column("name")
+    for i in plan.ready:
+        task = graph.tasks[i]
+        ready.add_row(i, task.status.value, str(plan.priorities[i]), task.name)
+    console.print(ready if plan.ready else "Ready now: none (the rest is blocked or running)")
+
+    path = plan.critical_path
+    console.print(
+        f"[bold]Critical path[/bold] (cost {path.cost}, {len(path.ids)} tasks): "
+        + " -> ".join(path.ids)
+    )
+
+    if plan.decompose:
+        flagged = Table(title="Consider splitting (risk high/critical or scope broad/system)")
+        for column in ("id", "risk", "scope", "path"):
+            flagged.add_column(column)
+        for f in plan.decompose:
+            where = Path(f.path)
+            shown = where.relative_to(tasks_dir) if where.is_relative_to(tasks_dir) else where
+            flagged.add_row(f.id, f.risk or "-", f.scope or "-", str(shown))
+        console.print(flagged)

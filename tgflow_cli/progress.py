@@ -1,0 +1,107 @@
+"""What the terminal shows of a run: a live table while the flow runs (or one line per
+finished node when stdout is not a terminal), then the final table of the nodes."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from tasks_lib.run.table import node_table
+
+if TYPE_CHECKING:
+    from flows.run_context import Event
+    from tasks_lib.run.records import NodeRecord
+
+STATUS_STYLE = {
+    "completed": "green",
+    "already done": "green",
+    "running": "cyan",
+    "waiting": "dim",
+    "failed": "red",
+    "blocked": "yellow",
+    "stalled": "red",
+    "timed_out": "red",
+    "skipped": "magenta",
+    "cancelled": "yellow",
+}
+
+
+class ProgressView:
+    """The run's events as a table; fed from the flow's and the agents' threads."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        """``console``: print each finished node to it, for output that is not a terminal."""
+        self.console = console
+        self.order: list[str] = []
+        self.status: dict[str, str] = {}
+        self.attempts: dict[str, int] = {}
+        self.last_line: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        with self.lock:
+            if event.kind == "planned" and event.graph is not None:
+                self.order = list(event.graph.order)
+                self.status = dict.fromkeys(self.order, "waiting")
+            elif event.kind == "started":
+                self.status[event.task_id] = "running"
+            elif event.kind == "line":
+                self.last_line[event.task_id] = event.text.strip()[:100]
+            elif event.kind == "finished" and event.record is not None:
+                r = event.record
+                self.status[r.task_id] = "already done" if r.already_done else r.status.value
+                self.attempts[r.task_id] = len(r.attempts)
+                self.last_line[r.task_id] = r.reason.strip().splitlines()[0] if r.reason else ""
+                if self.console is not None:
+                    self.console.print(f"{r.task_id}: {self.status[r.task_id]}", highlight=False)
+
+    def render(self) -> Table:
+        with self.lock:
+            done = sum(s not in ("waiting", "running") for s in self.status.values())
+            table = Table(title=f"tgflow: {done}/{len(self.order)} nodes finished")
+            for column in ("task", "status", "attempts", "latest"):
+                table.add_column(column)
+            for task_id in self.order:
+                status = self.status.get(task_id, "waiting")
+                table.add_row(
+                    task_id,
+                    _styled(status),
+                    str(self.attempts.get(task_id, "")),
+                    self.last_line.get(task_id, ""),
+                )
+            return table
+
+
+# The terminal's headers for the table artifact's numeric columns.
+HEADERS = {"attempts": "tries", "duration_s": "time s", "agent_s": "agent s", "cost_usd": "$"}
+
+
+def final_table(records: list[NodeRecord]) -> Table:
+    """The nodes table artifact's rows, the columns a terminal has room for."""
+    rows = node_table(records)
+    table = Table(title="Nodes")
+    columns = ["task", "status", "attempts", "duration_s", "agent_s", "conflicts", "reason"]
+    if any(row["cost_usd"] is not None for row in rows):
+        columns.insert(5, "cost_usd")
+    if not any(row["reason"] for row in rows):
+        columns.remove("reason")
+    for column in columns:
+        table.add_column(
+            HEADERS.get(column, column),
+            no_wrap=column in ("task", "status"),
+            overflow="fold",
+            justify="right" if column in HEADERS else "left",
+        )
+    for row in rows:
+        cells = ["" if row[c] is None else str(row[c]) for c in columns]
+        cells[1] = _styled(cells[1])
+        table.add_row(*cells)
+    return table
+
+
+def _styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/{style}]" if style else status

@@ -1,0 +1,105 @@
+"""``tgflow server``: a local Prefect server, the deployments of ``prefect.yaml``, and a
+worker, as one command that stops them all on Ctrl-C (the processes: ``flows.prefect_server``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from deployments.definitions import NIGHTLY, ProjectFileError, load_project
+from flows.prefect_server import DEFAULT_PORT, LocalPrefect
+from tasks_lib.errors import TgflowError
+
+
+def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "server",
+        help="run a local Prefect server with the tgflow deployments and a worker",
+        description=(
+            "Start a Prefect server on 127.0.0.1 (SQLite under PREFECT_HOME, default "
+            "./.prefect), register the deployments of prefect.yaml, start a process worker "
+            "for their work pool, and print the UI address. Ctrl-C stops everything."
+        ),
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    parser.add_argument("--root", default=".", help="folder holding prefect.yaml (default: .)")
+    parser.add_argument("--home", default=None, help="PREFECT_HOME (default: ROOT/.prefect)")
+    parser.add_argument(
+        "--origin",
+        default=None,
+        help="repository the nightly deployment works on (default: $TGFLOW_ORIGIN; "
+        "without either the nightly schedule is paused)",
+    )
+    parser.add_argument(
+        "--no-deploy", action="store_true", help="only the server: no deployments, no worker"
+    )
+    parser.set_defaults(handler=run_server)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Until Ctrl-C (or SIGTERM), then stop everything; exit 0 after a clean stop."""
+    root = Path(args.root).resolve()
+    home = Path(args.home).resolve() if args.home else root / ".prefect"
+    origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
+    if origin and Path(origin).exists():
+        origin = str(Path(origin).resolve())
+    local = LocalPrefect(
+        root=root, home=home, port=args.port, extra_env={"TGFLOW_ORIGIN": origin} if origin else {}
+    )
+    with _stop_on_sigterm(), local:
+        try:
+            _serve(local, root, home, origin, deploy=not args.no_deploy)
+        except (ProjectFileError, httpx.HTTPError) as exc:
+            raise TgflowError(str(exc)) from None
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+    return 0
+
+
+def _serve(local: LocalPrefect, root: Path, home: Path, origin: str | None, deploy: bool) -> None:
+    project = load_project(root)
+    print(f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True)
+    local.start_server()
+    if deploy:
+        print("registering the deployments of prefect.yaml ...", flush=True)
+        local.deploy()
+        has_nightly = any(d.name == NIGHTLY for d in project.deployments)
+        if has_nightly and origin:
+            print(f"nightly: runs on {origin}", flush=True)
+        elif has_nightly:
+            local.set_paused(NIGHTLY, True)
+            print("nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)", flush=True)
+        local.start_workers()
+    print(
+        f"\nPrefect UI: {local.ui_url}\n"
+        f"API:        {local.api_url}  (export PREFECT_API_URL={local.api_url} "
+        "to use the prefect CLI against it)\n"
+        f"logs:       {local.log_dir}\n"
+        "Ctrl-C stops the server, the worker and every run it started.",
+        flush=True,
+    )
+    while True:
+        local.check_alive()
+        time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so ``kill <pid>`` also stops everything cleanly."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
