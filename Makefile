@@ -20,13 +20,16 @@ tools: $(STAMP)
 	bash scripts/install-agent-clis.sh
 	bash scripts/install-browser.sh
 
-test: $(STAMP) tools
-	$(BIN)/ruff check .
+test: $(STAMP) tools lint
 	$(BIN)/python -m pytest -q
 
+# ruff, the layer contracts (the library never imports Prefect, stages import downwards only)
+# and the type checker.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the browser tests (tests/test_ui_*.py) drive: Debian's chromium at
+# Install what the browser tests (tests/ui/test_ui_*.py) drive: Debian's chromium at
 # /usr/bin/chromium and PyPI playwright in the venv. Idempotent: returns at once when both
 # are there. Never runs `playwright install`: it downloads a browser build of its own, which
 # cannot be fetched on this network; playwright drives Debian's chromium instead.
