@@ -26,7 +26,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.schemas.objects import TaskRun
-from prefect.context import TaskRunContext, get_run_context
+from prefect.context import FlowRunContext, TaskRunContext, get_run_context
 from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -212,8 +212,9 @@ def tgflow_run(config: RunConfig) -> RunRecord | State[Any]:
     otherwise. The after-action review is an artifact and a file on the base branch.
     """
     logger = get_run_logger()
-    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
-    assert flow_run is not None
+    context = get_run_context()
+    assert isinstance(context, FlowRunContext) and context.flow_run is not None
+    flow_run = context.flow_run
     started = datetime.now(UTC)
     try:
         ws = open_workspace(config)

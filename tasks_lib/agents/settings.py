@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -16,7 +16,7 @@ from tasks_lib.errors import UsageError, describe_validation_error
 from tasks_lib.graph.taskfile import Level, Risk, Task
 
 Preset = Literal["scripted", "command", "opencode-server", "opencode", "claude", "codex", "aider"]
-PRESETS: tuple[str, ...] = Preset.__args__  # type: ignore[attr-defined]
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 
 class AgentSettingsError(UsageError):
