@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -38,7 +38,7 @@ CONFIG_FILE = ".tgflow.toml"
 
 # Fields a repository's own file may not set: they say where the file itself is read from
 # (origin, base, the clone) or which tasks this run is for.
-_NOT_FROM_FILE = frozenset({"origin", "base", "workspace_root", "only"})
+_NOT_FROM_FILE = frozenset({"origin", "base", "workspace_root", "only", "reset"})
 
 
 class ConfigError(UsageError):
@@ -85,6 +85,22 @@ class NodeSettings(BaseModel):
         None,
         description="Conventions file in the repository given to the agent (default: "
         "AGENTS.md or CONVENTIONS.md when present).",
+    )
+    protected_paths: list[str] = Field(
+        default_factory=lambda: [".github/", ".gitlab-ci.yml"],
+        description="Paths an agent may not change (a folder ends in /): its edits there are "
+        "reverted before validation, as are edits to the tasks folder and .tgflow.toml, "
+        "which are always protected.",
+    )
+    agent_identity: str | None = Field(
+        None,
+        description='Author of the agent\'s commits, "Name <email>" (tgflow commits them). '
+        'Unset: the agent preset and model, e.g. "claude agent (model m) <agent@tgflow.invalid>".',
+    )
+    merge_strategy: Literal["merge", "squash"] = Field(
+        "merge",
+        description="How a task lands on base: 'merge' (--no-ff, the agent's commits kept) or "
+        "'squash' (one commit per task).",
     )
 
     @field_validator("validate_commands", mode="before")
@@ -184,6 +200,21 @@ class RunConfig(NodeSettings):
     aar_dir: str = Field(
         "docs/aar", description="Folder on the base branch the after-action review is saved to."
     )
+    aar_commit: bool = Field(
+        True,
+        description="Commit the after-action review to aar_dir on the base branch (it is "
+        "always a run artifact).",
+    )
+    reset: list[str] = Field(
+        default_factory=list,
+        description="Start these task ids afresh from the current base: their kept branches "
+        "are moved aside to a backup ref on the origin (never deleted).",
+    )
+    strict: bool = Field(
+        False,
+        description="Refuse the whole graph when any task file has a problem (default: only "
+        "the tasks concerned and their descendants are held back).",
+    )
 
     @field_validator("agent_command", mode="before")
     @classmethod
@@ -191,7 +222,7 @@ class RunConfig(NodeSettings):
         """Accept the command as one shell-quoted string (what people type) or a list."""
         return shlex.split(v) if isinstance(v, str) else v
 
-    @field_validator("only", mode="before")
+    @field_validator("only", "reset", mode="before")
     @classmethod
     def _one_or_many_ids(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v

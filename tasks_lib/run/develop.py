@@ -14,7 +14,7 @@ from tasks_lib.git import worktrees
 from tasks_lib.graph.taskfile import Task
 from tasks_lib.run.node_state import Node, NodeFailed, PromptContext
 from tasks_lib.run.prompt import BLOCKED_FILE, PromptTemplateError, build_prompt
-from tasks_lib.run.records import NodeStatus
+from tasks_lib.run.records import Cause, NodeStatus
 from tasks_lib.run.validation import run_validation
 
 CONVENTION_FILES = ("AGENTS.md", "CONVENTIONS.md")
@@ -40,7 +40,9 @@ def develop(node: Node, needs_agent: bool) -> None:
         rec.notes.append("committed work the agent left uncommitted")
     revert_task_files(node)
     if not ws.commits_ahead(node.branch_ref):
-        raise NodeFailed(NodeStatus.FAILED, "the agent finished without making any change")
+        raise NodeFailed(
+            NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
+        )
     backup_branch(node)
     validate(node, wt, "on the task branch")
 
@@ -66,6 +68,7 @@ def prompt_context(node: Node, on_main: Task, summaries: dict[str, str] | None) 
                 NodeStatus.FAILED,
                 f"conventions file {s.conventions!r} not found on {ws.base}; "
                 "fix the setting or add the file",
+                Cause.SETUP,
             )
     template = None
     if s.prompt_template:
@@ -75,6 +78,7 @@ def prompt_context(node: Node, on_main: Task, summaries: dict[str, str] | None) 
             raise NodeFailed(
                 NodeStatus.FAILED,
                 f"prompt template {s.prompt_template!r} not found (looked at {path})",
+                Cause.SETUP,
             )
         template = path.read_text(encoding="utf-8")
     return PromptContext(
@@ -101,7 +105,9 @@ def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
             template=ctx.template,
         )
     except PromptTemplateError as e:
-        raise NodeFailed(NodeStatus.FAILED, f"{node.settings.prompt_template}: {e}") from None
+        raise NodeFailed(
+            NodeStatus.FAILED, f"{node.settings.prompt_template}: {e}", Cause.SETUP
+        ) from None
 
 
 def session(node: Node, text: str) -> SessionResult:
@@ -141,6 +147,7 @@ def session(node: Node, text: str) -> SessionResult:
         raise NodeFailed(
             _OUTCOME_STATUS[result.outcome],
             f"agent {result.outcome.value}: {result.reason or result.tail}",
+            Cause.AGENT,
         )
     return result
 
@@ -169,7 +176,9 @@ def validate(node: Node, cwd: Path, where: str) -> None:
     )
     node.record.validate_seconds += result.duration_s
     if not result.ok:
-        raise NodeFailed(NodeStatus.FAILED, f"validation {where} failed: {result.output_tail}")
+        raise NodeFailed(
+            NodeStatus.FAILED, f"validation {where} failed: {result.output_tail}", Cause.VALIDATION
+        )
 
 
 def backup_branch(node: Node) -> None:

@@ -16,7 +16,7 @@ from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.develop import backup_branch, prompt, revert_task_files, session, validate
 from tasks_lib.run.node_state import Node, NodeFailed
 from tasks_lib.run.prompt import BLOCKED_FILE
-from tasks_lib.run.records import Conflict, NodeStatus
+from tasks_lib.run.records import Cause, Conflict, NodeStatus
 
 
 def integrate(node: Node) -> None:
@@ -36,6 +36,7 @@ def integrate(node: Node) -> None:
         NodeStatus.FAILED,
         f"merge into {ws.base} still conflicts after {rounds} resolution round(s): "
         + ", ".join(rec.conflicts[-1].files),
+        Cause.CONFLICT,
     )
 
 
@@ -71,7 +72,7 @@ def _merge_once(node: Node) -> list[str] | None:
     if pending:
         rec.conflicts.append(Conflict(round=len(rec.conflicts) + 1, files=list(pending)))
         return list(pending)
-    raise NodeFailed(NodeStatus.FAILED, change.reason)
+    raise NodeFailed(NodeStatus.FAILED, change.reason, Cause.GIT)
 
 
 def _resolve(node: Node, round_: int) -> None:
@@ -119,6 +120,7 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
         raise NodeFailed(
             NodeStatus.FAILED,
             "the agent left conflict markers in " + ", ".join(marked) + "; merge aborted",
+            Cause.AGENT,
         )
     if ws.in_merge(wt):
         ws.git(wt, "add", "-A")
@@ -126,7 +128,9 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
         rec.notes.append("committed the merge the agent resolved but left open")
     elif not ws.is_ancestor(base_sha, node.branch_ref):
         raise NodeFailed(
-            NodeStatus.FAILED, f"the agent abandoned the merge of {ws.base} into the branch"
+            NodeStatus.FAILED,
+            f"the agent abandoned the merge of {ws.base} into the branch",
+            Cause.AGENT,
         )
     elif worktrees.commit_all(ws, wt, f"tgflow: commit uncommitted work of {node.task.id}"):
         rec.notes.append("committed work the agent left uncommitted")

@@ -23,7 +23,7 @@ from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.develop import backup_branch, develop, prompt_context
 from tasks_lib.run.integrate import integrate
 from tasks_lib.run.node_state import Node, NodeFailed, failure_note
-from tasks_lib.run.records import NodeRecord, NodeStatus
+from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
 
 
 def run_node(
@@ -68,13 +68,13 @@ def run_node(
         try:
             _run(node, dependency_summaries, stop_after_develop)
         except NodeFailed as e:
-            rec.status, rec.reason = e.status, e.reason
+            rec.status, rec.reason, rec.cause = e.status, e.reason, e.cause
             try:
                 wind_down(node)
             except (NodeFailed, WorkspaceError) as trouble:  # the failure above still decides
                 rec.notes.append(f"could not record the {rec.status.value} status: {trouble}")
     except WorkspaceError as e:
-        rec.status, rec.reason = NodeStatus.FAILED, str(e)
+        rec.status, rec.reason, rec.cause = NodeStatus.FAILED, str(e), Cause.GIT
         rec.notes.append("git failed; the task branch (if any) is kept")
     return rec.close_attempt(attempt)
 

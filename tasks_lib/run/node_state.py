@@ -21,16 +21,17 @@ from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import Status, Task, parse_task
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.prompt import fenced
-from tasks_lib.run.records import NodeRecord, NodeStatus
+from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
 
 
 class NodeFailed(TgflowError):
     """Ends the node's attempt with this status and reason (the branch is kept)."""
 
-    def __init__(self, status: NodeStatus, reason: str) -> None:
+    def __init__(self, status: NodeStatus, reason: str, cause: Cause | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.cause = cause
 
 
 @dataclass

@@ -30,6 +30,17 @@ class NodeStatus(StrEnum):
         return self in (NodeStatus.FAILED, NodeStatus.STALLED, NodeStatus.TIMED_OUT)
 
 
+class Cause(StrEnum):
+    """Why an attempt did not complete, from the run's facts (what a retry should address)."""
+
+    CONFLICT = "conflict"  # the merge still conflicted: base moved under the branch
+    VALIDATION = "validation"  # a validation command failed (on the branch or merged)
+    AGENT = "agent"  # the agent session failed, stalled or timed out
+    NO_CHANGE = "no change"  # the agent finished without committing anything
+    GIT = "git"  # a git operation failed (origin unreachable, push refused, …)
+    SETUP = "setup"  # the task's settings, prompt template or conventions file are wrong
+
+
 class Conflict(BaseModel):
     round: int
     files: list[str]
@@ -46,6 +57,7 @@ class Attempt(BaseModel):
     number: int
     status: NodeStatus
     reason: str = ""
+    cause: Cause | None = None
     started_at: datetime | None = None
     agent_seconds: float = 0.0
     validate_seconds: float = 0.0
@@ -63,6 +75,7 @@ class NodeRecord(BaseModel):
     name: str = ""
     status: NodeStatus
     reason: str = ""
+    cause: Cause | None = None  # why the (last) attempt did not complete
     attempts: list[Attempt] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
@@ -96,6 +109,7 @@ class NodeRecord(BaseModel):
                 number=number,
                 status=self.status,
                 reason=self.reason,
+                cause=self.cause,
                 started_at=self.started_at,
                 agent_seconds=self.agent_seconds,
                 validate_seconds=self.validate_seconds,
