@@ -2,7 +2,9 @@
 without running anything (and without importing Prefect, so they answer at once).
 
 Their findings are their output: problems one line each on stdout (exit 1), warnings on
-stderr. Only a missing folder is an error (exit 2, through ``tgflow_cli.main``).
+stderr. Only a missing folder is an error (exit 2, through ``tgflow_cli.main``). ``plan``
+plans what a run would do: without ``--strict`` the tasks a problem concerns are held back,
+as a run holds them back, and the rest is planned.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ PLAN_JSON_HELP = """\
   priorities     {id: N} for remaining tasks: heaviest cost path from the task to the end
   decompose      [{id, path, risk, scope}] remaining tasks with risk high/critical or scope
                  broad/system, which the taskgraph format says to split
+  held_back      [{id, status, reason}] tasks a run leaves out because of a problem, by id;
+                 status is what the run records: failed (the task's own file) or skipped
+                 (it depends on a held-back task)
+  problems       ["path: message", ...] every problem (tgflow validate lists them too)
   warnings       ["path: message", ...] (e.g. status 'done' read as 'completed')
 """
 
@@ -55,9 +61,10 @@ def add_graph_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="check every task file and the graph; list all problems",
         description=(
             "Read every *.md under the tasks folder and report ALL problems, one line each "
-            "as 'path: message': files without frontmatter, invalid field values, duplicate "
-            "ids, dependencies on unknown ids, cycles, ids that cannot become branch names. "
-            "Warnings (e.g. status drift such as 'done') go to stderr."
+            "as 'path: message': broken frontmatter, invalid field values, duplicate ids, "
+            "dependencies on unknown ids, cycles, ids that cannot become branch names. "
+            "Warnings (e.g. status drift such as 'done', markdown files without frontmatter, "
+            "which are skipped) go to stderr."
         ),
     )
     add_tasks_option(validate)
@@ -70,13 +77,17 @@ def add_graph_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         description=(
             "Validate the graph, then show task counts by status, the generations of the "
             "remaining work, the tasks ready now, the critical path with its cost, and the "
-            "tasks flagged for decomposition."
+            "tasks flagged for decomposition. Tasks with a problem, and those depending on "
+            "them, are held back and listed, as a run holds them back (problems on stderr)."
         ),
         epilog=PLAN_JSON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_tasks_option(plan)
     plan.add_argument("--json", action="store_true", help="print stable JSON instead of tables")
+    plan.add_argument(
+        "--strict", action="store_true", help="no plan at all while any task file has a problem"
+    )
     plan.set_defaults(handler=_plan, signature="tgflow")
 
 
@@ -99,31 +110,36 @@ def _validate(args: argparse.Namespace) -> int:
     if loaded.problems:
         print(f"{len(loaded.problems)} problem(s) in {args.tasks}", file=sys.stderr)
         return 1
-    assert loaded.graph is not None
     print(f"ok: {len(loaded.graph)} tasks in {args.tasks}")
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
     loaded = _load(args.tasks)
-    if loaded.graph is None:
+    if loaded.refused(args.strict):
         _report(loaded.problems, loaded.warnings)
         print(f"{len(loaded.problems)} problem(s): no plan until they are fixed", file=sys.stderr)
         return 1
     plan = loaded.graph.plan()
     if args.json:
-        print(json.dumps(plan_json(plan, args.tasks, loaded.warnings), sort_keys=True, indent=2))
+        found = plan_json(plan, args.tasks, loaded.problems, loaded.warnings)
+        print(json.dumps(found, sort_keys=True, indent=2))
     else:
         _report([], loaded.warnings)
+        for p in loaded.problems:  # stdout is the plan's
+            print(f"problem: {p}", file=sys.stderr)
         _print_plan(plan, loaded.graph, args.tasks)
     return 0
 
 
-def plan_json(plan: Plan, tasks_dir: Path, warnings: Sequence[Problem]) -> dict[str, Any]:
+def plan_json(
+    plan: Plan, tasks_dir: Path, problems: Sequence[Problem], warnings: Sequence[Problem]
+) -> dict[str, Any]:
     """The documented ``plan --json`` object (see PLAN_JSON_HELP)."""
     return {
         **plan.model_dump(mode="json"),
         "tasks_dir": str(tasks_dir),
+        "problems": [str(p) for p in problems],
         "warnings": [str(w) for w in warnings],
     }
 
@@ -138,6 +154,14 @@ def _print_plan(plan: Plan, graph: TaskGraph, tasks_dir: Path) -> None:
     for status, n in plan.counts.items():
         counts.add_row(status, str(n))
     console.print(counts)
+
+    if plan.held_back:
+        held = Table(title="Held back (a problem in the task's file or upstream; not run)")
+        for column in ("id", "status", "reason"):
+            held.add_column(column)
+        for h in plan.held_back:
+            held.add_row(h.id, h.status, h.reason)
+        console.print(held)
 
     if not plan.generations:
         console.print("Nothing left to do: every task is completed.")

@@ -3,6 +3,10 @@
 Edges point from a prerequisite to its dependent (``depends_on: [a]`` in b's file gives
 ``a -> b``), so topological order is execution order. Costs come from ``Task.cost`` (scope
 cost, ``DEFAULT_COST`` without a scope).
+
+A real tasks folder is rarely all valid at once, so ``load_graph`` is lenient: each problem
+names the tasks it concerns, and only those and their descendants are held back; the graph is
+the rest. Refusing the whole graph instead (``strict``) is the caller's choice.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,8 +66,26 @@ class GraphError(UsageError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-def find_problems(tasks: Sequence[Task]) -> list[Problem]:
-    """Every reason these tasks cannot be run as a graph, in file order then kind."""
+@dataclass(frozen=True)
+class HeldBack:
+    """A task a lenient run leaves out of its graph, and why: its own file's problems, or
+    (``upstream`` set) a held-back task it depends on, whose reason it repeats."""
+
+    task_id: str
+    name: str
+    reason: str
+    upstream: str | None = None
+
+
+def find_problems(tasks: Sequence[Task], unparsed: Collection[str] = ()) -> list[Problem]:
+    """Every reason these tasks cannot be run as a graph, in file order then kind; each names
+    the task ids it concerns.
+
+    ``unparsed`` are the ids of files that did not load: depending on one is not an unknown
+    dependency (that file's problem already holds back its dependents). A completed task's
+    dependency on an id no file has is no problem either: it was deleted after the work was
+    done (``TaskGraph`` warns).
+    """
     problems: list[Problem] = []
     by_id: dict[str, list[Task]] = defaultdict(list)
     for t in tasks:
@@ -73,7 +96,9 @@ def find_problems(tasks: Sequence[Task]) -> list[Problem]:
             others = ", ".join(str(o.path) for o in same if o is not dup)
             problems.append(
                 Problem(
-                    dup.path, f"duplicate id '{task_id}' (also in {others}); ids must be unique"
+                    dup.path,
+                    f"duplicate id '{task_id}' (also in {others}); ids must be unique",
+                    (task_id,),
                 )
             )
 
@@ -86,6 +111,7 @@ def find_problems(tasks: Sequence[Task]) -> list[Problem]:
                     same[0].path,
                     f"id '{task_id}' cannot be made a git branch name; "
                     "use letters, digits, '.', '_', '-' or '/'",
+                    (task_id,),
                 )
             )
         else:
@@ -98,19 +124,23 @@ def find_problems(tasks: Sequence[Task]) -> list[Problem]:
                     f"id '{other}' and id '{ids[0]}' ({by_id[ids[0]][0].path}) give the same "
                     f"branch name '{branch_slug(other)}' (case and '/' vs '--' are not told "
                     "apart); rename one",
+                    (other, ids[0]),
                 )
             )
 
     known = list(by_id)
     for t in tasks:
+        if t.status is Status.COMPLETED:
+            continue
         for dep in t.depends_on:
-            if dep not in by_id:
+            if dep not in by_id and dep not in unparsed:
                 near = difflib.get_close_matches(dep, known, n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else ""
                 problems.append(
                     Problem(
                         t.path,
                         f"depends on unknown id '{dep}' (no valid task file has this id){hint}",
+                        (t.id,),
                     )
                 )
 
@@ -134,6 +164,7 @@ def _cycle_problems(tasks: Sequence[Task], by_id: Mapping[str, list[Task]]) -> l
                     Problem(
                         by_id[cycle[0]][0].path,
                         f"more cycles among {', '.join(sorted(component))} not listed",
+                        tuple(sorted(component)),
                     )
                 )
                 break
@@ -143,17 +174,27 @@ def _cycle_problems(tasks: Sequence[Task], by_id: Mapping[str, list[Task]]) -> l
                     by_id[cycle[0]][0].path,
                     f"dependency cycle: {spelled} (each depends on the next); "
                     "remove one of these depends_on entries",
+                    tuple(cycle),
                 )
             )
     return problems
 
 
 def _consistency_warnings(tasks: Iterable[Task], by_id: Mapping[str, Task]) -> list[Problem]:
-    """Completed tasks whose dependencies are not: legal, but probably a stale status."""
+    """Completed tasks whose dependencies are not, or are gone: legal, but probably stale."""
     warnings = []
     for t in tasks:
         if t.status is Status.COMPLETED:
-            open_deps = [d for d in t.depends_on if by_id[d].status is not Status.COMPLETED]
+            for gone in [d for d in t.depends_on if d not in by_id]:
+                warnings.append(
+                    Problem(
+                        t.path,
+                        f"completed, but depends on '{gone}', which no task file has (deleted "
+                        "after the work was done?); remove it from depends_on",
+                    )
+                )
+            known = [d for d in t.depends_on if d in by_id]
+            open_deps = [d for d in known if by_id[d].status is not Status.COMPLETED]
             if open_deps:
                 listed = ", ".join(f"'{d}' ({by_id[d].status.value})" for d in open_deps)
                 warnings.append(
@@ -163,16 +204,23 @@ def _consistency_warnings(tasks: Iterable[Task], by_id: Mapping[str, Task]) -> l
 
 
 class TaskGraph:
-    """A validated DAG of tasks. Build it with ``load_graph`` or ``TaskGraph(tasks)``."""
+    """A validated DAG of tasks. Build it with ``load_graph`` or ``TaskGraph(tasks)``.
 
-    def __init__(self, tasks: Sequence[Task]) -> None:
+    ``held_back`` are the folder's tasks left out because of problems (``load_graph``): not
+    part of the graph, but part of the run, which records them as not done.
+    """
+
+    def __init__(
+        self, tasks: Sequence[Task], held_back: Mapping[str, HeldBack] | None = None
+    ) -> None:
         problems = find_problems(tasks)
         if problems:
             raise GraphError(problems)
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
+        self.held_back: dict[str, HeldBack] = dict(held_back or {})
         self.graph = nx.DiGraph()
         self.graph.add_nodes_from(self.tasks)
-        self.graph.add_edges_from((d, t.id) for t in tasks for d in t.depends_on)
+        self.graph.add_edges_from((d, t.id) for t in tasks for d in t.depends_on if d in self.tasks)
         self.order: list[str] = list(nx.lexicographical_topological_sort(self.graph))
         self.warnings = _consistency_warnings(tasks, self.tasks)
         self._priority = self._longest_to_sink(self.order)
@@ -266,20 +314,51 @@ class TaskGraph:
 
 
 class GraphLoad(NamedTuple):
-    """``load_graph``'s answer: the graph (None when there are problems), and what was found."""
+    """``load_graph``'s answer: the graph of the tasks no problem concerns (the others in its
+    ``held_back``), every problem, and the warnings."""
 
-    graph: TaskGraph | None
+    graph: TaskGraph
     problems: list[Problem]
     warnings: list[Problem]
 
+    def refused(self, strict: bool) -> bool:
+        """Whether a plan or run refuses the whole graph: for any problem with ``strict``,
+        otherwise only when the problems hold back every task (nothing would be done)."""
+        return bool(self.problems) and (strict or not self.graph.tasks)
 
-def load_graph(tasks_dir: Path) -> GraphLoad:
-    """Load and validate a tasks folder, collecting every problem instead of stopping at one."""
-    loaded = load_tasks(Path(tasks_dir))
-    try:
-        graph = TaskGraph(loaded.tasks)  # validates the tasks that loaded
-    except GraphError as e:
-        return GraphLoad(None, [*loaded.problems, *e.problems], loaded.warnings)
-    if loaded.problems:
-        return GraphLoad(None, loaded.problems, loaded.warnings)
-    return GraphLoad(graph, [], [*loaded.warnings, *graph.warnings])
+
+def load_graph(tasks_dir: Path, *, shown_from: Path | None = None) -> GraphLoad:
+    """Load and validate a tasks folder, collecting every problem instead of stopping at one.
+
+    Held-back reasons name files relative to ``shown_from`` (the repository; default: the
+    folder holding ``tasks_dir``), as a person finds them.
+    """
+    tasks_dir = Path(tasks_dir)
+    loaded = load_tasks(tasks_dir)
+    unparsed = {i for p in loaded.problems for i in p.task_ids}
+    problems = [*loaded.problems, *find_problems(loaded.tasks, unparsed)]
+    held = _held_back(loaded.tasks, problems, shown_from or tasks_dir.parent)
+    graph = TaskGraph([t for t in loaded.tasks if t.id not in held], held)
+    return GraphLoad(graph, problems, [*loaded.warnings, *graph.warnings])
+
+
+def _held_back(
+    tasks: Sequence[Task], problems: Sequence[Problem], shown_from: Path
+) -> dict[str, HeldBack]:
+    """The tasks the problems concern, then every task depending on one of them (by id)."""
+    own: dict[str, list[str]] = defaultdict(list)
+    for p in problems:
+        where = p.path.relative_to(shown_from) if p.path.is_relative_to(shown_from) else p.path
+        for task_id in p.task_ids:
+            own[task_id].append(f"{where}: {p.message}")
+    names = {t.id: t.name for t in tasks}
+    held = {i: HeldBack(i, names.get(i, ""), "; ".join(own[i])) for i in sorted(own)}
+    needs = nx.DiGraph()  # a -> b: b depends on a, as in TaskGraph
+    needs.add_nodes_from(own)
+    needs.add_edges_from((d, t.id) for t in tasks for d in t.depends_on)
+    below = set().union(*(nx.descendants(needs, i) for i in own)) - set(own)
+    for task_id in sorted(below):
+        root = min(set(own) & nx.ancestors(needs, task_id))
+        why = f"upstream {root} held back: {held[root].reason}"
+        held[task_id] = HeldBack(task_id, names[task_id], why, root)
+    return dict(sorted(held.items()))

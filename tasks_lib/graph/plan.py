@@ -29,6 +29,15 @@ class DecomposeFlag(BaseModel):
     scope: str | None
 
 
+class HeldBackFlag(BaseModel):
+    """A task left out of the run's graph; ``status`` is what the run will record for it:
+    failed (its own file's problem) or skipped (behind a held-back task)."""
+
+    id: str
+    status: str
+    reason: str
+
+
 class Plan(BaseModel):
     """What ``tgflow plan`` shows; the JSON form is this model with sorted keys."""
 
@@ -39,6 +48,7 @@ class Plan(BaseModel):
     critical_path: CriticalPath
     priorities: dict[str, int]
     decompose: list[DecomposeFlag]
+    held_back: list[HeldBackFlag]
 
 
 def make_plan(graph: TaskGraph, statuses: Mapping[str, Status] | None = None) -> Plan:
@@ -64,5 +74,11 @@ def make_plan(graph: TaskGraph, statuses: Mapping[str, Status] | None = None) ->
             )
             for i in sorted(graph.needs_decomposition(now))
             for t in [graph.tasks[i]]
+        ],
+        held_back=[
+            HeldBackFlag(
+                id=h.task_id, status="skipped" if h.upstream else "failed", reason=h.reason
+            )
+            for h in graph.held_back.values()
         ],
     )

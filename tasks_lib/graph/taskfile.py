@@ -1,8 +1,9 @@
 """Task files: the taskgraph markdown format read into ``Task`` models, problems collected.
 
 Parsing goes through python-frontmatter; a file that is not a valid task becomes a
-``Problem`` naming it, so one pass over a folder reports every bad file at once. Writing a
-file back is ``tasks_lib.graph.edit``'s job.
+``Problem`` naming it, so one pass over a folder reports every bad file at once. A markdown
+file with no frontmatter at all (a README, notes) is not meant as a task: it is skipped with a
+warning. Writing a file back is ``tasks_lib.graph.edit``'s job.
 """
 
 from __future__ import annotations
@@ -162,8 +163,12 @@ class Task(BaseModel):
 
 @dataclass(frozen=True)
 class Problem:
+    """A finding about one file. ``task_ids`` are the tasks it concerns (none when the file
+    was not read far enough to know its id): a lenient run holds back only those."""
+
     path: Path
     message: str
+    task_ids: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -195,7 +200,8 @@ def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[
     warnings: list[Problem] = []
     text = text.removeprefix("\ufeff")  # python-frontmatter does not see '---' after a BOM
     if not text.startswith("---"):
-        return None, [Problem(path, "no YAML frontmatter (the file must start with '---')")], []
+        skipped = "no YAML frontmatter, so not a task file: skipped (a task file starts with '---')"
+        return None, [], [Problem(path, skipped)]
     if not FRONTMATTER.match(text):
         return None, [Problem(path, "frontmatter is not closed by a '---' line")], []
     try:
@@ -210,7 +216,9 @@ def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[
     try:
         task = Task.model_validate({**data, "path": path, "body": post.content})
     except ValidationError as e:
-        return None, [Problem(path, "; ".join(describe_validation_error(e)))], warnings
+        task_id = data.get("id")
+        known = (str(task_id),) if isinstance(task_id, str | int | float) and task_id != "" else ()
+        return None, [Problem(path, "; ".join(describe_validation_error(e)), known)], warnings
     return task, [], warnings
 
 
@@ -241,10 +249,11 @@ def load_tasks(tasks_dir: Path) -> LoadResult:
 def read_task(path: Path) -> Task:
     """One task file, for a caller that edits it and must not depend on the rest of the folder.
 
-    Raises a ``UsageError`` naming the file when it is not a valid task; warnings (a drifted
-    status spelling) are dropped, as the task already reads them as meant.
+    Raises a ``UsageError`` naming the file when it is not a valid task (a file without
+    frontmatter only warns in a folder, but is no task here); warnings of a task that did
+    load (a drifted status spelling) are dropped, as the task already reads them as meant.
     """
-    task, problems, _ = _read(path)
+    task, problems, warnings = _read(path)
     if task is None:
-        raise UsageError("; ".join(str(p) for p in problems))
+        raise UsageError("; ".join(str(p) for p in problems or warnings))
     return task

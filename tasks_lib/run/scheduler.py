@@ -28,8 +28,9 @@ class ScheduleResult:
 
 
 def unknown_only(graph: TaskGraph, only: Collection[str], base: str) -> list[str]:
-    """One line per id in ``only`` that is not a task of the graph (none: all are)."""
-    known = sorted(graph.tasks)
+    """One line per id in ``only`` that is not a task of the graph or held back (none: all
+    are)."""
+    known = sorted({*graph.tasks, *graph.held_back})
     shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
     return [
         f"only {i}: no such task id on {base} (known: {shown})"
@@ -59,12 +60,20 @@ def schedule(
     done) so every task appears in the run. Blocked and in-progress nodes are not started;
     anything downstream of a node that did not complete is skipped with the reason.
     ``upstream_ids`` given to ``submit`` are the dependencies submitted in this run.
+    The graph's held-back tasks get records first (failed for a problem of their own, skipped
+    behind one), so the run does not pass for complete; they bypass ``on_record``, which
+    follows the graph's nodes (the set-up's warnings already named them).
     """
-    selected = set(only) if only else set(graph.tasks)
-    unknown = sorted(selected - set(graph.tasks))
+    selected = set(only) if only else {*graph.tasks, *graph.held_back}
+    unknown = sorted(selected - set(graph.tasks) - set(graph.held_back))
     if unknown:
         raise ValueError(f"unknown task id(s) in only: {', '.join(unknown)}")
     result = ScheduleResult()
+    for held in graph.held_back.values():
+        if held.task_id in selected:
+            status = NodeStatus.SKIPPED if held.upstream else NodeStatus.FAILED
+            reason = held.reason if held.upstream else f"{held.reason}; fix the task file"
+            result.records[held.task_id] = _not_run(held.task_id, held.name, status, reason)
     done: set[str] = {i for i, t in graph.tasks.items() if t.status is Status.COMPLETED}
     running: set[str] = set()
     pending = [i for i in graph.order if i in selected]  # topological: upstream first

@@ -4,7 +4,10 @@ has them and check them.
 
 The flow must check (a run from the UI has no terminal in front of it); the terminal checks
 the same way before Prefect starts, so the most common mistakes fail in a second or two with
-one readable line per problem instead of a flow-run crash and a traceback.
+one readable line per problem instead of a flow-run crash and a traceback. A task file's
+problem refuses the run only with ``strict`` (or when it leaves nothing to run); otherwise
+the graph is the rest, and the tasks held back (in ``graph.held_back``) are named in the
+warnings.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from tasks_lib.run.scheduler import unknown_only
 @dataclass(frozen=True)
 class Prepared:
     """A run's inputs as read from the base branch: the settings with the repository's file,
-    the graph, and warnings ("path: message", paths relative to the repository)."""
+    the graph (with the tasks held back by problems), and warnings ("path: message", paths
+    relative to the repository; "held back: id: reason" per held-back task)."""
 
     config: RunConfig
     graph: TaskGraph
@@ -65,12 +69,12 @@ def prepare(
         return _prepare(config, dest, lambda path: _export(ws, ref, path, dest), option_prefix)
 
 
-def preflight(config: RunConfig) -> None:
+def preflight(config: RunConfig) -> Prepared:
     """Reach the origin (tgflow's clone is made or fetched here and reused by the flow), then
     check the settings and the task graph as they are on the base branch."""
     ws = open_workspace(config)
     ref = f"refs/remotes/origin/{config.base}" if config.push else ws.base_ref()
-    prepare(config, ws, ref, option_prefix="--")
+    return prepare(config, ws, ref, option_prefix="--")
 
 
 def _prepare(
@@ -89,13 +93,18 @@ def _prepare(
             [f"{config.tasks_dir}/: no such folder on {config.base} of {config.origin}; "
              "pass --tasks with the folder that holds the task files"]
         )  # fmt: skip
-    loaded = load_graph(root / config.tasks_dir)
-    if loaded.graph is None:
+    loaded = load_graph(root / config.tasks_dir, shown_from=root)
+    if loaded.refused(config.strict):
         raise ProblemsError([relative(str(p)) for p in loaded.problems])
     unknown = unknown_only(loaded.graph, config.only, config.base)
     if unknown:
         raise ProblemsError([f"{option_prefix}{line}" for line in unknown])
-    return Prepared(config, loaded.graph, [relative(str(w)) for w in loaded.warnings])
+    unheld = [p for p in loaded.problems if not p.task_ids]  # no task to hold back: say so
+    warnings = [
+        *(relative(str(w)) for w in [*loaded.warnings, *unheld]),
+        *(f"held back: {h.task_id}: {h.reason}" for h in loaded.graph.held_back.values()),
+    ]
+    return Prepared(config, loaded.graph, warnings)
 
 
 def _export(ws: Workspace, ref: str, path: str, dest: Path) -> bool:

@@ -186,7 +186,6 @@ def test_bom_is_kept_and_does_not_hide_the_frontmatter(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("# Just markdown\n", "no YAML frontmatter"),
         ("---\nid: a\nname: A\n", "not closed by a '---' line"),
         ("---\n- a list\n---\n", "holds no 'key: value' pairs"),
         ("---\nid: a\nname: [unclosed\n---\n", "not valid YAML"),
@@ -203,6 +202,18 @@ def test_bad_files_are_problems_naming_the_file(tmp_path: Path, text: str, expec
     assert len(result.problems) == 1
     assert result.problems[0].path == tmp_path / "bad.md"
     assert expected in result.problems[0].message
+
+
+def test_a_markdown_file_without_frontmatter_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path / "README.md", "# Just markdown\n")
+    write(tmp_path / "good.md", "---\nid: good\nname: Good\n---\n")
+    result = load_tasks(tmp_path)
+    assert [t.id for t in result.tasks] == ["good"] and result.problems == []
+    (warning,) = result.warnings
+    assert warning.path == tmp_path / "README.md"
+    assert warning.message.startswith("no YAML frontmatter, so not a task file: skipped")
+    with pytest.raises(UsageError, match=r"README\.md: no YAML frontmatter"):
+        read_task(tmp_path / "README.md")  # asked for as a task, it is none
 
 
 def test_all_invalid_fields_of_a_file_are_reported_together(tmp_path: Path) -> None:

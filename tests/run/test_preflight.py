@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from helpers.gitrepos import git, make_origin, task_md
 
+from tasks_lib.run.config import RunConfig
+from tasks_lib.run.setup import open_workspace, prepare
 from tgflow_cli.main import main
 
 
@@ -38,10 +40,11 @@ def test_every_graph_problem_is_listed_by_its_path_in_the_repository(
         },
     )
     before = git(origin, "rev-parse", "main")
-    code, err = run(capsys, "--origin", str(origin), "--workspace", str(tmp_path / "ws"))
+    argv = ["--origin", str(origin), "--workspace", str(tmp_path / "ws"), "--strict"]
+    code, err = run(capsys, *argv)
     assert code == 2
     lines = err.splitlines()[1:]
-    assert any(line.strip().startswith("tasks/notes.md: no YAML frontmatter") for line in lines)
+    assert not any("notes.md" in line for line in lines)  # not a task file: only a warning
     assert any("tasks/c.md:" in line and "'ghost'" in line for line in lines)
     assert any(
         "cycle" in line and ("a -> b -> a" in line or "b -> a -> b" in line) for line in lines
@@ -80,3 +83,45 @@ def test_an_unknown_only_id_is_named_before_anything_runs(
     assert code == 2
     assert "--only nosuch: no such task id on main (known: a)" in err
     assert "Traceback" not in err
+
+
+def test_without_strict_the_problems_hold_back_only_their_tasks(tmp_path: Path) -> None:
+    origin = make_origin(
+        tmp_path,
+        {
+            "tasks/a.md": task_md("a", depends_on=["b"]),
+            "tasks/b.md": task_md("b", depends_on=["a"]),
+            "tasks/c.md": task_md("c", depends_on=["a"]),
+            "tasks/d.md": task_md("d"),
+            "tasks/README.md": "# Tasks\n",
+        },
+    )
+    config = RunConfig(origin=str(origin), workspace_root=str(tmp_path / "ws"))
+    ws = open_workspace(config)
+    prepared = prepare(config, ws, ws.base_ref(), option_prefix="--")
+    assert list(prepared.graph.tasks) == ["d"]
+    held = prepared.graph.held_back
+    assert held["a"].reason.startswith("tasks/a.md: dependency cycle: a -> b -> a")
+    assert held["c"].reason.startswith("upstream a held back: tasks/a.md: dependency cycle")
+    assert any(
+        w.startswith("tasks/README.md: no YAML frontmatter, so not a task file: skipped")
+        for w in prepared.warnings
+    )
+    assert any(
+        w.startswith("held back: a: tasks/a.md: dependency cycle") for w in prepared.warnings
+    )
+
+
+def test_without_strict_a_graph_held_back_whole_is_still_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin = make_origin(
+        tmp_path,
+        {
+            "tasks/a.md": task_md("a", depends_on=["ghost"]),
+            "tasks/b.md": task_md("b", depends_on=["a"]),
+        },
+    )
+    code, err = run(capsys, "--origin", str(origin), "--workspace", str(tmp_path / "ws"))
+    assert code == 2  # nothing would run: the problems, not an empty flow run
+    assert "tasks/a.md: depends on unknown id 'ghost'" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks_lib.graph.dag import TaskGraph
+from tasks_lib.graph.dag import HeldBack, TaskGraph
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.records import NodeRecord, NodeStatus
 from tasks_lib.run.scheduler import schedule
@@ -149,3 +149,34 @@ def test_unknown_only_id_is_an_error() -> None:
             completions=runner.completions,
             only=["nope"],
         )
+
+
+def test_held_back_tasks_get_records_and_are_never_submitted() -> None:
+    held = {
+        "bad": HeldBack("bad", "BAD", "tasks/bad.md: invalid risk 'hgh'"),
+        "after-bad": HeldBack("after-bad", "AFTER", "upstream bad held back: ...", "bad"),
+    }
+    tasks = graph(("a", []), ("b", ["a"]))
+    runner = ThreadRunner({})
+    seen: list[str] = []
+    result = schedule(
+        TaskGraph(list(tasks), held),
+        max_parallel=2,
+        submit=runner.submit,
+        completions=runner.completions,
+        on_record=lambda r: seen.append(r.task_id),
+    )
+    assert [c[0] for c in runner.calls] == ["a", "b"] and seen == ["a", "b"]
+    bad, after = result.records["bad"], result.records["after-bad"]
+    assert bad.status is NodeStatus.FAILED and bad.name == "BAD"
+    assert bad.reason == "tasks/bad.md: invalid risk 'hgh'; fix the task file"
+    assert after.status is NodeStatus.SKIPPED and after.reason == "upstream bad held back: ..."
+
+    only = schedule(
+        TaskGraph(list(tasks), held),
+        max_parallel=1,
+        submit=ThreadRunner({}).submit,
+        completions=queue.Queue(),
+        only=["bad"],
+    )
+    assert list(only.records) == ["bad"]  # only names a held-back task: its record, no node
