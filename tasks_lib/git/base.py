@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tasks_lib.git.runner import GitError
-from tasks_lib.git.workspace import Workspace
+from tasks_lib.git.workspace import TASK_TRAILER, Workspace
 
 
 @dataclass
@@ -55,11 +56,31 @@ def change_base(
     return change
 
 
-def merge(ws: Workspace, task_id: str, message: str) -> MergeResult:
-    """``merge --no-ff`` the task branch into base; a conflict is aborted, never left."""
-    pre = ws.head()
+def merge(
+    ws: Workspace,
+    task_id: str,
+    name: str,
+    strategy: Literal["merge", "squash"] = "merge",
+    author: tuple[str, str] | None = None,
+) -> MergeResult:
+    """Land the task branch on base; a conflict is aborted, never left.
+
+    ``merge``: a ``--no-ff`` merge commit by tgflow, the agent's commits kept beneath it.
+    ``squash``: one commit with the branch's whole change, authored by ``author`` (the agent,
+    whose work it is) and committed by tgflow, with the task trailer: the history of base
+    reads one commit per task."""
+    pre, branch = ws.head(), ws.branch(task_id)
     try:
-        ws.git(ws.integration, "merge", "--no-ff", "--no-edit", "-m", message, ws.branch(task_id))
+        if strategy == "merge":
+            message = f"Merge task {task_id}: {name}"
+            ws.git(ws.integration, "merge", "--no-ff", "--no-edit", "-m", message, branch)
+        else:
+            ws.git(ws.integration, "merge", "--squash", branch)
+            by = ["--author", f"{author[0]} <{author[1]}>"] if author else []
+            ws.git(
+                ws.integration, "commit", "--quiet", "--no-verify", "--allow-empty", *by,
+                "-m", f"Task {task_id}: {name}", "--trailer", f"{TASK_TRAILER}: {task_id}",
+            )  # fmt: skip
     except GitError:
         conflicts = ws.git(ws.integration, "diff", "--name-only", "--diff-filter=U")
         if ws.ref_exists("MERGE_HEAD"):

@@ -2,33 +2,104 @@
 clone across processes.
 
 The merge lock guards the shared refs of the clone (creating or removing worktrees and
-branches, merging, pushing); an agent session in its own worktree needs none. The run lock
-keeps a second run (a CLI run beside a deployment run) from reconciling, and so retiring the
-worktrees, under the first one's agents.
+branches, merging, pushing); an agent session in its own worktree needs none. It is fair
+(``FairLock``): nodes are served in the order they asked, so no branch waits for ever behind
+busier ones. The run lock keeps a second run (a CLI run beside a deployment run) from
+reconciling, and so retiring the worktrees, under the first one's agents.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 
 from filelock import FileLock, Timeout
 
 from tasks_lib.git.origin import normalise_origin
 
-_merge_locks: dict[str, threading.Lock] = {}
+
+class FairLock:
+    """A lock served first come, first served, used as ``with lock:`` like ``threading.Lock``
+    (which lets any waiter win, so a node could wait behind others for ever).
+
+    Waiters queue by arrival; ``priority()`` queues ahead of every plain waiter (behind
+    earlier priority ones): for a node whose resolved conflict would go stale if others
+    merged first. That cannot starve plain waiters: a node asks for priority at most once
+    per conflict round, and the rounds are bounded. Not reentrant, like ``threading.Lock``;
+    a thread taking it twice gets an error instead of a deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._queues: tuple[deque[object], deque[object]] = (deque(), deque())  # first, plain
+        self._holder: int | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Threads queued for the lock now."""
+        with self._changed:
+            return sum(len(q) for q in self._queues)
+
+    def acquire(self, *, priority: bool = False) -> None:
+        me, queue = object(), self._queues[0 if priority else 1]
+        with self._changed:
+            if self._holder == threading.get_ident():
+                raise RuntimeError("this thread already holds the merge lock (it is not reentrant)")
+            queue.append(me)
+            try:
+                while self._holder is not None or self._next() is not me:
+                    self._changed.wait()
+            except BaseException:  # interrupted while queued: leave the queue to the others
+                queue.remove(me)
+                self._changed.notify_all()
+                raise
+            queue.popleft()
+            self._holder = threading.get_ident()
+
+    def release(self) -> None:
+        with self._changed:
+            if self._holder != threading.get_ident():
+                raise RuntimeError("release of a merge lock this thread has not held")
+            self._holder = None
+            self._changed.notify_all()
+
+    def _next(self) -> object | None:
+        first, plain = self._queues
+        return first[0] if first else plain[0] if plain else None
+
+    @contextmanager
+    def priority(self) -> Iterator[None]:
+        """Hold the lock, served before every plain waiter."""
+        self.acquire(priority=True)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+_merge_locks: dict[str, FairLock] = {}
 _merge_locks_guard = threading.Lock()
 
 
-def merge_lock_for(origin: str) -> threading.Lock:
+def merge_lock_for(origin: str) -> FairLock:
     """One lock per origin for the whole process (importable, so a served flow can share it)."""
     key = normalise_origin(origin)
     with _merge_locks_guard:
-        return _merge_locks.setdefault(key, threading.Lock())
+        return _merge_locks.setdefault(key, FairLock())
 
 
 @contextmanager

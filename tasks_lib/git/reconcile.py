@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tasks_lib.git.workspace import BRANCH_PREFIX, Workspace
-from tasks_lib.git.worktrees import retire_worktree
+from tasks_lib.git.worktrees import drop_if_deleted_on_origin, retire_worktree
 
 UNPUSHED_PREFIX = "tgflow-unpushed/"
 
@@ -18,12 +18,15 @@ class ReconcileReport:
     saved_work: list[str] = field(default_factory=list)  # branches that got a WIP commit
     resumable: dict[str, int] = field(default_factory=dict)  # branch → commits not on base
     deleted_branches: list[str] = field(default_factory=list)
+    # branch → the ref in the clone keeping it: a person deleted it on the origin
+    dropped: dict[str, str] = field(default_factory=dict)
     kept_unpushed: str | None = None  # branch holding merges an earlier --no-push run left
 
 
 def reconcile(ws: Workspace, push: bool = True) -> ReconcileReport:
     """No stale worktrees, task branches sorted into resumable (work not on base: never
-    deleted) and merged (deleted). Callers hold ``merge_lock``.
+    deleted), merged (deleted) and dropped (deleted on the origin by a person: kept aside in
+    the clone, never resumed or pushed back). Callers hold ``merge_lock``.
 
     A pushing run stands on origin's base; merges an earlier ``--no-push`` run left on our
     local base are kept on a ``tgflow-unpushed/…`` branch first, never dropped. A run without
@@ -50,6 +53,10 @@ def reconcile(ws: Workspace, push: bool = True) -> ReconcileReport:
             report.removed_worktrees.append(path.name)
             report.saved_work += [n for n in notes if not n.startswith("removed")]
     ws.git(ws.integration, "worktree", "prune")
+    for name in _refs(ws, f"refs/heads/{BRANCH_PREFIX}"):
+        ref = drop_if_deleted_on_origin(ws, name)
+        if ref:
+            report.dropped[name] = ref
     local = _refs(ws, f"refs/heads/{BRANCH_PREFIX}")
     remote = _refs(ws, f"refs/remotes/origin/{BRANCH_PREFIX}")
     for name in sorted(set(local) | set(remote)):

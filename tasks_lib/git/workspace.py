@@ -9,12 +9,13 @@ moves shared refs (see ``locks``).
 from __future__ import annotations
 
 import hashlib
-import threading
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks_lib.git import WorkspaceError
-from tasks_lib.git.locks import merge_lock_for
+from tasks_lib.git.locks import FairLock, merge_lock_for
 from tasks_lib.git.origin import (
     default_root,
     normalise_origin,
@@ -26,8 +27,16 @@ from tasks_lib.graph.dag import branch_slug
 from tasks_lib.graph.taskfile import LoadResult, Task, load_tasks
 
 DEFAULT_IDENTITY = ("tgflow", "tgflow@localhost")
+AGENT_EMAIL = "agent@tgflow.invalid"
+TASK_TRAILER = "Tgflow-Task"  # on every commit of a task: which task it was made for
 BRANCH_PREFIX = "tgflow/"
 SAFE_EXIT_DIR = ".tgflow"
+
+
+def parse_identity(text: str) -> tuple[str, str] | None:
+    """``"Name <email>"`` as (name, email); None when it is not that shape."""
+    match = re.fullmatch(r"\s*([^<>]*?)\s*<([^<>\s]+)>\s*", text)
+    return (match[1], match[2]) if match and match[1] else None
 
 
 def slug(task_id: str) -> str:
@@ -124,7 +133,7 @@ class Workspace:
         return self.root / "worktrees"
 
     @property
-    def merge_lock(self) -> threading.Lock:
+    def merge_lock(self) -> FairLock:
         return merge_lock_for(self.origin)
 
     def branch(self, task_id: str) -> str:
@@ -133,15 +142,72 @@ class Workspace:
     def worktree_path(self, task_id: str) -> Path:
         return self.worktrees_dir / slug(task_id)
 
-    def identity_env(self) -> dict[str, str]:
-        """For agent sessions: their commits need an identity on a machine without config."""
+    def identity_env(self, author: tuple[str, str] | None = None) -> dict[str, str]:
+        """For agent sessions: their commits need an identity on a machine without config,
+        and say who wrote them (``author``, the agent) apart from who commits (tgflow)."""
         name, email = self.identity
+        author_name, author_email = author or self.identity
         return {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
             "GIT_COMMITTER_NAME": name,
             "GIT_COMMITTER_EMAIL": email,
         }
+
+    def add_task_trailer(self, cwd: Path, since: str, task_id: str) -> int:
+        """Give the commits made on ``cwd``'s HEAD after ``since`` a ``Tgflow-Task`` trailer
+        where they lack it; returns how many commits were rewritten.
+
+        Only commits that are nowhere else yet are rewritten (not on base, on ``since`` or on
+        any remote-tracking ref), so nothing shared changes. Merges the agent made are marked
+        too (their parents on base stay as they are). Author, dates and tree are kept; the
+        committer is tgflow, as for every commit of the session."""
+        head = self.head(cwd)
+        new = self.git(
+            cwd, "rev-list", "--reverse", "--topo-order", head,
+            "--not", since, self.base_ref(), "--remotes",
+        ).split()  # fmt: skip
+        trailer = f"{TASK_TRAILER}: {task_id}"
+        rewritten: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
+            message_file = Path(tmp) / "message"
+            for sha in new:
+                info = self.git(
+                    cwd, "show", "-s", "--date=raw", "--format=%T%n%P%n%an%n%ae%n%ad%n%cd", sha
+                )
+                tree, parents, name, email, authored, committed = info.split("\n")
+                values = self.git(
+                    cwd, "show", "-s", f"--format=%(trailers:key={TASK_TRAILER},valueonly)", sha
+                ).split("\n")
+                new_parents = [rewritten.get(p, p) for p in parents.split()]
+                if task_id in values and new_parents == parents.split():
+                    continue
+                message_file.write_text(
+                    self.git(cwd, "show", "-s", "--format=%B", sha) + "\n", encoding="utf-8"
+                )
+                if task_id not in values:
+                    self.git(
+                        cwd,
+                        "interpret-trailers",
+                        "--in-place",
+                        "--trailer",
+                        trailer,
+                        str(message_file),
+                    )
+                env = {
+                    **self.identity_env((name, email)),
+                    "GIT_AUTHOR_DATE": authored,
+                    "GIT_COMMITTER_DATE": committed,
+                }
+                rewritten[sha] = run_git(
+                    cwd, "commit-tree", tree, *(a for p in new_parents for a in ("-p", p)),
+                    "-F", str(message_file), env=env,
+                ).out  # fmt: skip
+        if rewritten.get(head, head) != head:
+            self.git(
+                cwd, "update-ref", "-m", "tgflow: add task trailers", "HEAD", rewritten[head], head
+            )
+        return len(rewritten)
 
     # --- running git ---------------------------------------------------------------------
 

@@ -101,7 +101,7 @@ def test_branch_only_on_the_origin_is_resumed(origin: Path, tmp_path: Path) -> N
 
     other = Workspace.open(str(origin), tmp_path / "ws2")  # another machine
     checkout = worktrees.start_task(other, "t")
-    assert checkout.resumed and not checkout.needs_agent
+    assert checkout.resumed
     assert (checkout.path / "t.txt").read_text() == "t\n"
 
 
