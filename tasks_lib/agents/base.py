@@ -74,6 +74,7 @@ class Agent(Protocol):
     """
 
     name: str
+    model: str | None = None  # the model it runs with when a task names none, if it knows
 
     def run(self, request: SessionRequest) -> SessionResult: ...
 

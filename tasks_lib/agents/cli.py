@@ -150,6 +150,7 @@ class CliAgent(CommandAgent):
     def __init__(self, preset: CliPreset) -> None:
         super().__init__([preset.binary], name=preset.name)
         self.preset = preset
+        self.model = preset.settings.model
 
     def argv(self, request: SessionRequest, prompt_file: Path) -> list[str]:
         return self.preset.argv(find_cli(self.preset.binary), request)

@@ -180,6 +180,7 @@ class OpenCodeServerAgent(Agent):
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
+        self.model = settings.model
         self.server = OpenCodeServer(settings)
 
     def close(self) -> None:

@@ -15,12 +15,36 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import NamedTuple
 
-from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
+from tasks_lib.run.records import Attempt, Cause, NodeRecord, NodeStatus, RunRecord
 
 LOW_UTILISATION = 0.6  # below this share of agent capacity in use, say why
 POST_MERGE_MARKERS = ("after merg", "post-merge", "merged tree", "after the merge")
+QUOTE_LINES = 3  # of a failure's output in a bullet; the rest is in the node's log
+RESUMED, KEPT = "resumed ", "kept branch "  # notes of git/worktrees.start_task, run/node.wind_down
+
+# Why an attempt did not complete, in words, and what to do when a node needed retries for it.
+CAUSES: dict[Cause, tuple[str, str]] = {
+    Cause.CONFLICT: (
+        "conflict race: the base moved while it merged",
+        "sequence it after the tasks that change the same files (depends_on), or raise "
+        "conflict_rounds",
+    ),
+    Cause.VALIDATION: (
+        "validation",
+        "read the failing check in its log; fix the test if it is flaky, else say in the task "
+        "what the validation commands check",
+    ),
+    Cause.AGENT: ("agent failure", "read the end of its log for why the agent session failed"),
+    Cause.NO_CHANGE: (
+        "no change: the agent committed nothing",
+        "check the work is not already on the base, or say in the task what must change",
+    ),
+    Cause.GIT: ("git", "check that the origin is reachable and accepts pushes"),
+    Cause.SETUP: ("setup", "fix the task's agent settings, prompt template or conventions file"),
+}
 
 
 def _s(seconds: float) -> str:
@@ -91,6 +115,41 @@ def _and(items: list[str]) -> str:
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _quote(text: str) -> str:
+    """At most ``QUOTE_LINES`` lines of a failure, the first inline and the rest indented so
+    they stay in the bullet: the whole output is in the node's log, not in the review."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:QUOTE_LINES]
+    return "\n  ".join(lines)
+
+
+def _log(node: NodeRecord) -> str:
+    return f" (log: {node.log_path})" if node.log_path else ""
+
+
+def _stale(node: NodeRecord, attempt: Attempt) -> str | None:
+    """The note of a first attempt that resumed a branch kept by an earlier run, if it did:
+    a later attempt resuming the branch this run kept is the retry working as meant."""
+    if (
+        not node.attempts
+        or attempt is not node.attempts[0]
+        or attempt.status is NodeStatus.COMPLETED
+    ):
+        return None
+    return next((n for n in attempt.notes if n.startswith(RESUMED)), None)
+
+
+def _why(node: NodeRecord, attempt: Attempt) -> str:
+    """Why the attempt did not complete, from its recorded cause and notes (not guessed from
+    its outcome), then the first line of its reason."""
+    parts = [
+        CAUSES[attempt.cause][0] if attempt.cause else "",
+        "stale branch" if _stale(node, attempt) else "",
+        _first_line(attempt.reason),
+    ]
+    said = "; ".join(p for p in parts if p)
+    return f" ({said})" if said else ""
 
 
 @dataclass(frozen=True)
@@ -241,7 +300,7 @@ def failures(run: RunRecord) -> list[Line]:
                 WRONG,
                 f"{n.task_id} failed{tries}"
                 + (" (validation failed after merging into the base branch)" if post else "")
-                + f": {_first_line(n.reason) or 'no reason recorded'}",
+                + f": {_quote(n.reason) or 'no reason recorded'}{_log(n)}",
             )
         )
         if post:
@@ -263,7 +322,7 @@ def failures(run: RunRecord) -> list[Line]:
 def blocked(run: RunRecord) -> list[Line]:
     lines = []
     for n in _with_status(run, NodeStatus.BLOCKED):
-        lines.append(Line(WRONG, f"{n.task_id} blocked: {n.reason or 'no reason given'}"))
+        lines.append(Line(WRONG, f"{n.task_id} blocked: {_quote(n.reason) or 'no reason given'}"))
         lines.append(
             Line(
                 ACTIONS,
@@ -277,7 +336,10 @@ def stalls(run: RunRecord) -> list[Line]:
     """Stalled nodes, and one action for every node that stalled, even on an earlier attempt."""
     stalled_now = _with_status(run, NodeStatus.STALLED)
     lines = [
-        Line(WRONG, f"{n.task_id} stalled (no output within the idle timeout): {n.reason}")
+        Line(
+            WRONG,
+            f"{n.task_id} stalled (no output within the idle timeout): {_quote(n.reason)}{_log(n)}",
+        )
         for n in stalled_now
     ]
     ids = {n.task_id for n in run.nodes if any(a.status is NodeStatus.STALLED for a in n.attempts)}
@@ -296,7 +358,7 @@ def stalls(run: RunRecord) -> list[Line]:
 def timeouts(run: RunRecord) -> list[Line]:
     lines = []
     for n in _with_status(run, NodeStatus.TIMED_OUT):
-        lines.append(Line(WRONG, f"{n.task_id} timed out: {n.reason}"))
+        lines.append(Line(WRONG, f"{n.task_id} timed out: {_quote(n.reason)}{_log(n)}"))
         lines.append(
             Line(
                 ACTIONS,
@@ -309,7 +371,7 @@ def timeouts(run: RunRecord) -> list[Line]:
 
 def cancelled(run: RunRecord) -> list[Line]:
     return [
-        Line(WRONG, f"{n.task_id} was cancelled: {n.reason}")
+        Line(WRONG, f"{n.task_id} was cancelled: {_quote(n.reason)}")
         for n in _with_status(run, NodeStatus.CANCELLED)
     ]
 
@@ -323,30 +385,63 @@ def skipped(run: RunRecord) -> list[Line]:
 
 
 def retries(run: RunRecord) -> list[Line]:
-    """Nodes that needed more than one attempt; passing late means the task was unclear."""
+    """Nodes that needed more than one attempt, each attempt with why it did not complete;
+    a node that completed late gets one action per cause, the cure differs by cause."""
     lines = []
     for n in run.nodes:
         if len(n.attempts) <= 1:
             continue
         history = "; ".join(
             f"attempt {a.number} {a.status.value}"
-            + (f" ({_first_line(a.reason)})" if a.reason else "")
+            + (_why(n, a) if a.status is not NodeStatus.COMPLETED else "")
             for a in n.attempts
         )
         done = n.status is NodeStatus.COMPLETED
         outcome = "and then completed" if done else f"and still {n.status.value}"
         lines.append(
-            Line(WRONG, f"{n.task_id} needed {len(n.attempts)} attempts {outcome}: {history}")
+            Line(
+                WRONG,
+                f"{n.task_id} needed {len(n.attempts)} attempts {outcome}: {history}{_log(n)}",
+            )
         )
-        if done:
+        if not done:
+            continue  # the failures rule says what to fix
+        by_cause: dict[Cause, list[str]] = defaultdict(list)
+        for a in n.attempts:
+            if a.cause is not None:
+                by_cause[a.cause].append(str(a.number))
+        for cause, numbers in by_cause.items():
             lines.append(
                 Line(
                     ACTIONS,
-                    f"{n.task_id} passed only on attempt {len(n.attempts)}: make its "
-                    "acceptance criteria or validation commands say up front what the first "
-                    "attempt missed, or fix the flaky step.",
+                    f"{n.task_id} attempt(s) {', '.join(numbers)} did not complete "
+                    f"({CAUSES[cause][0]}): {CAUSES[cause][1]}.",
                 )
             )
+    return lines
+
+
+def stale_branches(run: RunRecord) -> list[Line]:
+    """A first attempt that resumed a branch an earlier run kept, and failed on it."""
+    lines = []
+    for n in run.nodes:
+        note = next((s for a in n.attempts if (s := _stale(n, a))), None)
+        if note is None:
+            continue
+        lines.append(
+            Line(
+                WRONG,
+                f"{n.task_id} started on a stale branch kept by an earlier run ({note}) and "
+                "did not complete on it.",
+            )
+        )
+        lines.append(
+            Line(
+                ACTIONS,
+                f"If the kept work of {n.task_id} no longer fits {run.base}, start it afresh "
+                "with the reset setting (its branch is moved aside to a backup ref).",
+            )
+        )
     return lines
 
 
@@ -384,24 +479,48 @@ def conflicts(run: RunRecord) -> list[Line]:
     return lines
 
 
+def _kept(node: NodeRecord) -> list[str]:
+    """Branches the node's last attempt kept on purpose (they hold work not on base)."""
+    notes = node.attempts[-1].notes if node.attempts else node.notes
+    return [n.removeprefix(KEPT) for n in notes if n.startswith(KEPT)]
+
+
 def cleanup(run: RunRecord) -> list[Line]:
-    """What cleanup left behind (worktrees, branches), or that it left nothing."""
-    leftovers = [
+    """What cleanup left behind (worktrees, branches it could not remove, branches kept with
+    unfinished work), or that it left nothing."""
+    failed = [
         f"{n.task_id}: {what}"
         for n in run.nodes
         for what, removed in n.cleanup.items()
         if not removed
     ]
-    if leftovers:
-        listed = "; ".join(leftovers)
-        return [
-            Line(WRONG, f"Cleanup left behind: {listed}."),
+    kept = [
+        f"{n.task_id}: branch {branch} ({why})"
+        for n in run.nodes
+        for branch, _, why in (k.partition(": ") for k in _kept(n))
+    ]
+    lines = []
+    if failed or kept:
+        lines.append(Line(WRONG, f"Cleanup left behind: {'; '.join(failed + kept)}."))
+    if failed:
+        listed = "; ".join(failed)
+        lines.append(
             Line(
                 ACTIONS,
                 "Remove what cleanup left (git worktree prune; git branch -D / git push origin "
                 f"--delete tgflow/<task>) and check why: {listed}.",
-            ),
-        ]
+            )
+        )
+    if kept:
+        lines.append(
+            Line(
+                ACTIONS,
+                f"Kept branches hold unfinished work the next run resumes ({'; '.join(kept)}); "
+                "to start a task afresh instead, use the reset setting.",
+            )
+        )
+    if lines:
+        return lines
     cleaned = [n for n in run.nodes if n.cleanup and all(n.cleanup.values())]
     if not cleaned:
         return []
@@ -477,6 +596,7 @@ RULES: tuple[Rule, ...] = (
     cancelled,
     skipped,
     retries,
+    stale_branches,
     conflicts,
     cleanup,
     slow_validation,
@@ -488,6 +608,8 @@ RULES: tuple[Rule, ...] = (
 
 def _header(run: RunRecord) -> list[str]:
     counts = Counter(n.status for n in run.nodes)
+    logs = sorted({str(Path(n.log_path).parent) for n in run.nodes if n.log_path})
+    where = ["", f"Node logs: {', '.join(f'{d}/' for d in logs)}"] if logs else []
     return [
         f"# AAR: {run.run_name}",
         "",
@@ -495,6 +617,7 @@ def _header(run: RunRecord) -> list[str]:
         f"{run.finished_at:%H:%M:%S} UTC ({_s(_makespan(run))}). {len(run.nodes)} node(s): "
         + ", ".join(f"{counts[s]} {s.value}" for s in sorted(counts))
         + ".",
+        *where,
     ]
 
 

@@ -8,7 +8,8 @@ Precedence, highest first:
    as it is when the run starts;
 3. the built-in defaults below.
 
-The Prefect UI submits the whole form, so there every field counts as explicit; leave a
+The Prefect UI submits the fields of its form it shows with a value; an optional field left
+empty arrives as null, which counts as not set (the repository's file decides it). Leave a
 field out of a deployment's parameters to let the repository's file decide it.
 """
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import shlex
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +27,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -32,6 +35,7 @@ from pydantic import (
 
 from tasks_lib.agents.settings import RULE_KEYS, AgentRule, AgentSettings, Preset
 from tasks_lib.errors import UsageError, describe_validation_error
+from tasks_lib.graph.taskfile import Status, Task
 
 CONFIG_FILE = ".tgflow.toml"
 
@@ -138,6 +142,18 @@ def _run_fields_first(schema: dict[str, Any]) -> None:
     }
 
 
+# The form's field for agent_command: the string people type (split like a shell by the
+# validator below) or the argv list; pydantic's own schema for list[str] | None has no string.
+_COMMAND_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "null"},
+    ],
+    "title": "Agent Command",
+}
+
+
 class RunConfig(NodeSettings):
     """Everything one run of the task graph needs."""
 
@@ -148,12 +164,13 @@ class RunConfig(NodeSettings):
         "checkout whose base branch is not checked out). tgflow works in its own clone of it."
     )
     base: str = Field("main", description="Branch the tasks are read from and merged into.")
-    agent: Preset = Field(
-        "scripted",
-        description="Coding agent: 'scripted' runs the demo scripts in task descriptions; "
-        "'command' runs agent_command; the others run that agent's CLI.",
+    agent: Preset | None = Field(
+        None,
+        description="Coding agent, required unless every task names its own: 'command' runs "
+        "agent_command; claude, codex, aider, opencode, opencode-server run that agent's CLI; "
+        "'scripted' only runs the demo scripts in task descriptions.",
     )
-    agent_command: list[str] | None = Field(
+    agent_command: Annotated[list[str] | None, WithJsonSchema(_COMMAND_SCHEMA)] = Field(
         None,
         description="For agent 'command': the argv template, e.g. "
         '"my-agent --task {task_id} {prompt_file}" (placeholders: {prompt}, {prompt_file}, '
@@ -244,14 +261,55 @@ class RunConfig(NodeSettings):
         return v
 
     def agent_settings(self) -> AgentSettings:
-        """The run's default agent (a task's rules and frontmatter refine it per task)."""
-        return AgentSettings(
-            preset=self.agent,
-            model=self.model,
-            command=self.agent_command,
-            base_url=self.agent_base_url,
-            api_key_env=self.agent_api_key_env,
+        """The run's default agent (a task's rules and frontmatter refine it per task).
+
+        A run without an agent of its own starts only tasks that name theirs
+        (``missing_settings`` refuses it otherwise), so no task keeps the preset
+        ``AgentSettings`` falls back to then.
+        """
+        preset = {"preset": self.agent} if self.agent else {}
+        return AgentSettings.model_validate(
+            {
+                **preset,
+                "model": self.model,
+                "command": self.agent_command,
+                "base_url": self.agent_base_url,
+                "api_key_env": self.agent_api_key_env,
+            }
         )
+
+    def missing_settings(self, tasks: Iterable[Task] | None = None) -> list[str]:
+        """What this run lacks to be let loose on a repository, one line each ([]: nothing).
+
+        Nothing picks an agent or the validation for a run: the demo's scripted agent, once
+        the default, ran unchecked on a real repository and pushed a failed status to main.
+        With ``tasks`` (the graph's), a run needs no agent of its own when every task it
+        would start names one (its ``agent:`` or an agent rule); without them it needs one.
+        """
+        lines = []
+        if self.agent is None and (tasks is None or any(self._needs_run_agent(t) for t in tasks)):
+            lines.append(
+                "no agent: name it with --agent or --agent-command 'CMD {task_id} "
+                '{prompt_file}\', agent = "claude" (or "command" and agent_command) in the '
+                f"repository's {CONFIG_FILE}, or the agent field of the Run form ('scripted' "
+                "only runs the demo's scripts)"
+            )
+        if not self.validate_commands:
+            lines.append(
+                "no validation commands: give --validate 'CMD' (repeatable), "
+                'validate_commands = ["python -m pytest -q"] in the repository\'s '
+                f"{CONFIG_FILE}, or the validate_commands field of the Run form; they check "
+                'the agent\'s work before it is merged (["true"] merges it unchecked)'
+            )
+        return lines
+
+    def _needs_run_agent(self, task: Task) -> bool:
+        """Whether this run would start ``task`` with no agent named by it or by a rule."""
+        if task.status is Status.COMPLETED or (self.only and task.id not in self.only):
+            return False
+        keys = (f"risk:{task.risk}", f"level:{task.level}")
+        rules = [self.agent_rules.get(key) for key in keys]
+        return not task.agent and not any(rule and rule.agent for rule in rules)
 
     @model_validator(mode="after")
     def _command_given(self) -> RunConfig:
@@ -270,11 +328,16 @@ class RunConfig(NodeSettings):
         return {k: v for k, v in data.items() if k in self.model_fields_set}
 
     def with_file(self, repo_root: Path) -> RunConfig:
-        """This config with the repository's ``.tgflow.toml`` filling what was not set."""
+        """This config with the repository's ``.tgflow.toml`` filling what was not set.
+
+        A field set to null counts as not set: the UI form sends null for an optional field
+        left empty, which must not hide the repository's own choice (its agent, its model)."""
         from_file = read_config_file(repo_root / CONFIG_FILE)
         if not from_file:
             return self
-        explicit = self.model_dump(include=self.model_fields_set)
+        explicit = {
+            k: v for k, v in self.model_dump(include=self.model_fields_set).items() if v is not None
+        }
         try:
             return RunConfig.model_validate({**from_file, **explicit})
         except ValidationError as e:

@@ -11,9 +11,17 @@ from pathlib import Path
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
 from tasks_lib.git import worktrees
+from tasks_lib.git.workspace import AGENT_EMAIL, TASK_TRAILER, parse_identity
 from tasks_lib.graph.taskfile import Task
+from tasks_lib.run.config import CONFIG_FILE
 from tasks_lib.run.node_state import Node, NodeFailed, PromptContext
-from tasks_lib.run.prompt import BLOCKED_FILE, PromptTemplateError, build_prompt
+from tasks_lib.run.prompt import (
+    BLOCKED_FILE,
+    KeptWork,
+    PromptTemplateError,
+    build_prompt,
+    last_failure_note,
+)
 from tasks_lib.run.records import Cause, NodeStatus
 from tasks_lib.run.validation import run_validation
 
@@ -29,16 +37,19 @@ _OUTCOME_STATUS = {
 
 
 def develop(node: Node, needs_agent: bool) -> None:
-    """Agent session (unless the branch already holds finished work), then the checks."""
+    """Agent session (unless the branch only needs merging again), then the checks."""
     ws, wt, rec = node.ws, node.wt(), node.record
     if needs_agent:
         (wt / BLOCKED_FILE).unlink(missing_ok=True)
         session(node, prompt(node))
     else:
-        rec.notes.append("the branch already held finished work: resumed without the agent")
-    if worktrees.commit_all(ws, wt, f"tgflow: commit uncommitted work of {node.task.id}"):
+        rec.notes.append(
+            "the last attempt lost a merge race: its branch is merged again without a new session"
+        )
+    leftovers = trailed(node, f"tgflow: commit uncommitted work of {node.task.id}")
+    if worktrees.commit_all(ws, wt, leftovers, agent_author(node)):
         rec.notes.append("committed work the agent left uncommitted")
-    revert_task_files(node)
+    revert_protected_paths(node)
     if not ws.commits_ahead(node.branch_ref):
         raise NodeFailed(
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
@@ -47,20 +58,25 @@ def develop(node: Node, needs_agent: bool) -> None:
     validate(node, wt, "on the task branch")
 
 
-def prompt_context(node: Node, on_main: Task, summaries: dict[str, str] | None) -> PromptContext:
-    """Dependency summaries, conventions and the template, as they are on base."""
+def prompt_context(
+    node: Node, on_main: Task, summaries: dict[str, str] | None, resumed: bool
+) -> PromptContext:
+    """Dependency summaries, conventions and the template, as they are on base; for a
+    ``resumed`` branch, what it holds and why the run that left it did not finish (the last
+    failure tgflow noted in the task file on base, else the reason of its WIP commit)."""
     ws, s = node.ws, node.settings
     if summaries is None:
         summaries = {}
         for dep in on_main.depends_on:
             found = node.on_base(dep)
             summaries[dep] = (found.section("Summary") or "") if found else ""
-    conventions = None
+    conventions = conventions_file = None
     names = [s.conventions] if s.conventions else list(CONVENTION_FILES)
     for name in names:
         path = ws.integration / name
         if path.is_file():
             conventions = path.read_text(encoding="utf-8", errors="replace")
+            conventions_file = name
             break
     else:
         if s.conventions:
@@ -81,11 +97,23 @@ def prompt_context(node: Node, on_main: Task, summaries: dict[str, str] | None) 
                 Cause.SETUP,
             )
         template = path.read_text(encoding="utf-8")
+    kept = None
+    if resumed:
+        commits = ws.git(
+            ws.integration, "log", "--reverse", "--format=%h %s", node.branch_ref,
+            f"^{ws.base_ref()}",
+        ).splitlines()  # fmt: skip
+        subjects = [c.partition(" ")[2] for c in commits]
+        wip = [c for c in subjects if c.startswith(worktrees.WIP_PREFIX)]
+        noted = last_failure_note(on_main.section("Notes"))
+        kept = KeptWork(commits, noted or (wip[-1] if wip else None))
     return PromptContext(
         task_rel=on_main.path.relative_to(ws.integration).as_posix(),
         summaries=summaries,
         conventions=conventions,
+        conventions_file=conventions_file,
         template=template,
+        kept=kept,
     )
 
 
@@ -99,7 +127,11 @@ def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
             task_file_rel=ctx.task_rel,
             dependency_summaries=ctx.summaries,
             conventions=ctx.conventions,
+            conventions_file=ctx.conventions_file,
+            validate_commands=node.settings.validate_commands,
+            protected=[f"{node.settings.tasks_dir}/", CONFIG_FILE, *node.settings.protected_paths],
             attempt=node.attempt,
+            kept=ctx.kept,
             previous_failure=node.previous_failure,
             conflict_files=conflict_files,
             template=ctx.template,
@@ -113,6 +145,7 @@ def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
 def session(node: Node, text: str) -> SessionResult:
     """One agent session; anything but success (or Safe Exit) ends the node."""
     rec, wt = node.record, node.wt()
+    author, before = agent_author(node), node.ws.head(wt)
     result = node.agent.run(
         SessionRequest(
             task_id=node.task.id,
@@ -123,9 +156,10 @@ def session(node: Node, text: str) -> SessionResult:
             on_line=node.on_line,
             cancel=node.cancel,
             model=node.task.model,
-            env=node.ws.identity_env(),
+            env=node.ws.identity_env(author),
         )
     )
+    node.ws.add_task_trailer(wt, before, node.task.id)
     rec.sessions += 1
     rec.agent_seconds += result.duration_s
     rec.tool_errors += result.tool_errors
@@ -152,18 +186,46 @@ def session(node: Node, text: str) -> SessionResult:
     return result
 
 
-def revert_task_files(node: Node) -> None:
+def revert_protected_paths(node: Node) -> None:
+    """Only tgflow updates task files, and an agent must not weaken the checks of every later
+    run (the repository's .tgflow.toml, its CI): the branch's edits there are undone, in one
+    commit, before anything is validated."""
+    s = node.settings
     reverted = worktrees.revert_paths(
         node.ws,
         node.wt(),
-        node.settings.tasks_dir,
-        f"tgflow: revert task-file edits made by the agent for {node.task.id}",
+        [s.tasks_dir, CONFIG_FILE, *s.protected_paths],
+        trailed(node, f"tgflow: revert the agent's edits to protected paths for {node.task.id}"),
     )
     if reverted:
         node.record.notes.append(
-            "reverted the agent's edits to task files (only tgflow updates them): "
-            + ", ".join(reverted)
+            "reverted the agent's edits to protected paths (the tasks folder, .tgflow.toml and "
+            "protected_paths; only people change them): " + ", ".join(reverted)
         )
+
+
+def agent_author(node: Node) -> tuple[str, str]:
+    """Who wrote the agent's commits (tgflow commits them): ``agent_identity``, else the preset
+    and the model it ran with, so history tells an agent's work, and which model did it, from a
+    person's."""
+    configured = node.settings.agent_identity
+    if configured is not None:
+        parsed = parse_identity(configured)
+        if parsed is None:
+            raise NodeFailed(
+                NodeStatus.FAILED,
+                f'agent_identity {configured!r} is not "Name <email>"; fix it in .tgflow.toml '
+                'or the run\'s parameters, e.g. "my agent <agent@example.com>"',
+                Cause.SETUP,
+            )
+        return parsed
+    model = node.task.model or node.agent.model
+    return f"{node.agent.name} agent" + (f" (model {model})" if model else ""), AGENT_EMAIL
+
+
+def trailed(node: Node, subject: str) -> str:
+    """A commit message of the task's: every commit made for a task says which (a trailer)."""
+    return f"{subject}\n\n{TASK_TRAILER}: {node.task.id}"
 
 
 def validate(node: Node, cwd: Path, where: str) -> None:

@@ -2,40 +2,69 @@
 merged tree, record the status on base, push, and clean up.
 
 Nothing broken is ever pushed: a failed post-merge validation resets base to where it was.
-A conflict goes back to the agent with base merged into its branch (bounded rounds).
+Merges are served in the order nodes became ready (the merge lock is fair).
+
+A conflict goes back to the agent with base merged into its branch, at most
+``conflict_rounds`` times, and a file every node touches must not make it lose the race for
+ever (others merging into the file while it resolves):
+
+- every round but the last resolves outside the merge lock, so the others go on merging,
+  and then merges with priority, ahead of every node merely waiting: it lands unless a node
+  merged into the same file during the resolution (the usual case, two nodes in one file,
+  costs nobody a wait);
+- the last round holds the lock from merging base into the branch through the agent's
+  resolution, the validation and the merge, so base cannot move under it (only a push to
+  the origin by someone else can). Holding the lock for every round would make every other
+  node's merges and branch moves wait for each agent session, which may take minutes.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from tasks_lib.git import worktrees
 from tasks_lib.git.base import change_base, merge
 from tasks_lib.git.runner import GitError
 from tasks_lib.graph.taskfile import Status
-from tasks_lib.run.develop import backup_branch, prompt, revert_task_files, session, validate
+from tasks_lib.run.develop import (
+    agent_author,
+    backup_branch,
+    prompt,
+    revert_protected_paths,
+    session,
+    trailed,
+    validate,
+)
 from tasks_lib.run.node_state import Node, NodeFailed
 from tasks_lib.run.prompt import BLOCKED_FILE
 from tasks_lib.run.records import Cause, Conflict, NodeStatus
 
 
 def integrate(node: Node) -> None:
-    """Merge under the lock; a conflict goes back to the agent (bounded), then again."""
+    """Merge in turn; a conflict goes back to the agent (the rounds in the module's doc)."""
     ws, rec, rounds = node.ws, node.record, node.settings.conflict_rounds
-    for round_ in range(1, rounds + 2):
-        with ws.merge_lock:
-            conflicts = _merge_once(node)
-            if conflicts is None:
-                rec.cleanup = worktrees.cleanup(ws, node.task.id, node.settings.push)
-                rec.status = NodeStatus.COMPLETED
-                return
-        if round_ > rounds:
-            break
-        _resolve(node, round_)
+    with ws.merge_lock:
+        if _land(node):
+            return
+    for round_ in range(1, rounds + 1):
+        if round_ < rounds:
+            _resolve(node, round_, held=False)
+            with ws.merge_lock.priority():
+                if _land(node):
+                    return
+        else:
+            with ws.merge_lock.priority():
+                _resolve(node, round_, held=True)
+                if _land(node):
+                    return
+    ws.git(node.wt(), "clean", "-fdq")  # validation's leftovers are no work for a retry
     raise NodeFailed(
         NodeStatus.FAILED,
         f"merge into {ws.base} still conflicts after {rounds} resolution round(s): "
-        + ", ".join(rec.conflicts[-1].files),
+        + ", ".join(rec.conflicts[-1].files)
+        + f" (the base kept moving); a retry merges {ws.base} into the kept branch again, "
+        "or raise conflict_rounds (--conflict-rounds)",
         Cause.CONFLICT,
     )
 
@@ -48,7 +77,7 @@ def _merge_once(node: Node) -> list[str] | None:
     def merge_validate_commit() -> str | None:
         rec.commits = _commit_lines(node)
         rec.files_changed = ws.files_changed(node.branch_ref)
-        merged = merge(ws, node.task.id, f"Merge task {node.task.id}: {node.task.name}")
+        merged = merge(ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node))
         if not merged.merged:
             pending[:] = merged.conflicts
             return "conflicts with " + ", ".join(merged.conflicts)
@@ -75,12 +104,24 @@ def _merge_once(node: Node) -> list[str] | None:
     raise NodeFailed(NodeStatus.FAILED, change.reason, Cause.GIT)
 
 
-def _resolve(node: Node, round_: int) -> None:
-    """Merge base into the branch and let the agent resolve what conflicts."""
+def _land(node: Node) -> bool:
+    """Merge, validate, push and clean up (the caller holds the lock); False on a conflict."""
+    if _merge_once(node) is not None:
+        return False
+    node.record.cleanup = worktrees.cleanup(node.ws, node.task.id, node.settings.push)
+    node.record.status = NodeStatus.COMPLETED
+    return True
+
+
+def _resolve(node: Node, round_: int, *, held: bool) -> None:
+    """Merge the newest base into the branch and let the agent resolve what conflicts.
+    ``held``: the caller holds the merge lock throughout; else it is taken for the merge
+    only (base must not move under `git merge`, which reads a shared ref)."""
     ws, wt, rec = node.ws, node.wt(), node.record
     conflict = rec.conflicts[-1]
     ws.git(wt, "clean", "-fdq")  # what validation left; the agent's work is committed
-    with ws.merge_lock:  # base must not move under `git merge` (it reads a shared ref)
+    with nullcontext() if held else ws.merge_lock:
+        ws.refresh(node.settings.push)  # what others pushed since the conflict, too
         base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())
         merged = _merge_base_into_branch(node, wt, base_sha)
     if merged:
@@ -93,8 +134,9 @@ def _resolve(node: Node, round_: int) -> None:
         session(node, prompt(node, conflict_files=files))  # on failure wind_down aborts
         _conclude_merge(node, wt, files, base_sha)
         conflict.resolved = True
-    revert_task_files(node)
-    backup_branch(node)
+    revert_protected_paths(node)
+    if not held:  # held: landing next deletes the branch, or a failure backs it up then
+        backup_branch(node)
     validate(node, wt, "on the task branch after resolving conflicts")
 
 
@@ -132,8 +174,10 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
             f"the agent abandoned the merge of {ws.base} into the branch",
             Cause.AGENT,
         )
-    elif worktrees.commit_all(ws, wt, f"tgflow: commit uncommitted work of {node.task.id}"):
-        rec.notes.append("committed work the agent left uncommitted")
+    else:
+        leftovers = trailed(node, f"tgflow: commit uncommitted work of {node.task.id}")
+        if worktrees.commit_all(ws, wt, leftovers, agent_author(node)):
+            rec.notes.append("committed work the agent left uncommitted")
 
 
 def _read(path: Path) -> str:

@@ -4,7 +4,7 @@
 The orchestrator decides success, not the agent: the branch must hold new commits, task
 files stay untouched, validation passes before and after the merge. Work is never thrown
 away: a node that does not finish keeps its branch (backed up on the origin when pushing),
-and the next run resumes it.
+and the next run hands it to the agent again.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def run_node(
     *,
     attempt: int = 1,
     previous_failure: str | None = None,
+    previous_cause: Cause | None = None,
     dependency_summaries: dict[str, str] | None = None,
     task_paths: Mapping[str, Path] | None = None,
     on_line: Callable[[str], None] | None = None,
@@ -46,7 +47,8 @@ def run_node(
     ``final_attempt``: write a failure to the task file on main (status + ``## Notes``)
     only when no retry follows. ``stop_after_develop`` leaves everything as a crash would.
     ``task_paths`` (id → file relative to the repository, from the run's graph) spares the
-    node a parse of the whole tasks folder.
+    node a parse of the whole tasks folder. ``previous_cause``: why this run's attempt before
+    failed; after a conflict the retry is one more conflict round, not a new session.
     """
     node = Node(
         ws=workspace,
@@ -66,7 +68,7 @@ def run_node(
     rec = node.record
     try:
         try:
-            _run(node, dependency_summaries, stop_after_develop)
+            _run(node, dependency_summaries, stop_after_develop, previous_cause)
         except NodeFailed as e:
             rec.status, rec.reason, rec.cause = e.status, e.reason, e.cause
             try:
@@ -79,7 +81,12 @@ def run_node(
     return rec.close_attempt(attempt)
 
 
-def _run(node: Node, summaries: dict[str, str] | None, stop_after_develop: bool) -> None:
+def _run(
+    node: Node,
+    summaries: dict[str, str] | None,
+    stop_after_develop: bool,
+    previous_cause: Cause | None,
+) -> None:
     ws, rec = node.ws, node.record
     with ws.merge_lock:
         ws.refresh(node.settings.push)
@@ -94,12 +101,14 @@ def _run(node: Node, summaries: dict[str, str] | None, stop_after_develop: bool)
             rec.status, rec.already_done = NodeStatus.COMPLETED, True
             rec.notes.append(f"already completed on {ws.base}; nothing run")
             return
-        node.context = prompt_context(node, on_main, summaries)
         checkout = worktrees.start_task(ws, node.task.id)
-    node.worktree = checkout.path
-    rec.notes += checkout.notes
-    # A retry runs the agent on its kept branch, with the failure in its prompt.
-    develop(node, checkout.needs_agent or node.previous_failure is not None)
+        node.worktree = checkout.path
+        rec.notes += checkout.notes
+        node.context = prompt_context(node, on_main, summaries, checkout.resumed)
+    # A kept branch goes back to the agent (never merely re-validated: the task file may have
+    # been fixed since), its commits and the last failure in the prompt; except the retry of
+    # an attempt that only lost a merge race: its work was fine, it only needs merging again.
+    develop(node, not (checkout.resumed and previous_cause is Cause.CONFLICT))
     if stop_after_develop:
         rec.status = NodeStatus.CANCELLED
         rec.reason = "stopped after develop (as if the run were killed); the branch is kept"

@@ -20,7 +20,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import Status, Task, parse_task
 from tasks_lib.run.config import NodeSettings
-from tasks_lib.run.prompt import fenced
+from tasks_lib.run.prompt import KeptWork, fenced
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
 
 
@@ -41,7 +41,9 @@ class PromptContext:
     task_rel: str
     summaries: dict[str, str]
     conventions: str | None
+    conventions_file: str | None  # where ``conventions`` came from (the prompt names it)
     template: str | None
+    kept: KeptWork | None  # what an earlier run left on the branch, when it was resumed
 
 
 @dataclass

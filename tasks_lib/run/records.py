@@ -94,6 +94,7 @@ class NodeRecord(BaseModel):
     notes: list[str] = Field(default_factory=list)  # things the orchestrator did and says so
     cleanup: dict[str, bool] = Field(default_factory=dict)  # worktree/branch/remote → removed
     already_done: bool = False  # found completed on main; nothing was run
+    log_path: str | None = None  # the node's agent and validation output, every attempt
 
     @property
     def duration_s(self) -> float:
@@ -170,3 +171,4 @@ class RunRecord(BaseModel):
     depends_on: dict[str, list[str]] = Field(default_factory=dict)  # to measure chains as run
     max_concurrent: int = 0  # peak number of agent sessions running at once
     aar_path: str | None = None
+    aar_unsaved: str = ""  # why the review is only an artifact, when it is not on the base

@@ -3,8 +3,9 @@
 As in the manual workflow, a review has no worktree and no merge: it runs the validation
 commands on the current base branch in the integration worktree, under the merge lock so no
 merge moves main underneath it. An optional reviewer agent may read main and report against
-the acceptance criteria; whatever it changes is thrown away. The node passes (status
-completed, with a Summary, committed on main) or fails.
+the acceptance criteria of the tasks the review depends on; whatever it changes is thrown
+away. Without one, the Summary says that only the validation commands were checked. The node
+passes (status completed, with a Summary, committed on main) or fails.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _review_locked(
                 SessionRequest(
                     task_id=task.id,
                     worktree=ws.integration,
-                    prompt=prompt + REVIEW_ONLY,
+                    prompt=prompt + _reviewed_criteria(ws, task, settings) + REVIEW_ONLY,
                     timeout_s=settings.agent_timeout_s,
                     idle_timeout_s=settings.idle_timeout_s,
                     on_line=on_line,
@@ -120,12 +121,29 @@ def _review_locked(
             rec.reason = f"reviewer {session.outcome.value}: {session.reason or session.tail}"
             return
         report = "\n\nReviewer's report:\n\n" + fenced(session.tail, "text")
+    else:
+        report = " Checked: tests only; acceptance criteria not checked (no review_agent set)."
     commands = ", ".join(f"`{c}`" for c in settings.validate_commands) or "(no commands set)"
     rec.status = NodeStatus.COMPLETED
     rec.notes.append(
         f"Review passed on {ws.base} at {head[:10]}: {commands} passed "
         f"({result.duration_s:.1f} s).{report}"
     )
+
+
+def _reviewed_criteria(ws: Workspace, task: Task, settings: NodeSettings) -> str:
+    """The acceptance criteria of the tasks the review depends on, as they are on base: the
+    reviewer judges their work, and its own task file rarely repeats what they promised."""
+    on_base = {t.id: t for t in ws.load_tasks(settings.tasks_dir).tasks}
+    parts = []
+    for dep in task.depends_on:
+        reviewed = on_base.get(dep)
+        criteria = reviewed.section("Acceptance Criteria") if reviewed else None
+        if reviewed is not None and criteria:
+            parts.append(f"### {dep}: {reviewed.name}\n\n{criteria.strip()}\n")
+    if not parts:
+        return ""
+    return "\n## Acceptance criteria of the reviewed tasks\n\n" + "\n".join(parts)
 
 
 def _record_on_main(

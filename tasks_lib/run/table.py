@@ -1,5 +1,5 @@
-"""The nodes table: one row per node, shared by the run's table artifact and the terminal's
-final table, so both show the same numbers."""
+"""The nodes table: one row per node, shared by the run's table artifact, the terminal's
+final table and ``tgflow run --json``, so all show the same numbers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def node_table(records: list[NodeRecord]) -> list[dict[str, Any]]:
                 "conflicts": ", ".join(files),
                 "cost_usd": r.cost_usd,
                 "tokens": (r.tokens_in or 0) + (r.tokens_out or 0) if r.tokens_in else None,
-                "reason": r.reason.strip().splitlines()[0][:200] if r.reason.strip() else "",
+                "log": r.log_path,
+                "reason": r.reason.strip().splitlines()[0] if r.reason.strip() else "",
             }
         )
     return rows

@@ -7,6 +7,7 @@ after every merge; the first failing command decides.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from pathlib import Path
 from tasks_lib.agents.process import run_watched
 
 TAIL_LINES = 40
+# Lines that say what went wrong in most tools' output (pytest, compilers, linters).
+TELLING = re.compile(r"\bFAILED\b|\bERROR\b|Error\b|\berror:|\bassert")
 
 
 @dataclass
@@ -24,6 +27,15 @@ class ValidationResult:
     failed_command: str | None = None
     output_tail: str = ""
     duration_s: float = 0.0
+    summary: str = ""  # the failure's most telling output line, for one-line reports
+
+
+def summarise(lines: list[str]) -> str:
+    """The last line that names a failure, else the last non-empty one: a one-line report
+    then says what broke instead of only that a command exited non-zero."""
+    meaningful = [line.strip() for line in lines if line.strip()]
+    telling = [line for line in meaningful if TELLING.search(line)]
+    return (telling or meaningful or [""])[-1]
 
 
 def run_validation(
@@ -61,10 +73,12 @@ def run_validation(
         else:
             why = f"exit code {proc.returncode}"
         tail = "\n".join(proc.lines[-TAIL_LINES:])
+        summary = summarise(proc.lines)
         return ValidationResult(
             ok=False,
             failed_command=command,
-            output_tail=f"`{command}` failed ({why}):\n{tail}",
+            output_tail=f"`{command}` failed ({why}): {summary}\n{tail}",
             duration_s=total,
+            summary=summary,
         )
     return ValidationResult(ok=True, duration_s=total)

@@ -73,11 +73,11 @@ def server_for(fake: FakeModel, **extra) -> OpenCodeServerAgent:
     return OpenCodeServerAgent(settings_for("opencode-server", fake, **extra))
 
 
-class PidsSeen:
+class PidsSeen(Agent):
     """Wraps a backend to keep the pids of its sessions (to check none is left)."""
 
     def __init__(self, agent: Agent) -> None:
-        self.agent, self.name, self.pids = agent, agent.name, list[int]()
+        self.agent, self.name, self.model, self.pids = agent, agent.name, agent.model, list[int]()
 
     def run(self, request: SessionRequest) -> SessionResult:
         result = self.agent.run(request)

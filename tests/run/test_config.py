@@ -21,6 +21,14 @@ def test_file_fills_only_what_was_not_given(tmp_path: Path) -> None:
     assert config.agent_timeout_s == 1800  # built-in default
 
 
+def test_a_field_left_empty_in_the_form_lets_the_file_decide(tmp_path: Path) -> None:
+    """The UI form sends null for an empty optional field: the repository's choice stands."""
+    (tmp_path / ".tgflow.toml").write_text('agent = "claude"\nmodel = "m"\n')
+    form = RunConfig.model_validate({"origin": "o", "agent": None, "model": None, "retries": 0})
+    config = form.with_file(tmp_path)
+    assert (config.agent, config.model, config.retries) == ("claude", "m", 0)
+
+
 def test_no_file_changes_nothing(tmp_path: Path) -> None:
     config = RunConfig(origin="o")
     assert config.with_file(tmp_path) is config

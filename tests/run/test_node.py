@@ -256,7 +256,7 @@ cd {other} && echo theirs > theirs.txt && git add theirs.txt \\
     assert_nothing_left(ws, origin)
 
 
-def test_run_killed_after_develop_is_resumed_without_running_the_agent_again(
+def test_run_killed_after_develop_is_resumed_and_handed_to_the_agent_again(
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/r.md": task_md("r", steps=[write("r.txt", "r\n")])})
@@ -271,8 +271,8 @@ def test_run_killed_after_develop_is_resumed_without_running_the_agent_again(
     second = run(ws, "r")
 
     assert second.status == NodeStatus.COMPLETED, second.reason
-    assert second.sessions == 0
-    assert log(origin).count("r: scripted changes") == 1
+    assert second.sessions == 1  # a kept branch always goes back to the agent
+    assert log(origin).count("r: scripted changes") == 1  # it found its work already done
     assert show(origin, "r.txt") == "r"
     assert_nothing_left(ws, origin)
     # and a third run finds it done on main: nothing is run at all
@@ -310,7 +310,7 @@ def test_agent_edits_to_task_files_are_reverted_and_leftovers_committed(tmp_path
     record = run(ws, "t")
 
     assert record.status == NodeStatus.COMPLETED, record.reason
-    assert any("reverted the agent's edits to task files" in n for n in record.notes)
+    assert any("reverted the agent's edits to protected paths" in n for n in record.notes)
     assert "Edited by the scripted agent" not in show(origin, "tasks/t.md")
     assert task_on(origin, "tasks/t.md").status == Status.COMPLETED
     assert "tgflow: commit uncommitted work of t" in log(origin)
@@ -418,7 +418,7 @@ def test_an_agent_that_abandons_the_conflict_merge_fails_the_node_at_once(tmp_pa
 
     assert record.status == NodeStatus.FAILED
     assert "abandoned the merge of main" in record.reason, record.reason
-    assert record.sessions == 1
+    assert record.sessions == 2  # the kept branch's session, then the conflict's only
     assert show(origin, "shared.txt", "tgflow/m") == "M"  # the work is kept
 
 
