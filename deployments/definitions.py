@@ -57,6 +57,13 @@ class ProjectFileError(UsageError):
     """``prefect.yaml`` cannot be used as it is: the message says where, and what to fix."""
 
 
+def tgflow_root() -> Path:
+    """The folder holding tgflow's packages, where its ``prefect.yaml`` sits: the checkout of
+    an editable install. Deploying from here resolves the entrypoint ``flows/graph_flow.py``
+    whatever folder ``tgflow server`` was started in."""
+    return Path(__file__).resolve().parent.parent
+
+
 def load_project(root: Path, prefect_file: str = PREFECT_FILE) -> PrefectProject:
     """Read ``root/prefect.yaml``; check that every entrypoint's file exists."""
     path = root / prefect_file
@@ -64,7 +71,9 @@ def load_project(root: Path, prefect_file: str = PREFECT_FILE) -> PrefectProject
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ProjectFileError(
-            f"{path}: cannot read ({exc.strerror}); run from the project root"
+            f"{path}: cannot read tgflow's deployment file ({exc.strerror}); pass --root with "
+            "the folder of tgflow's checkout that holds it (tgflow installed with pip -e finds "
+            "it itself)"
         ) from exc
     except yaml.YAMLError as exc:
         raise ProjectFileError(f"{path}: not valid YAML: {exc}") from exc

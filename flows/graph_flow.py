@@ -38,13 +38,14 @@ from flows.secrets import block_name, export_secrets
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
 from tasks_lib.errors import ProblemsError
 from tasks_lib.git import WorkspaceError
+from tasks_lib.git.backup import reset_tasks
 from tasks_lib.git.base import change_base, commit_paths
 from tasks_lib.git.locks import run_lock
 from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.graph.dag import TaskGraph
+from tasks_lib.graph.dag import TaskGraph, branch_slug
 from tasks_lib.graph.taskfile import Level, Status
-from tasks_lib.run.aar import peak_concurrency, write_aar
+from tasks_lib.run.aar import peak_concurrency, ran, write_aar
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
@@ -88,9 +89,20 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
             notes=[f"already completed on {run.config.base}; nothing run"],
         )
 
+    flow_context = FlowRunContext.get()
+    assert flow_context is not None and flow_context.flow_run is not None  # nodes run in a flow
+    this_run = flow_context.flow_run  # its id too: two runs can draw the same random name
+    run_dir = f"{this_run.name}-{this_run.id.hex[:8]}"
+    log = run.workspace.root / "logs" / run_dir / f"{branch_slug(task_id)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
     def on_line(line: str) -> None:
+        """To Prefect, the terminal, and the node's log file: the review quotes a few lines
+        of a failure and points there for the rest (every attempt appends to it)."""
         logger.info(line)
         run.notify(Event("line", task_id, text=line))
+        with log.open("a", encoding="utf-8") as out:
+            out.write(line.rstrip("\n") + "\n")
 
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
@@ -114,9 +126,11 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         record = run_node(
             run.workspace, item, agent, run.config,
             attempt=attempt, previous_failure=run.failures.get(task_id),
+            previous_cause=run.causes.get(task_id),
             task_paths=run.task_paths, on_line=on_line, cancel=run.cancel, final_attempt=final,
         )  # fmt: skip
     record = run.finish_attempt(task_id, record)
+    record.log_path = str(log) if log.exists() else None
     if record.status is NodeStatus.COMPLETED:
         return record
     logger.warning("%s %s: %s", task_id, record.status.value, record.reason)
@@ -186,13 +200,26 @@ def submit_graph(
 
 
 def commit_aar(ws: Workspace, config: RunConfig, rel_path: str, text: str) -> str | None:
-    """Commit the review on base (and push it): returns a problem, or None."""
+    """Commit the review on base (and push it): returns a problem, or None.
+
+    Reviews hold local paths and failure output, so the same commit marks ``aar_dir``
+    ``export-ignore`` in ``.gitattributes`` (if it is not yet): ``git archive``, and the
+    release tooling built on it, leaves them out of release tarballs.
+    """
+    ignore = f"{config.aar_dir.rstrip('/')} export-ignore"
 
     def write() -> str | None:
         path = ws.integration / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        commit_paths(ws, [path], f"docs: after-action review {Path(rel_path).stem}")
+        attributes = ws.integration / ".gitattributes"
+        old = attributes.read_text(encoding="utf-8") if attributes.exists() else ""
+        paths = [path]
+        if ignore not in old.splitlines():
+            lead = old if not old or old.endswith("\n") else f"{old}\n"
+            attributes.write_text(f"{lead}{ignore}\n", encoding="utf-8")
+            paths.append(attributes)
+        commit_paths(ws, paths, f"docs: after-action review {Path(rel_path).stem}")
         return None
 
     with ws.merge_lock:
@@ -259,8 +286,15 @@ def _not_run(e: ProblemsError, base: str, origin: str) -> State[Any]:
 
 
 def _set_up(config: RunConfig, ws: Workspace) -> Prepared:
-    """Reconcile the clone with the origin, then read the settings and the graph from base."""
+    """Reconcile the clone with the origin, then read the settings and the graph from base,
+    then set aside the kept branches of the tasks to ``reset`` (a refused run resets none)."""
     logger = get_run_logger()
+    if config.reset and not config.push:
+        raise ProblemsError(
+            [f"reset {', '.join(config.reset)}: needs push (the kept branches are moved aside "
+             f"on the origin); run with push, or first `tgflow reset --origin {config.origin} "
+             f"{' '.join(config.reset)}`"]
+        )  # fmt: skip
     try:
         with ws.merge_lock:
             report = reconcile(ws, push=config.push)
@@ -270,6 +304,15 @@ def _set_up(config: RunConfig, ws: Workspace) -> Prepared:
         if items:
             logger.info("reconcile: %s: %s", what.replace("_", " "), items)
     prepared = prepare(config, ws)
+    missing = prepared.config.missing_settings(prepared.graph.tasks.values())
+    if missing:
+        raise ProblemsError(missing)
+    try:
+        with ws.merge_lock:
+            for line in reset_tasks(ws, config.reset):
+                logger.info("reset %s", line)
+    except WorkspaceError as e:
+        raise ProblemsError([str(e)]) from None
     for warning in prepared.warnings:
         logger.warning("%s", warning)
     if prepared.config.agent_api_key_env:
@@ -313,7 +356,8 @@ def _run_nodes(run: RunState) -> list[NodeRecord]:
         raise
     finally:
         run.agents.close()
-    return [result.records[i] for i in graph.order if i in result.records]
+    shown = [*graph.order, *graph.held_back]  # held-back tasks are the run's too, not nodes
+    return [result.records[i] for i in shown if i in result.records]
 
 
 def _run_record(
@@ -338,8 +382,10 @@ def _run_record(
 
 
 def _publish(run: RunState, record: RunRecord) -> RunRecord:
-    """The review and the nodes table as artifacts, and the review committed on base; an
-    unsaved review does not fail the run (the work is merged), its path is then None."""
+    """The review and the nodes table as artifacts, and the review committed on base when a
+    node ran and ``aar_commit`` is on (a run that did nothing leaves base alone). A review not
+    on base does not fail the run (the work is merged): its path is then None and
+    ``aar_unsaved`` says why."""
     logger = get_run_logger()
     aar = write_aar(record)
     create_markdown_artifact(
@@ -347,12 +393,19 @@ def _publish(run: RunState, record: RunRecord) -> RunRecord:
     )
     create_table_artifact(node_table(record.nodes), key=NODES_KEY, description="Nodes of this run")
     assert record.aar_path is not None
-    try:
-        problem = commit_aar(run.workspace, run.config, record.aar_path, aar)
-    except WorkspaceError as e:
-        problem = str(e)
-    if problem:
-        logger.warning("the after-action review was not saved on the origin: %s", problem)
+    if not any(ran(n) for n in record.nodes):
+        record.aar_unsaved = "not committed: no node ran"
+    elif not run.config.aar_commit:
+        record.aar_unsaved = "not committed: aar_commit is false"
+    else:
+        try:
+            problem = commit_aar(run.workspace, run.config, record.aar_path, aar)
+        except WorkspaceError as e:
+            problem = str(e)
+        if problem:
+            logger.warning("the after-action review was not saved on the origin: %s", problem)
+            record.aar_unsaved = f"not saved on the origin: {problem}"
+    if record.aar_unsaved:
         record.aar_path = None  # only in the artifact
     return record
 

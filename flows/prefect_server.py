@@ -75,6 +75,25 @@ def prefect_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -
     return env
 
 
+class RetryUnavailable(httpx.HTTPTransport):
+    """Prefect's SQLite server answers 503 while a burst of writes holds its database (seen
+    while runs finish together); the same call goes through a moment later."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(5):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(1.0)
+        return super().handle_request(request)
+
+
+def api_client(api_url: str, timeout_s: float = 30.0) -> httpx.Client:
+    """A client of a Prefect server's REST API that rides out its brief 503s."""
+    return httpx.Client(base_url=api_url, timeout=timeout_s, transport=RetryUnavailable())
+
+
 def process_group(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
@@ -191,7 +210,8 @@ class LocalPrefect:
     def ensure_work_pools(self) -> list[str]:
         pools = load_project(self.root, self.prefect_file).work_pools
         for pool in pools:
-            found = httpx.get(f"{self.api_url}/work_pools/{pool}", timeout=10)
+            with api_client(self.api_url) as api:
+                found = api.get(f"/work_pools/{pool}")
             if found.status_code == 404:
                 self.run_cli("work-pool", "work-pool", "create", pool, "--type", "process")
         return pools
@@ -205,12 +225,11 @@ class LocalPrefect:
         return self.run_cli("deploy", "--no-prompt", "deploy", "--all", *custom)
 
     def set_paused(self, deployment: str, paused: bool, flow: str = FLOW_NAME) -> None:
-        found = httpx.get(f"{self.api_url}/deployments/name/{flow}/{deployment}", timeout=10)
-        found.raise_for_status()
-        done = httpx.patch(
-            f"{self.api_url}/deployments/{found.json()['id']}", json={"paused": paused}, timeout=10
-        )
-        done.raise_for_status()
+        with api_client(self.api_url) as api:
+            found = api.get(f"/deployments/name/{flow}/{deployment}")
+            found.raise_for_status()
+            done = api.patch(f"/deployments/{found.json()['id']}", json={"paused": paused})
+            done.raise_for_status()
 
     def start_workers(self, pools: list[str] | None = None) -> None:
         for pool in pools or load_project(self.root, self.prefect_file).work_pools:

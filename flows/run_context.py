@@ -25,7 +25,7 @@ from tasks_lib.errors import TgflowError
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph
 from tasks_lib.run.config import RunConfig
-from tasks_lib.run.records import Attempt, NodeRecord, RunRecord, combine
+from tasks_lib.run.records import Attempt, Cause, NodeRecord, RunRecord, combine
 
 
 class NodeFailed(TgflowError):
@@ -99,7 +99,8 @@ class RunState:
     agents: AgentPool = field(default_factory=AgentPool)
     cancel: threading.Event = field(default_factory=threading.Event)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)  # last failure output per task
+    failures: dict[str, str] = field(default_factory=dict)  # what the next attempt must fix
+    causes: dict[str, Cause] = field(default_factory=dict)  # why the last attempt failed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property
@@ -116,11 +117,18 @@ class RunState:
             return len(self.attempts.get(task_id, [])) + 1
 
     def finish_attempt(self, task_id: str, record: NodeRecord) -> NodeRecord:
-        """The record over all attempts so far (a Prefect retry is a new attempt)."""
+        """The record over all attempts so far (a Prefect retry is a new attempt).
+
+        An attempt that failed only on a conflict leaves nothing to fix: its retry is one
+        more conflict round on the kept branch, not an agent told to find the cause."""
         with self.lock:
             merged = combine(self.attempts.get(task_id, []), record)
             self.attempts[task_id] = merged.attempts
-            if record.reason:
+            if record.cause is not None:
+                self.causes[task_id] = record.cause
+            if record.cause is Cause.CONFLICT:
+                self.failures.pop(task_id, None)
+            elif record.reason:
                 self.failures[task_id] = record.reason
             return merged
 

@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "tgflow_cli.server_command:add_server_command",
     "tgflow_cli.run_command:add_run_command",
     "tgflow_cli.run_command:add_demo_command",
+    "tgflow_cli.reset_command:add_reset_command",
 )
 
 Handler = Callable[[argparse.Namespace], int]

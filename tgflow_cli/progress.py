@@ -1,5 +1,6 @@
 """What the terminal shows of a run: a live table while the flow runs (or one line per
-finished node when stdout is not a terminal), then the final table of the nodes."""
+finished node when stdout is not a terminal), then the final table of the nodes: a rich
+table on a terminal, plain aligned lines that never wrap in a log or CI."""
 
 from __future__ import annotations
 
@@ -76,16 +77,30 @@ class ProgressView:
 
 
 # The terminal's headers for the table artifact's numeric columns.
-HEADERS = {"attempts": "tries", "duration_s": "time s", "agent_s": "agent s", "cost_usd": "$"}
+HEADERS = {
+    "attempts": "tries",
+    "duration_s": "time s",
+    "agent_s": "agent s",
+    "validate_s": "valid. s",
+    "cost_usd": "$",
+}
+# The plain table's columns, named as in the artifact and --json; the reason, last, is not
+# padded, so it is whole however long it is.
+PLAIN = (
+    "task", "status", "attempts", "duration_s", "agent_s", "validate_s", "cost_usd",
+    "conflicts", "log", "reason",
+)  # fmt: skip
 
 
 def final_table(records: list[NodeRecord]) -> Table:
     """The nodes table artifact's rows, the columns a terminal has room for."""
     rows = node_table(records)
     table = Table(title="Nodes")
-    columns = ["task", "status", "attempts", "duration_s", "agent_s", "conflicts", "reason"]
+    columns = [
+        "task", "status", "attempts", "duration_s", "agent_s", "validate_s", "conflicts", "reason",
+    ]  # fmt: skip
     if any(row["cost_usd"] is not None for row in rows):
-        columns.insert(5, "cost_usd")
+        columns.insert(6, "cost_usd")
     if not any(row["reason"] for row in rows):
         columns.remove("reason")
     for column in columns:
@@ -100,6 +115,20 @@ def final_table(records: list[NodeRecord]) -> Table:
         cells[1] = _styled(cells[1])
         table.add_row(*cells)
     return table
+
+
+def plain_table(records: list[NodeRecord]) -> str:
+    """One line per node with a header, columns two spaces apart ("-" when empty): a log or
+    CI keeps every line whole, and ``grep`` or ``cut`` can read it."""
+    rows = node_table(records)
+    cells = [list(PLAIN)] + [
+        ["-" if r[c] in (None, "") else str(r[c]) for c in PLAIN] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(PLAIN) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in cells
+    )
 
 
 def _styled(status: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -25,12 +26,13 @@ from rich.console import Console
 from rich.live import Live
 
 from tasks_lib.agents.settings import PRESETS
-from tasks_lib.errors import UsageError
+from tasks_lib.errors import ProblemsError, UsageError
 from tasks_lib.git.runner import run_git
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import RunRecord
 from tasks_lib.run.setup import preflight
-from tgflow_cli.progress import ProgressView, final_table
+from tasks_lib.run.table import node_table
+from tgflow_cli.progress import ProgressView, final_table, plain_table
 
 VERBOSE_HELP = "also print Prefect's logs, and the traceback of an unexpected error"
 
@@ -56,7 +58,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", dest="tasks_dir", metavar="DIR", help="tasks folder (tasks)")
     parser.add_argument("--base", help="branch to read tasks from and merge into (main)")
     agent = parser.add_mutually_exclusive_group()
-    agent.add_argument("--agent", choices=PRESETS, help="agent preset (scripted)")
+    agent.add_argument(
+        "--agent",
+        choices=PRESETS,
+        help="agent preset, required unless .tgflow.toml or every task names one "
+        "('scripted' only runs the demo's scripts)",
+    )
     agent.add_argument(
         "--agent-command",
         metavar="'CMD {task_id} {prompt_file}'",
@@ -79,7 +86,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="merge in tgflow's clone only, never push (a later pushing run keeps "
                              "those merges on a tgflow-unpushed/ branch)")  # fmt: skip
     parser.add_argument("--only", action="append", metavar="ID", help="run only these (repeatable)")
+    parser.add_argument("--reset", action="append", metavar="ID",
+                        help="start this task afresh from the base branch: its kept branch is "
+                             "moved aside to a backup ref on the origin (repeatable)")  # fmt: skip
     parser.add_argument("--retries", type=int, metavar="N", help="retries of a failed node (1)")
+    parser.add_argument("--conflict-rounds", type=int, metavar="N",
+                        help="times a merge conflict goes back to the agent (2)")  # fmt: skip
     for flag, field in (
         ("--retry-delay", "retry_delay_s"),
         ("--agent-timeout", "agent_timeout_s"),
@@ -96,6 +108,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aar-dir", metavar="DIR", help="folder for the review on main")
     parser.add_argument("--review-agent", action="store_true", default=None,
                         help="review tasks also get an agent's report")  # fmt: skip
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="refuse the whole graph when any task file has a problem")  # fmt: skip
+    parser.add_argument("--merge-strategy", choices=("merge", "squash"),
+                        help="how a task lands on base: a --no-ff merge, or one squashed "
+                             "commit (merge)")  # fmt: skip
+    parser.add_argument("--protect", dest="protected_paths", action="append", metavar="PATH",
+                        help="path agents may not change, a folder ends in / (repeatable; "
+                             "replaces the default .github/ .gitlab-ci.yml)")  # fmt: skip
+    parser.add_argument("--json", action="store_true",
+                        help="print the run's nodes as one JSON object on stdout, and nothing "
+                             "else there (progress goes to stderr)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
 
 
@@ -143,9 +166,12 @@ def _config(args: argparse.Namespace, **fixed: Any) -> RunConfig:
 
 def _run(args: argparse.Namespace) -> int:
     config = _config(args)
-    preflight(config)
+    prepared = preflight(config)
+    missing = prepared.config.missing_settings(prepared.graph.tasks.values())
+    if missing:  # the flow would refuse it too, but only after Prefect started
+        raise ProblemsError(missing)
     _prepare_prefect(args.verbose)
-    record, ok = run_with_progress(config, Console())
+    record, ok = run_with_progress(config, Console(stderr=args.json), as_json=args.json)
     return 0 if ok and record is not None else 1
 
 
@@ -153,10 +179,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | None, bool]:
+def run_with_progress(
+    config: RunConfig, console: Console, *, as_json: bool = False
+) -> tuple[RunRecord | None, bool]:
     """Run the flow in this process showing live progress, then the final table.
 
     A closed terminal (SIGHUP) interrupts like Ctrl-C, so the agents do not outlive it.
+    ``as_json``: the final table is one JSON object on stdout instead (``console`` should
+    then be stderr's, so stdout holds nothing else).
     """
     from flows.prefect_server import api_configured, temporary_server
 
@@ -176,19 +206,38 @@ def run_with_progress(config: RunConfig, console: Console) -> tuple[RunRecord | 
             )
         state = tgflow_run(config, return_state=True)
     record = observer.record
-    if record is not None:
-        console.print(final_table(record.nodes))
+    if as_json:
+        report = _json_report(record, state.is_completed(), state.message)
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif record is not None:
+        if console.is_terminal:
+            console.print(final_table(record.nodes))
+        else:  # a log or CI: whole lines, never folded at 80 columns
+            console.print(plain_table(record.nodes), markup=False, highlight=False, soft_wrap=True)
         where = (
             f"{record.aar_path} on {record.base} of {record.origin}"
             if record.aar_path
-            else "not saved on the origin (the warning above says why); in the run's artifacts"
+            else f"{record.aar_unsaved}; in the run's artifacts"
         )
-        console.print(f"After-action review: {where}")
+        console.print(f"After-action review: {where}", soft_wrap=True)
     if state.is_completed():
         console.print("[green]every node completed[/green]")
     else:
         console.print(f"[red]tgflow: {state.message}[/red]")
     return record, state.is_completed()
+
+
+def _json_report(record: RunRecord | None, completed: bool, message: str | None) -> dict[str, Any]:
+    """The run for machines: its status and the nodes table's rows (as in the artifact)."""
+    return {
+        "run": record.run_name if record else None,
+        "origin": record.origin if record else None,
+        "base": record.base if record else None,
+        "status": "completed" if completed else "failed",
+        "message": None if completed else message,
+        "aar_path": record.aar_path if record else None,
+        "nodes": node_table(record.nodes) if record else [],
+    }
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments.definitions import NIGHTLY, ProjectFileError, load_project
+from deployments.definitions import NIGHTLY, ProjectFileError, load_project, tgflow_root
 from flows.prefect_server import DEFAULT_PORT, LocalPrefect
 from tasks_lib.errors import TgflowError
 
@@ -24,14 +24,23 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "server",
         help="run a local Prefect server with the tgflow deployments and a worker",
         description=(
-            "Start a Prefect server on 127.0.0.1 (SQLite under PREFECT_HOME, default "
-            "./.prefect), register the deployments of prefect.yaml, start a process worker "
-            "for their work pool, and print the UI address. Ctrl-C stops everything."
+            "Start a Prefect server on 127.0.0.1 (SQLite under --home), register the "
+            "deployments of tgflow's prefect.yaml, start a process worker for their work pool, "
+            "and print the UI address. Works from any folder. Ctrl-C stops everything."
         ),
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
-    parser.add_argument("--root", default=".", help="folder holding prefect.yaml (default: .)")
-    parser.add_argument("--home", default=None, help="PREFECT_HOME (default: ROOT/.prefect)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="folder holding tgflow's prefect.yaml and flows/ (default: where tgflow is "
+        f"installed, {tgflow_root()})",
+    )
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="Prefect's data folder (default: $PREFECT_HOME, else ROOT/.prefect)",
+    )
     parser.add_argument(
         "--origin",
         default=None,
@@ -46,8 +55,9 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def run_server(args: argparse.Namespace) -> int:
     """Until Ctrl-C (or SIGTERM), then stop everything; exit 0 after a clean stop."""
-    root = Path(args.root).resolve()
-    home = Path(args.home).resolve() if args.home else root / ".prefect"
+    root = Path(args.root).resolve() if args.root else tgflow_root()
+    home_dir = args.home or os.environ.get("PREFECT_HOME")
+    home = Path(home_dir).expanduser().resolve() if home_dir else root / ".prefect"
     origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
     if origin and Path(origin).exists():
         origin = str(Path(origin).resolve())

@@ -11,6 +11,8 @@ from tgflow_cli.main import main
 
 pytestmark = pytest.mark.prefect
 
+SCRIPTED = ["--agent", "scripted", "--validate", "true"]  # a real run names both
+
 
 def WRITE(path: str) -> dict:  # reads as a script step
     return {"write": {"path": path, "content": "ok\n"}}
@@ -35,7 +37,7 @@ def test_run_exits_1_until_every_node_completed_then_0(
             "tasks/bad.md": task_md("bad", steps=[{"fail": "not yet"}]),
         },
     )  # fmt: skip
-    argv = ["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws")]
+    argv = ["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws"), *SCRIPTED]
 
     assert main(argv) == 1
     out = capsys.readouterr().out
@@ -108,7 +110,7 @@ def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", launch, "run", "--origin", str(origin),
-         "--workspace", str(tmp_path / "ws")],
+         "--workspace", str(tmp_path / "ws"), *SCRIPTED],
         cwd=Path(__file__).resolve().parents[2], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's foreground job
@@ -158,7 +160,9 @@ def test_an_unsaved_review_is_not_announced_as_saved(
 
     monkeypatch.setattr(flows.graph_flow, "commit_aar", lambda *a: "push rejected (test)")
     origin = make_origin(tmp_path, {"tasks/good.md": task_md("good", steps=[WRITE("g.txt")])})
-    assert main(["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws")]) == 0
+    assert (
+        main(["run", "--origin", str(origin), "--workspace", str(tmp_path / "ws"), *SCRIPTED]) == 0
+    )
     out = capsys.readouterr().out.replace("\n", "")
     assert "After-action review: not saved on the origin" in out
     assert "docs/aar/" not in out

@@ -25,6 +25,7 @@ def test_demo_graph_runs_to_completion_and_the_ui_graph_is_the_task_graph(
     origin = build_demo_origin(tmp_path / "demo")
     config = RunConfig(
         origin=str(origin),
+        agent="scripted",
         max_parallel=2,
         validate_commands=[f"{sys.executable} -m unittest discover -s tests -q"],
         workspace_root=str(tmp_path / "ws"),

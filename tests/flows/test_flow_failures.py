@@ -91,6 +91,8 @@ def test_retry_failure_skip_rerun_and_flow_run_retry(
     origin = make_origin(tmp_path, FILES)
     config = RunConfig(
         origin=str(origin),
+        agent="scripted",
+        validate_commands=["true"],
         max_parallel=2,
         retries=1,
         retry_delay_s=0,
@@ -190,7 +192,10 @@ def test_bad_input_inside_the_flow_fails_the_run_with_a_message_not_a_crash(
         tmp_path,
         {"tasks/a.md": task_file("a", []), "tasks/b.md": "---\nid: b\nstatus: bogus\n---\n"},
     )
-    config = RunConfig(origin=str(origin), workspace_root=str(tmp_path / "ws"))
+    config = RunConfig(
+        origin=str(origin), agent="scripted", validate_commands=["true"],
+        workspace_root=str(tmp_path / "ws"), strict=True,  # refuse the graph, not just b
+    )  # fmt: skip
     state = tgflow_run(config, return_state=True)
     assert state.is_failed()
     assert not state.message.startswith("Flow run encountered an exception"), state.message

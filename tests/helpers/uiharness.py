@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from deployments.definitions import NIGHTLY
-from flows.prefect_server import LocalPrefect, free_port
+from flows.prefect_server import LocalPrefect, api_client, free_port
 from tasks_lib.agents.process import group_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,26 +78,11 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPre
         yield local
 
 
-class _RetryUnavailable(httpx.HTTPTransport):
-    """Prefect's SQLite server answers 503 while a burst of writes holds its database (seen
-    when a test's scheduled runs finish together); the same call goes through a moment later,
-    as the UI's would on a second click."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for _ in range(5):
-            response = super().handle_request(request)
-            if response.status_code != 503:
-                return response
-            response.close()
-            time.sleep(1.0)
-        return super().handle_request(request)
-
-
 class Api:
     """The handful of REST calls the tests (and the UI) make."""
 
     def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=30, transport=_RetryUnavailable())
+        self.http = api_client(base)
 
     def deployment(self, flow: str, name: str) -> dict[str, Any]:
         return self.ok(self.http.get(f"/deployments/name/{flow}/{name}"))

@@ -110,7 +110,11 @@ def test_custom_run_from_the_deployment_form_runs_the_demo_graph(
     run = api.flow_run(run_id)
     assert run["parameters"]["config"]["origin"] == str(origin)
     assert run["parameters"]["config"]["max_parallel"] == 3
-    assert api.wait(run_id, TERMINAL, timeout_s=420) == ("COMPLETED", "Completed")
+    final = api.wait(run_id, TERMINAL, timeout_s=420)
+    assert final == ("COMPLETED", "Completed"), (
+        api.flow_run(run_id)["state"]["message"],
+        run["parameters"],
+    )
 
     page.reload(wait_until="networkidle")
     expect(page.get_by_text("Completed").first).to_be_visible()

@@ -43,6 +43,7 @@ def run_params(origin: Path, tmp: Path, **config: Any) -> dict[str, Any]:
             "origin": str(origin),
             "workspace_root": str(tmp / "workspaces"),
             "agent": "scripted",
+            "validate_commands": ["true"],
             "retries": 0,
             **config,
         }

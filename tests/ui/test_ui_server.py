@@ -82,7 +82,8 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
         assert nightly["paused"] is False
 
         manual = api.deployment(FLOW_NAME, MANUAL)
-        config = {"origin": str(origin), "workspace_root": str(tmp_path / "ws"), "retries": 0}
+        config = {"origin": str(origin), "workspace_root": str(tmp_path / "ws"), "retries": 0,
+                  "agent": "scripted", "validate_commands": ["true"]}  # fmt: skip
         run_id = api.run_deployment(manual["id"], {"config": config})
         deadline = time.monotonic() + 180
         while not (marks / "slow.pgid").exists():
