@@ -54,7 +54,7 @@ def main(n: int = 1000) -> list[Result]:
 
         def everything() -> None:
             graph, problems, _ = load_graph(folder)
-            assert graph is not None, problems
+            assert not problems, problems
             graph.plan()
 
         return [

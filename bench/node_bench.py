@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import Result, table
-from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
+from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
 from tasks_lib.git import worktrees
 from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
@@ -27,7 +27,7 @@ NODES = 5
 ME = ["-c", "user.name=Bench", "-c", "user.email=bench@example.invalid"]
 
 
-class OneFileAgent:
+class OneFileAgent(Agent):
     """Writes one file and commits it: the cheapest possible agent session."""
 
     name = "one-file"

@@ -68,9 +68,10 @@ class SessionResult:
 
 
 class Agent(Protocol):
-    """A backend: subclass it so that ``close`` is there for the pool to call on every one.
+    """A backend: subclass it, so that ``close`` and ``model`` are there for every one (the
+    pool closes each; a node names the model in its commits' author).
 
-    Kept a Protocol so a test double with just ``name`` and ``run`` still fits ``run_node``.
+    A Protocol, so the type checker also accepts a double that defines all three itself.
     """
 
     name: str
