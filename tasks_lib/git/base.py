@@ -4,16 +4,19 @@ Base is shared with the origin and with whoever else pushes there, so a change o
 a status update, the after-action review) is a transaction: stand on the current base, edit,
 push; when the origin moved meanwhile, redo the edit on its new base (bounded, never forced);
 on any failure put base back, so nothing half-done is ever left or pushed. Callers hold
-``merge_lock``.
+``merge_lock``. Base never moves backwards unseen: when the origin's base lost what this run
+pushed (an agent can reach the origin and force it), nothing more is merged onto it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from tasks_lib.git import BaseRewound
 from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import TASK_TRAILER, Workspace
 
@@ -45,6 +48,8 @@ def change_base(
     pre = ws.refresh(push)
     fallback = f"refs/remotes/origin/{ws.base}" if push else pre
     try:
+        if push:
+            _refuse_rewound(ws)
         change = BaseChange(edit())
         if change.reason is None and push and ws.head() != pre:
             change = _push_base(ws, edit, retries)
@@ -107,9 +112,11 @@ def _push_base(ws: Workspace, redo: Callable[[], str | None], retries: int) -> B
     for attempt in range(1, retries + 2):
         pushed = ws.push(f"{ws.base_ref()}:{ws.base_ref()}")
         if pushed.status == 0:
+            ws.remember_pushed(ws.head())
             return BaseChange(None, attempt)
         if not _rejected(pushed.output):
-            return BaseChange(f"push of {ws.base} failed: {pushed.output}", attempt)
+            said = pushed.remote_message or pushed.output.replace("\n", "; ")
+            return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)
         if attempt > retries:
             break
         ws.sync()
@@ -123,3 +130,31 @@ def _push_base(ws: Workspace, redo: Callable[[], str | None], retries: int) -> B
 
 def _rejected(push_output: str) -> bool:
     return any(w in push_output for w in ("[rejected]", "non-fast-forward", "fetch first"))
+
+
+def _refuse_rewound(ws: Workspace) -> None:
+    """Raise ``BaseRewound`` when origin's base (just fetched) no longer holds the last commit
+    this run pushed there. The lost commits stay reachable from ``refs/tgflow/lost/<UTC>``, in
+    the clone and on the origin; nothing is forced back, a person decides."""
+    pushed = ws.pushed_to_base()
+    remote = f"refs/remotes/origin/{ws.base}"
+    if not pushed or ws.is_ancestor(pushed[-1], remote):
+        return
+    last = pushed[-1]
+    lost = ws.git(ws.integration, "log", "--first-parent", "--format=%h %s", last, f"^{remote}")
+    names = lost.split("\n")
+    shown = "; ".join(names[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+    kept = ws.git(ws.integration, "for-each-ref", "--format=%(refname)", "--points-at", last,
+                  "refs/tgflow/lost/").split("\n")[0]  # fmt: skip
+    ref = kept or f"refs/tgflow/lost/{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    ws.git(ws.integration, "update-ref", ref, last)
+    pushed_backup = ws.push(f"{last}:{ref}")
+    where = (
+        "on the origin" if pushed_backup.status == 0 else f"only in tgflow's clone {ws.integration}"
+    )
+    raise BaseRewound(
+        f"{ws.base} on {ws.origin} was moved back (forced) and lost {len(names)} commit(s) this "
+        f"run pushed: {shown}; they are kept {where} as {ref}. Put them back with "
+        f"`git fetch {ws.origin} {ref} && git merge FETCH_HEAD` and push {ws.base}, then run "
+        "again (tgflow merges nothing onto a rewound base)."
+    )

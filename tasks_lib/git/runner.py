@@ -4,6 +4,12 @@ GitPython's ``Git.execute`` runs them (stdin closed; its timeout watchdog also k
 command's children). Nothing may wait on a person: a run may have no terminal in front of it
 (a deployment, a served flow), so git never prompts for credentials. Output is parsed (push
 verdicts, ``fatal:`` lines), so git speaks the C locale.
+
+An agent shares tgflow's clone (its worktree's config is the clone's), so nothing the
+repository controls may run code in tgflow's commands: no hooks (``core.hooksPath`` is
+pinned), no fsmonitor, no system config; and git never searches above the directory it is
+given, so a worktree whose ``.git`` is gone fails instead of finding an enclosing checkout
+(the user's, when the workspace sits inside it).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import git
 
 from tasks_lib.git import WorkspaceError
 
-ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"}
+ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_CONFIG_NOSYSTEM": "1"}
+# Before every command: the command line outranks any config file an agent can write.
+PINNED = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,13 @@ class GitResult:
     def output(self) -> str:
         """Both streams, for messages: git puts its reasons on stderr, verdicts on stdout."""
         return "\n".join(s for s in (self.err, self.out) if s)
+
+    @property
+    def remote_message(self) -> str:
+        """What the other side said (its ``remote:`` lines, e.g. a pre-receive hook's reason),
+        on one line: the person needs the origin's words, not git's "failed to push"."""
+        lines = (x for x in self.err.splitlines() if x.startswith("remote:"))
+        return "; ".join(x for x in (x.removeprefix("remote:").strip() for x in lines) if x)
 
 
 class GitError(WorkspaceError):
@@ -64,11 +79,13 @@ def run_git(
     prefix = (
         ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"] if identity else []
     )
+    # git may look at cwd itself but never above it (a ceiling is never entered).
+    ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(cwd).resolve().parent)}
     status, out, err = git.Git(str(cwd)).execute(
-        ["git", *prefix, *args],
+        ["git", *PINNED, *prefix, *args],
         with_extended_output=True,
         with_exceptions=False,
-        env={**ENV, **(env or {})},  # on top of os.environ
+        env={**ENV, **ceiling, **(env or {})},  # on top of os.environ
         kill_after_timeout=timeout_s,
     )
     if timeout_s is not None and status != 0 and err.startswith("Timeout:"):

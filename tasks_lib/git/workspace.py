@@ -2,19 +2,24 @@
 
 Layout under ``root``: ``integration/`` is the clone itself, checked out on the base branch
 (merges happen there, it never holds user work); ``worktrees/<slug>`` are the task worktrees
-on ``tgflow/<slug>``. Nothing here locks: callers hold ``merge_lock`` around anything that
-moves shared refs (see ``locks``).
+on ``tgflow/<slug>``. Agents work in those worktrees and can rewrite what they share with the
+clone (its config, a worktree's ``.git``): tgflow fetches from and pushes to the origin it
+opened by URL, never by the ``origin`` remote an agent can repoint, and checks a worktree's
+link to the clone before running git in it. Nothing here locks: callers hold ``merge_lock``
+around anything that moves shared refs (see ``locks``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks_lib.git import WorkspaceError
+from tasks_lib.git import BRANCH_PREFIX, WorkspaceError
+from tasks_lib.git.links import ensure_linked
 from tasks_lib.git.locks import FairLock, merge_lock_for
 from tasks_lib.git.origin import (
     default_root,
@@ -29,8 +34,12 @@ from tasks_lib.graph.taskfile import LoadResult, Task, load_tasks
 DEFAULT_IDENTITY = ("tgflow", "tgflow@localhost")
 AGENT_EMAIL = "agent@tgflow.invalid"
 TASK_TRAILER = "Tgflow-Task"  # on every commit of a task: which task it was made for
-BRANCH_PREFIX = "tgflow/"
 SAFE_EXIT_DIR = ".tgflow"
+
+log = logging.getLogger(__name__)
+# What tgflow pushed to base since the workspace was opened, oldest first, per clone: module
+# state (like the merge locks) so every copy of a pickled Workspace in the process shares it.
+_PUSHED_TO_BASE: dict[Path, list[str]] = {}
 
 
 def parse_identity(text: str) -> tuple[str, str] | None:
@@ -100,6 +109,7 @@ class Workspace:
         ws.git(integration, "config", "gc.auto", "0")
         ws._exclude_safe_exit_dir()
         ws.fetch()
+        _PUSHED_TO_BASE[ws.root] = []  # a new run
         return ws
 
     def _user_identity(self) -> tuple[str, str] | None:
@@ -213,15 +223,53 @@ class Workspace:
 
     def git(self, cwd: Path, *args: str, check: bool = True) -> str:
         """Git with our identity (our commits need one on a machine without config)."""
+        ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=check).out
 
     def succeeds(self, cwd: Path, *args: str) -> bool:
         """For the git commands that answer a question with their exit status."""
+        ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=False).status == 0
 
     def push(self, refspec: str) -> GitResult:
-        """``git push`` of one refspec to the origin; the caller reads the verdict."""
-        return run_git(self.integration, "push", "--porcelain", "origin", refspec, check=False)
+        """``git push`` of one refspec (``src:dst`` or ``:dst``) to the origin; the caller
+        reads the verdict. Pushed to the URL, so the tracking ref is updated here."""
+        self._restore_origin_url()
+        pushed = run_git(self.integration, "push", "--porcelain", self.origin, refspec, check=False)
+        src, _, dst = refspec.rpartition(":")
+        if pushed.status == 0 and dst.startswith("refs/heads/"):
+            tracking = "refs/remotes/origin/" + dst.removeprefix("refs/heads/")
+            if src:
+                self.git(self.integration, "update-ref", tracking, f"{src}^{{commit}}")
+            else:
+                self.git(self.integration, "update-ref", "-d", tracking)
+        return pushed
+
+    def _restore_origin_url(self) -> None:
+        """An agent can repoint the clone's ``origin`` (its worktree shares the config); put
+        it back, so a person's ``git fetch`` in the clone and the next ``open`` see the truth."""
+        url = self.git(self.integration, "config", "--get", "remote.origin.url", check=False)
+        pushurl = self.git(
+            self.integration, "config", "--get-all", "remote.origin.pushurl", check=False
+        )
+        if normalise_origin(url) == self.origin and not pushurl:
+            return
+        self.git(self.integration, "config", "remote.origin.url", self.origin)
+        self.git(self.integration, "config", "--unset-all", "remote.origin.pushurl", check=False)
+        log.warning(
+            "the origin remote of %s had been changed (url %r, pushurl %r), likely by an agent; "
+            "restored it to %s",
+            self.integration, url, pushurl or None, self.origin,
+        )  # fmt: skip
+
+    # --- what this run pushed to base ----------------------------------------------------
+
+    def remember_pushed(self, sha: str) -> None:
+        _PUSHED_TO_BASE.setdefault(self.root, []).append(sha)
+
+    def pushed_to_base(self) -> list[str]:
+        """The commits tgflow pushed to base since ``open``, oldest first."""
+        return list(_PUSHED_TO_BASE.get(self.root, []))
 
     # --- refs ----------------------------------------------------------------------------
 
@@ -255,7 +303,11 @@ class Workspace:
     # --- the integration worktree --------------------------------------------------------
 
     def fetch(self) -> None:
-        self.git(self.integration, "fetch", "--quiet", "--prune", "origin")
+        self._restore_origin_url()
+        self.git(
+            self.integration, "fetch", "--quiet", "--prune", self.origin,
+            "+refs/heads/*:refs/remotes/origin/*",
+        )  # fmt: skip
 
     def sync(self) -> str:
         """Fetch and put the integration worktree exactly on origin/base. Returns its sha."""
