@@ -11,10 +11,20 @@ import os
 import re
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks_lib.graph.markdown import FRONTMATTER, section_span
-from tasks_lib.graph.taskfile import Status
+from tasks_lib.errors import UsageError
+from tasks_lib.graph.markdown import (
+    FRONTMATTER,
+    TGFLOW_BLOCK,
+    TGFLOW_CLOSE,
+    TGFLOW_MARKER,
+    TGFLOW_OPEN,
+    find_section,
+    section_span,
+)
+from tasks_lib.graph.taskfile import SYMLINK, Status
 
 _STATUS_LINE = re.compile(r"^(status[ \t]*:)([^\r\n#]*)(#[^\r\n]*)?(?=\r?$)", re.M)
 
@@ -79,8 +89,37 @@ def set_section(text: str, title: str, content: str) -> str:
     return opening + meta + closing + rest
 
 
+def tgflow_block(content: str, when: datetime | None = None) -> str:
+    """tgflow's text as it goes into a task file: marked, so a later write tells it from a
+    person's, and dated, so a reader knows when it came. Marker lines inside ``content``
+    (an agent's words can hold anything) are dropped so they cannot end the block early."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    text = TGFLOW_MARKER.sub("", content.replace("\r\n", "\n")).strip("\n")
+    return f"{TGFLOW_OPEN}\n**tgflow, {stamp}:**\n\n{text}\n\n{TGFLOW_CLOSE}"
+
+
+def add_to_section(text: str, title: str, content: str, *, replace_own: bool = False) -> str:
+    """Add tgflow's ``content`` as a block below what ``## title`` holds (or start the section).
+
+    With ``replace_own``, tgflow's earlier blocks there go first (a Summary written again
+    after a reset); what a person wrote there always stays, in place, as they wrote it.
+    """
+    kept = find_section(_split(text)[3], title) or ""
+    if replace_own:
+        kept = TGFLOW_BLOCK.sub("", kept).strip()
+    block = tgflow_block(content)
+    return set_section(text, title, f"{kept}\n\n{block}" if kept else block)
+
+
+def _refuse_link(path: Path) -> None:
+    """Writing through a link would change a file outside the repository (and commit it)."""
+    if path.is_symlink():
+        raise UsageError(f"{path}: {SYMLINK}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file + rename: an interrupted write never leaves half a task file."""
+    _refuse_link(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -96,18 +135,23 @@ def update_task_file(
     path: Path,
     *,
     status: Status | None = None,
-    notes: str | None = None,
+    note: str | None = None,
     summary: str | None = None,
 ) -> bool:
-    """Apply the coordinator's edits to a task file on disk. Returns whether it changed."""
+    """Apply the coordinator's edits to a task file on disk. Returns whether it changed.
+
+    ``note`` is added under ``## Notes``; ``summary`` replaces tgflow's earlier Summary, both
+    in a dated tgflow block below whatever a person wrote there.
+    """
+    _refuse_link(path)
     original = path.read_bytes().decode("utf-8")  # keep \r\n: read_text would translate it
     text = original
     if status is not None:
         text = set_status(text, status)
-    if notes is not None:
-        text = set_section(text, "Notes", notes)
+    if note is not None:
+        text = add_to_section(text, "Notes", note)
     if summary is not None:
-        text = set_section(text, "Summary", summary)
+        text = add_to_section(text, "Summary", summary, replace_own=True)
     if text == original:
         return False
     _write_atomic(path, text.encode("utf-8"))

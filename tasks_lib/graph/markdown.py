@@ -13,6 +13,15 @@ FRONTMATTER = re.compile(r"\A(-{3,}[ \t]*\r?\n)(.*?)(^-{3,}[ \t]*\r?$)", re.S | 
 _HEADING = re.compile(r"(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
+# tgflow's own text in a task file sits between these lines (HTML comments: invisible when
+# rendered), so a later write can replace tgflow's text and never a person's.
+TGFLOW_OPEN = "<!-- tgflow -->"
+TGFLOW_CLOSE = "<!-- /tgflow -->"
+TGFLOW_MARKER = re.compile(r"^[ \t]*<!-- /?tgflow -->[ \t]*\r?$", re.M)
+TGFLOW_BLOCK = re.compile(
+    r"(?:\r?\n)*^[ \t]*<!-- tgflow -->[ \t]*\r?$.*?^[ \t]*<!-- /tgflow -->[ \t]*\r?$", re.M | re.S
+)
+
 
 def _headings(body: str) -> list[tuple[int, int, int, str]]:
     """(line start, end of heading text, level, title) of ATX headings outside code fences."""

@@ -8,6 +8,7 @@ warning. Writing a file back is ``tasks_lib.graph.edit``'s job.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -222,7 +223,17 @@ def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[
     return task, [], warnings
 
 
+# A link in the tasks folder could point anywhere on the machine running tgflow: reading
+# through it would put that file's content in a prompt or, through a status edit, on main.
+SYMLINK = (
+    "is a symbolic link; task files must be regular files in the repository "
+    "(replace the link with the file)"
+)
+
+
 def _read(path: Path) -> tuple[Task | None, list[Problem], list[Problem]]:
+    if path.is_symlink():
+        return None, [Problem(path, SYMLINK)], []
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -230,14 +241,32 @@ def _read(path: Path) -> tuple[Task | None, list[Problem], list[Problem]]:
     return parse_task(text, path)
 
 
+def _markdown_files(tasks_dir: Path, problems: list[Problem]) -> list[Path]:
+    """The ``*.md`` files below ``tasks_dir``, in path order, without entering a linked
+    folder (each is a problem instead); a linked ``.md`` file is listed so ``_read`` names it.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(tasks_dir):
+        here = Path(root)
+        dirs.sort()
+        for name in [d for d in dirs if (here / d).is_symlink()]:
+            problems.append(Problem(here / name, SYMLINK))
+            dirs.remove(name)
+        found.extend(here / f for f in files if f.endswith(".md"))
+    return sorted(found)
+
+
 def load_tasks(tasks_dir: Path) -> LoadResult:
     """Read every ``*.md`` below ``tasks_dir``. Problems are collected, never raised."""
     result = LoadResult()
     tasks_dir = Path(tasks_dir)
+    if tasks_dir.is_symlink():
+        result.problems.append(Problem(tasks_dir, SYMLINK))
+        return result
     if not tasks_dir.is_dir():
         result.problems.append(Problem(tasks_dir, "tasks folder not found"))
         return result
-    for path in sorted(tasks_dir.rglob("*.md")):
+    for path in _markdown_files(tasks_dir, result.problems):
         task, problems, warnings = _read(path)
         result.problems.extend(problems)
         result.warnings.extend(warnings)

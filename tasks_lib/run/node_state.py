@@ -100,11 +100,7 @@ class Node:
         on_main = self.on_base()
         if on_main is None:
             raise NodeFailed(NodeStatus.FAILED, f"task file of {self.task.id} vanished from main")
-        notes = None
-        if note is not None:
-            existing = on_main.section("Notes")
-            notes = f"{existing}\n\n{note}" if existing else note
-        if not update_task_file(on_main.path, status=status, notes=notes, summary=summary):
+        if not update_task_file(on_main.path, status=status, note=note, summary=summary):
             return False
         commit_paths(
             self.ws, [on_main.path], f"chore: update task {self.task.id} status to {status}"

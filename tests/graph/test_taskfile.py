@@ -100,14 +100,18 @@ def test_crlf_file_stays_crlf(tmp_path: Path) -> None:
         "## Description\r\n\r\nDo it.\r\n\r\n## Notes\r\n\r\nold note\r\n"
     )
     path = write(tmp_path / "win.md", text)
-    assert update_task_file(path, status=Status.BLOCKED, notes="why\nit stopped", summary="done")
+    assert update_task_file(path, status=Status.BLOCKED, note="why\nit stopped", summary="done")
     data = path.read_bytes()
     assert data.count(b"\n") == data.count(b"\r\n")
-    assert data.decode() == (
+    # The user's note stays; tgflow's text is added in its dated, marked block (issue 11).
+    stamp = r"\*\*tgflow, \d{4}-\d\d-\d\d \d\d:\d\d UTC:\*\*"
+    assert re.fullmatch(
         "---\r\nid: win\r\nname: Windows file\r\nstatus: blocked\r\n---\r\n\r\n"
-        "## Description\r\n\r\nDo it.\r\n\r\n## Notes\r\n\r\nwhy\r\nit stopped\r\n"
-        "\r\n## Summary\r\n\r\ndone\r\n"
-    )
+        "## Description\r\n\r\nDo it.\r\n\r\n## Notes\r\n\r\nold note\r\n\r\n"
+        f"<!-- tgflow -->\r\n{stamp}\r\n\r\nwhy\r\nit stopped\r\n\r\n<!-- /tgflow -->\r\n"
+        f"\r\n## Summary\r\n\r\n<!-- tgflow -->\r\n{stamp}\r\n\r\ndone\r\n\r\n<!-- /tgflow -->\r\n",
+        data.decode(),
+    ), data.decode()
     task, problems, _ = parse_task(path.read_text(), path)
     assert problems == [] and task is not None and task.status is Status.BLOCKED
 
