@@ -15,7 +15,6 @@ Prefect itself is imported only to point this process at a temporary server.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,14 +30,13 @@ from typing import IO
 import httpx
 
 from deployments.definitions import FLOW_NAME, load_project
-from tasks_lib.agents.process import descendants, group_alive, kill_group, pid_alive
+from tasks_lib.agents.process import descendants, dies_with, group_alive, kill_group, pid_alive
 from tasks_lib.errors import TgflowError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 HEALTH_TIMEOUT_S = 180.0
 COMMAND_TIMEOUT_S = 300.0
-PR_SET_PDEATHSIG = 1
 
 
 class ServerError(TgflowError):
@@ -144,7 +142,8 @@ class LocalPrefect:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_dies_with(os.getpid()),
+            # SIGTERM: a worker still stops its flow runs; started from the main thread.
+            preexec_fn=dies_with(os.getpid(), signal.SIGTERM),
         )
         self.procs[name] = proc
         return proc
@@ -287,25 +286,6 @@ class LocalPrefect:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _dies_with(parent: int) -> Callable[[], None]:
-    """What a child runs before exec so it gets SIGTERM when ``parent`` ends, even by SIGKILL:
-    its own session keeps Ctrl-C away from it, so nothing else would stop it (Linux only).
-
-    The signal is tied to the thread that starts the child: start processes from a thread
-    that lives as long as they should (here: the main thread).
-    """
-    if sys.platform != "linux":
-        return lambda: None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
-
-    def set_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent ended before the signal was set
-            os._exit(1)
-
-    return set_signal
 
 
 def prefect_home() -> Path:

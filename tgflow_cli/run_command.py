@@ -25,6 +25,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from tasks_lib.agents.cli import CliAgent, CliMissing, find_cli
+from tasks_lib.agents.command import CommandAgent
+from tasks_lib.agents.registry import make_agent
 from tasks_lib.agents.settings import PRESETS
 from tasks_lib.errors import ProblemsError, UsageError
 from tasks_lib.git.runner import run_git
@@ -170,9 +173,38 @@ def _run(args: argparse.Namespace) -> int:
     missing = prepared.config.missing_settings(prepared.graph.tasks.values())
     if missing:  # the flow would refuse it too, but only after Prefect started
         raise ProblemsError(missing)
+    absent = _absent_agent_program(prepared.config)
+    if absent:  # else every node would fail, each after its retries, for the same reason
+        raise ProblemsError([absent])
     _prepare_prefect(args.verbose)
     record, ok = run_with_progress(config, Console(stderr=args.json), as_json=args.json)
     return 0 if ok and record is not None else 1
+
+
+def _absent_agent_program(config: RunConfig) -> str | None:
+    """Why the run's own agent cannot start (its program is not installed), else None.
+
+    Backends are made lazily (nothing starts until a session), so making one here is cheap.
+    A relative path with a slash, or one made of placeholders, names a program in the
+    worktree (the agent starts there): only the session can tell whether it exists.
+    """
+    if config.agent is None:  # every task names its own agent
+        return None
+    agent = make_agent(config.agent_settings())
+    if isinstance(agent, CliAgent):
+        try:
+            find_cli(agent.preset.binary)
+        except CliMissing as e:
+            return str(e)
+    elif isinstance(agent, CommandAgent):
+        program = agent.argv_template[0]
+        in_worktree = "{" in program or ("/" in program and not os.path.isabs(program))
+        if not in_worktree and shutil.which(program) is None:
+            return (
+                f"agent command {program!r} not found (PATH={os.environ.get('PATH', '')}): "
+                "install it or fix agent_command (--agent-command or .tgflow.toml)"
+            )
+    return None
 
 
 def _interrupt(signum: int, frame: object) -> None:

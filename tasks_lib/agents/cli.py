@@ -142,9 +142,10 @@ class CliPreset(ABC):
 class CliAgent(CommandAgent):
     """A real agent CLI behind the Agent interface: the command backend plus a preset.
 
-    The preset's parser runs twice over the same lines: live, to cut a session that will not
-    end by itself, and in ``interpret`` for the verdict (no per-run state on the instance, so
-    one agent can run many sessions at once).
+    The preset's parser reads every line as it arrives, into a tally of the session's own
+    (no per-run state on the instance, so one agent can run many sessions at once): to cut a
+    session that will not end by itself, and for the verdict, tokens and cost (the process
+    keeps only the last lines of a long session).
     """
 
     def __init__(self, preset: CliPreset) -> None:
@@ -187,12 +188,10 @@ class CliAgent(CommandAgent):
                 timeout_s=settings.timeout_s or request.timeout_s,
                 idle_timeout_s=settings.idle_timeout_s or request.idle_timeout_s,
             )
-            return super().run(inner)
+            ran = self.run_process(inner)
+        return ran if isinstance(ran, SessionResult) else self._judge(ran, inner, live)
 
-    def interpret(self, proc: ProcessResult, request: SessionRequest) -> SessionResult:
-        tally = Tally()
-        for line in proc.lines:
-            self.preset.parse(line, tally)
+    def _judge(self, proc: ProcessResult, request: SessionRequest, tally: Tally) -> SessionResult:
         outer = request.cancel.outer if isinstance(request.cancel, _EitherCancel) else None
         if outer is not None and outer.is_set():
             outcome, reason = Outcome.CANCELLED, "cancelled"

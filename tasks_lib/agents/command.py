@@ -8,6 +8,7 @@ outcome, tokens and cost from the output.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -46,24 +47,53 @@ class CommandAgent(Agent):
         return [_PLACEHOLDER.sub(lambda m: values[m.group(0)], arg) for arg in self.argv_template]
 
     def run(self, request: SessionRequest) -> SessionResult:
+        ran = self.run_process(request)
+        return ran if isinstance(ran, SessionResult) else self.interpret(ran, request)
+
+    def run_process(self, request: SessionRequest) -> ProcessResult | SessionResult:
+        """The watched process of one session, or the session's failure when it cannot start."""
         fd, name = tempfile.mkstemp(prefix="tgflow-prompt-", suffix=".md")
         prompt_file = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(request.prompt)
             env = {**os.environ, **self.env, **request.env, "PWD": str(request.worktree)}
-            proc = run_watched(
-                self.argv(request, prompt_file),
-                cwd=request.worktree,
-                env=env,
-                timeout_s=request.timeout_s,
-                idle_timeout_s=request.idle_timeout_s,
-                on_line=request.on_line,
-                cancel=request.cancel,
-            )
+            argv = self.argv(request, prompt_file)
+            try:
+                proc = run_watched(
+                    argv,
+                    cwd=request.worktree,
+                    env=env,
+                    timeout_s=request.timeout_s,
+                    idle_timeout_s=request.idle_timeout_s,
+                    on_line=request.on_line,
+                    cancel=request.cancel,
+                )
+            except OSError as e:  # exec failed: the session's failure, not tgflow's crash
+                return SessionResult(
+                    outcome=Outcome.FAILED, reason=self.start_failure(e, argv, env)
+                )
         finally:
             prompt_file.unlink(missing_ok=True)
-        return self.interpret(proc, request)
+        return proc
+
+    def start_failure(self, error: OSError, argv: list[str], env: dict[str, str]) -> str:
+        """Why the agent's program could not start, and what to change."""
+        program = argv[0]
+        if error.errno == errno.E2BIG:
+            return (
+                f"agent command {program!r} could not start: the prompt is too long to pass "
+                "as an argument ({prompt}); use {prompt_file} in agent_command"
+            )
+        if isinstance(error, FileNotFoundError) and error.filename == program:
+            return (
+                f"agent command {program!r} not found (PATH={env.get('PATH', '')}): install "
+                "it or fix agent_command"
+            )
+        return (
+            f"agent command {program!r} could not start: {error.strerror} ({error.filename}); "
+            "fix agent_command"
+        )
 
     def interpret(self, proc: ProcessResult, request: SessionRequest) -> SessionResult:
         """Turn the finished process into a result; backends override to parse their output."""

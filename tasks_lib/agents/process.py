@@ -3,17 +3,26 @@
 Every session gets its own process group so that a timeout, a stall or a cancellation can
 kill everything the agent started (shells, language servers, test runners), not just the
 top process. Timeouts are ours: Prefect's task timeout cannot interrupt a blocking child.
+
+A tgflow killed by SIGKILL runs none of that: the process it started gets SIGKILL from the
+kernel instead (``dies_with``). Only that process: what it started stays, since a process
+group has no death signal; the group kill above and the next run's clean-up are the other
+guards, and a daemon that double-forked out of the group survives them all (only a PID
+namespace, the sandbox's, ends it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +30,9 @@ from pathlib import Path
 import psutil
 
 KILL_GRACE_S = 3.0
+PR_SET_PDEATHSIG = 1
+KEPT_LINES = 2_000  # ProcessResult.lines: the tail; the whole output went through on_line
+QUEUED_LINES = 1_000  # a flood waits in the pipe, not in our memory
 
 
 @dataclass
@@ -106,6 +118,25 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def dies_with(parent: int, sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
+    """What a child runs before exec so it gets ``sig`` when ``parent`` ends, even by SIGKILL,
+    which runs no clean-up of ours (Linux only; elsewhere nothing).
+
+    The signal is tied to the thread that starts the child, not to the process: start
+    processes from a thread that lives as long as they should.
+    """
+    if sys.platform != "linux":
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
+
+    def set_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent ended before the signal was set
+            os._exit(1)
+
+    return set_signal
+
+
 def run_watched(
     argv: Sequence[str],
     *,
@@ -121,7 +152,9 @@ def run_watched(
 
     Ends the whole process group on wall-clock timeout, on ``idle_timeout_s`` seconds
     without output, or when ``cancel`` is set; and on any exception in the caller's thread
-    (KeyboardInterrupt, a Prefect cancellation) before re-raising it.
+    (KeyboardInterrupt, a Prefect cancellation) before re-raising it. If tgflow is killed
+    outright the process gets SIGKILL (``dies_with``); that signal follows the calling
+    thread, which is fine for node threads: they live as long as the session they run.
     """
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -136,15 +169,32 @@ def run_watched(
         encoding="utf-8",
         errors="replace",
         bufsize=1,
+        preexec_fn=dies_with(os.getpid()),
     )
     result = ProcessResult(returncode=None, pid=proc.pid)
-    lines: queue.Queue[str | None] = queue.Queue()
+    # Bounded both ways: a child printing without pause blocks on its pipe once the queue is
+    # full, and only the last KEPT_LINES stay in memory, so a flood costs neither memory nor
+    # a backlog to drain after the kill.
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=QUEUED_LINES)
+    kept: deque[str] = deque(maxlen=KEPT_LINES)
+    done = threading.Event()
+
+    def put(item: str | None) -> bool:
+        """Queue ``item`` unless the watch ended (then nobody reads: drop it and stop)."""
+        while not done.is_set():
+            try:
+                lines.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
+            if not put(line.rstrip("\n")):
+                return
+        put(None)
 
     reader = threading.Thread(target=pump, name=f"pump-{proc.pid}", daemon=True)
     reader.start()
@@ -170,7 +220,7 @@ def run_watched(
                     eof = True
                 else:
                     last_output = time.monotonic()
-                    result.lines.append(line)
+                    kept.append(line)
                     on_line(line)
             now = time.monotonic()
             exited = proc.poll() is not None
@@ -199,14 +249,16 @@ def run_watched(
             proc.wait(timeout=KILL_GRACE_S)
         raise
     finally:
+        done.set()  # a pump blocked on the full queue gives up instead of waiting forever
         reader.join(timeout=1)
-        while True:
+        while True:  # at most QUEUED_LINES left
             try:
                 leftover = lines.get_nowait()
             except queue.Empty:
                 break
             if leftover is not None:
-                result.lines.append(leftover)
+                kept.append(leftover)
                 on_line(leftover)
+        result.lines = list(kept)
         result.duration_s = time.monotonic() - started
     return result

@@ -55,6 +55,7 @@ def develop(node: Node, needs_agent: bool) -> None:
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
         )
     backup_branch(node)
+    refuse_conflict_markers(node)
     validate(node, wt, "on the task branch")
 
 
@@ -202,6 +203,35 @@ def revert_protected_paths(node: Node) -> None:
             "reverted the agent's edits to protected paths (the tasks folder, .tgflow.toml and "
             "protected_paths; only people change them): " + ", ".join(reverted)
         )
+
+
+def refuse_conflict_markers(node: Node) -> None:
+    """Conflict markers in a file no test reads would pass validation and land on base: the
+    files the branch changed since it left base must hold none (the branch is backed up
+    first, so the work is kept for a retry)."""
+    wt = node.wt()
+    marked = [
+        f
+        for f in node.ws.files_changed(node.branch_ref)
+        if (wt / f).is_file() and has_markers(read_text(wt / f))
+    ]
+    if marked:
+        raise NodeFailed(
+            NodeStatus.FAILED,
+            f"conflict markers in {', '.join(marked)}: resolve them and commit",
+            Cause.AGENT,
+        )
+
+
+def read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def has_markers(text: str) -> bool:
+    lines = text.splitlines()
+    return any(x.startswith("<<<<<<< ") for x in lines) and any(
+        x.startswith(">>>>>>> ") for x in lines
+    )
 
 
 def agent_author(node: Node) -> tuple[str, str]:

@@ -30,7 +30,10 @@ from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.develop import (
     agent_author,
     backup_branch,
+    has_markers,
     prompt,
+    read_text,
+    refuse_conflict_markers,
     revert_protected_paths,
     session,
     trailed,
@@ -137,6 +140,7 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
     revert_protected_paths(node)
     if not held:  # held: landing next deletes the branch, or a failure backs it up then
         backup_branch(node)
+    refuse_conflict_markers(node)
     validate(node, wt, "on the task branch after resolving conflicts")
 
 
@@ -155,7 +159,7 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
     """The agent must leave no conflict markers; we commit a merge it resolved but left.
     ``base_sha`` is the base commit merged in (base itself may move during the session)."""
     ws, rec = node.ws, node.record
-    marked = [f for f in files if (wt / f).is_file() and has_markers(_read(wt / f))]
+    marked = [f for f in files if (wt / f).is_file() and has_markers(read_text(wt / f))]
     if marked:
         if ws.in_merge(wt):
             ws.git(wt, "merge", "--abort")
@@ -178,17 +182,6 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
         leftovers = trailed(node, f"tgflow: commit uncommitted work of {node.task.id}")
         if worktrees.commit_all(ws, wt, leftovers, agent_author(node)):
             rec.notes.append("committed work the agent left uncommitted")
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def has_markers(text: str) -> bool:
-    lines = text.splitlines()
-    return any(x.startswith("<<<<<<< ") for x in lines) and any(
-        x.startswith(">>>>>>> ") for x in lines
-    )
 
 
 def _commit_lines(node: Node) -> list[str]:
