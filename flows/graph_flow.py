@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,9 @@ from tasks_lib.run.table import node_table
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
 AAR_KEY = "tgflow-aar"
+LOG_BATCH_LINES = 200  # agent output reaches Prefect's log at most this many lines a record
+LOG_BATCH_S = 0.5  # or this often
+LOGGED_LINES = 5_000  # per node attempt; the node's log file keeps every line
 
 
 def node_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -96,13 +100,35 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
     log = run.workspace.root / "logs" / run_dir / f"{branch_slug(task_id)}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
 
+    mask = run.mask
+    batch: list[str] = []
+    logged = over_cap = 0
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if batch:
+            logger.info("%s", "\n".join(batch))
+            batch.clear()
+        last_flush = time.monotonic()
+
     def on_line(line: str) -> None:
-        """To Prefect, the terminal, and the node's log file: the review quotes a few lines
-        of a failure and points there for the rest (every attempt appends to it)."""
-        logger.info(line)
+        """To Prefect, the terminal, and the node's log file, secrets masked: the review
+        quotes a few lines of a failure and points there for the rest (every attempt appends
+        to it). Prefect gets batches, and only the first LOGGED_LINES: one record per line of
+        a flooding agent would outlast the node by minutes."""
+        nonlocal logged, over_cap
+        line = mask(line)
         run.notify(Event("line", task_id, text=line))
         with log.open("a", encoding="utf-8") as out:
             out.write(line.rstrip("\n") + "\n")
+        if logged >= LOGGED_LINES:
+            over_cap += 1
+            return
+        batch.append(line)
+        logged += 1
+        if len(batch) >= LOG_BATCH_LINES or time.monotonic() - last_flush >= LOG_BATCH_S:
+            flush()
 
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
@@ -116,19 +142,25 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
             started_at=now, finished_at=now,
         )  # fmt: skip
         raise NodeFailed(record, retryable=False) from None
-    if item.level is Level.REVIEW:
-        record = run_review(
-            run.workspace, item, run.config,
-            reviewer=agent if run.config.review_agent else None,
-            attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
-        )  # fmt: skip
-    else:
-        record = run_node(
-            run.workspace, item, agent, run.config,
-            attempt=attempt, previous_failure=run.failures.get(task_id),
-            previous_cause=run.causes.get(task_id),
-            task_paths=run.task_paths, on_line=on_line, cancel=run.cancel, final_attempt=final,
-        )  # fmt: skip
+    try:
+        if item.level is Level.REVIEW:
+            record = run_review(
+                run.workspace, item, run.config,
+                reviewer=agent if run.config.review_agent else None,
+                attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
+                mask=mask,
+            )  # fmt: skip
+        else:
+            record = run_node(
+                run.workspace, item, agent, run.config,
+                attempt=attempt, previous_failure=run.failures.get(task_id),
+                previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
+                on_line=on_line, cancel=run.cancel, final_attempt=final, mask=mask,
+            )  # fmt: skip
+    finally:
+        flush()
+        if over_cap:
+            logger.info("… %d more lines in %s", over_cap, log)
     record = run.finish_attempt(task_id, record)
     record.log_path = str(log) if log.exists() else None
     if record.status is NodeStatus.COMPLETED:
@@ -387,7 +419,7 @@ def _publish(run: RunState, record: RunRecord) -> RunRecord:
     on base does not fail the run (the work is merged): its path is then None and
     ``aar_unsaved`` says why."""
     logger = get_run_logger()
-    aar = write_aar(record)
+    aar = run.mask(write_aar(record))  # records are masked already; the review must be too
     create_markdown_artifact(
         aar, key=AAR_KEY, description=f"After-action review of {record.run_name}"
     )

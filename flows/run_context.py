@@ -26,6 +26,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import Attempt, Cause, NodeRecord, RunRecord, combine
+from tasks_lib.run.secrets import Masker
 
 
 class NodeFailed(TgflowError):
@@ -108,6 +109,12 @@ class RunState:
         """Each task's file relative to the repository: nodes re-read only these files."""
         root = self.workspace.integration
         return {t.id: t.path.relative_to(root) for t in self.graph if t.path.is_relative_to(root)}
+
+    @cached_property
+    def mask(self) -> Masker:
+        """The run's API keys masked in every sink; built on first use, after the flow
+        copied any Secret block into the environment (``export_secrets``)."""
+        return Masker.from_env([self.config.agent_api_key_env, self.agent_settings.api_key_env])
 
     def notify(self, event: Event) -> None:
         self.observer.on_event(event)

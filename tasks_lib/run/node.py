@@ -24,6 +24,7 @@ from tasks_lib.run.develop import backup_branch, develop, prompt_context
 from tasks_lib.run.integrate import integrate
 from tasks_lib.run.node_state import Node, NodeFailed, failure_note
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
+from tasks_lib.run.secrets import identity
 
 
 def run_node(
@@ -41,6 +42,7 @@ def run_node(
     cancel: threading.Event | None = None,
     stop_after_develop: bool = False,
     final_attempt: bool = True,
+    mask: Callable[[str], str] = identity,
 ) -> NodeRecord:
     """Develop and integrate one task; always returns a record (git trouble included).
 
@@ -49,6 +51,8 @@ def run_node(
     ``task_paths`` (id → file relative to the repository, from the run's graph) spares the
     node a parse of the whole tasks folder. ``previous_cause``: why this run's attempt before
     failed; after a conflict the retry is one more conflict round, not a new session.
+    ``mask`` hides the run's secrets in the reason and notes before they reach the task file
+    on main or leave the node (an agent may print its key).
     """
     node = Node(
         ws=workspace,
@@ -70,14 +74,15 @@ def run_node(
         try:
             _run(node, dependency_summaries, stop_after_develop, previous_cause)
         except NodeFailed as e:
-            rec.status, rec.reason, rec.cause = e.status, e.reason, e.cause
-            try:
+            rec.status, rec.reason, rec.cause = e.status, mask(e.reason), e.cause
+            try:  # wind_down writes the reason to the task file on main: masked above
                 wind_down(node)
             except (NodeFailed, WorkspaceError) as trouble:  # the failure above still decides
                 rec.notes.append(f"could not record the {rec.status.value} status: {trouble}")
     except WorkspaceError as e:
         rec.status, rec.reason, rec.cause = NodeStatus.FAILED, str(e), Cause.GIT
         rec.notes.append("git failed; the task branch (if any) is kept")
+    rec.reason, rec.notes = mask(rec.reason), [mask(n) for n in rec.notes]
     return rec.close_attempt(attempt)
 
 

@@ -23,6 +23,7 @@ from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.node_state import failure_note
 from tasks_lib.run.prompt import build_prompt, fenced
 from tasks_lib.run.records import NodeRecord, NodeStatus
+from tasks_lib.run.secrets import identity
 from tasks_lib.run.validation import run_validation
 
 REVIEW_ONLY = (
@@ -42,8 +43,13 @@ def run_review(
     final_attempt: bool = True,
     on_line: Callable[[str], None] = lambda line: None,
     cancel: threading.Event | None = None,
+    mask: Callable[[str], str] = identity,
 ) -> NodeRecord:
-    """Validate main for a review task; record the outcome on main. Always returns a record."""
+    """Validate main for a review task; record the outcome on main. Always returns a record.
+
+    ``mask`` hides the run's secrets in the reason (validation output may print a key)
+    before it is written to the task file on main or leaves the review.
+    """
     ws = workspace
     rec = NodeRecord(
         task_id=task.id,
@@ -63,10 +69,11 @@ def run_review(
                 rec.notes.append(f"already completed on {ws.base}; nothing run")
             else:
                 _review_locked(ws, on_main, settings, rec, reviewer, attempt, on_line, cancel)
+                rec.reason = mask(rec.reason)
                 if rec.status is NodeStatus.COMPLETED or final_attempt:
                     _record_on_main(ws, on_main, settings, rec, attempt)
     except WorkspaceError as e:
-        rec.status, rec.reason = NodeStatus.FAILED, str(e)
+        rec.status, rec.reason = NodeStatus.FAILED, mask(str(e))
     return rec.close_attempt(attempt)
 
 
@@ -157,9 +164,7 @@ def _record_on_main(
             changed = update_task_file(current.path, status=Status.COMPLETED, summary=rec.notes[-1])
         else:
             note = failure_note("failed", attempt, rec.reason, by="tgflow review")
-            old = current.section("Notes")
-            notes = f"{old}\n\n{note}" if old else note
-            changed = update_task_file(current.path, status=Status.FAILED, notes=notes)
+            changed = update_task_file(current.path, status=Status.FAILED, note=note)
         if changed:
             status = "completed" if rec.status is NodeStatus.COMPLETED else "failed"
             commit_paths(ws, [current.path], f"chore: update task {task.id} status to {status}")
