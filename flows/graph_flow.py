@@ -120,8 +120,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         nonlocal logged, over_cap
         line = mask(line)
         run.notify(Event("line", task_id, text=line))
-        with log.open("a", encoding="utf-8") as out:
-            out.write(line.rstrip("\n") + "\n")
+        out.write(line.rstrip("\n") + "\n")
         if logged >= LOGGED_LINES:
             over_cap += 1
             return
@@ -142,27 +141,29 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
             started_at=now, finished_at=now,
         )  # fmt: skip
         raise NodeFailed(record, retryable=False) from None
-    try:
-        if item.level is Level.REVIEW:
-            record = run_review(
-                run.workspace, item, run.config,
-                reviewer=agent if run.config.review_agent else None,
-                attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
-                mask=mask,
-            )  # fmt: skip
-        else:
-            record = run_node(
-                run.workspace, item, agent, run.config,
-                attempt=attempt, previous_failure=run.failures.get(task_id),
-                previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
-                on_line=on_line, cancel=run.cancel, final_attempt=final, mask=mask,
-            )  # fmt: skip
-    finally:
-        flush()
-        if over_cap:
-            logger.info("… %d more lines in %s", over_cap, log)
+    # Line-buffered: the log is readable while the node runs; one open file per attempt.
+    with log.open("a", encoding="utf-8", buffering=1) as out:
+        try:
+            if item.level is Level.REVIEW:
+                record = run_review(
+                    run.workspace, item, run.config,
+                    reviewer=agent if run.config.review_agent else None,
+                    attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
+                    mask=mask,
+                )  # fmt: skip
+            else:
+                record = run_node(
+                    run.workspace, item, agent, run.config,
+                    attempt=attempt, previous_failure=run.failures.get(task_id),
+                    previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
+                    on_line=on_line, cancel=run.cancel, final_attempt=final, mask=mask,
+                )  # fmt: skip
+        finally:
+            flush()
+            if over_cap:
+                logger.info("… %d more lines in %s", over_cap, log)
     record = run.finish_attempt(task_id, record)
-    record.log_path = str(log) if log.exists() else None
+    record.log_path = str(log) if log.stat().st_size else None  # none when nothing was said
     if record.status is NodeStatus.COMPLETED:
         return record
     logger.warning("%s %s: %s", task_id, record.status.value, record.reason)

@@ -7,29 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.gitrepos import git, make_origin, show, task_md
+from helpers.gitrepos import REAL_SHAPED, git, make_origin, show
 from helpers.prefect_fixtures import artifact
 
 from tasks_lib.run.config import RunConfig
 
 pytestmark = pytest.mark.prefect
-
-
-def writes(name: str) -> list[dict]:
-    return [{"write": {"path": f"{name}.txt", "content": f"{name}\n"}}]
-
-
-# The repository of tests/graph/test_lenient.py (test modules cannot import each other).
-REAL_SHAPED = {
-    "tasks/README.md": "# Tasks\n\nOne file per task; see the taskgraph format.\n",
-    "tasks/notes.md": "Notes from the planning meeting.\n",
-    "tasks/setup.md": task_md("setup", status="completed", depends_on=["old-spike"]),
-    "tasks/api.md": task_md("api", depends_on=["setup"], steps=writes("api")),
-    "tasks/docs.md": task_md("docs", steps=writes("docs")),
-    "tasks/ui.md": task_md("ui", depends_on=["api"], steps=writes("ui")),
-    "tasks/broken.md": task_md("broken").replace("status: pending", "status: pending\nrisk: hgh"),
-    "tasks/after-broken.md": task_md("after-broken", depends_on=["broken"]),
-}
 
 
 def _origin(tmp_path: Path) -> Path:

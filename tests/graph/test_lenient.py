@@ -8,27 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.gitrepos import git, make_origin, task_md
+from helpers.gitrepos import REAL_SHAPED, git, make_origin, task_md
 
 from tasks_lib.graph.dag import load_graph
 from tgflow_cli.main import main
-
-
-def writes(name: str) -> list[dict]:
-    return [{"write": {"path": f"{name}.txt", "content": f"{name}\n"}}]
-
-
-# tests/flows/test_held_back.py runs this repository through the flow.
-REAL_SHAPED = {
-    "tasks/README.md": "# Tasks\n\nOne file per task; see the taskgraph format.\n",
-    "tasks/notes.md": "Notes from the planning meeting.\n",
-    "tasks/setup.md": task_md("setup", status="completed", depends_on=["old-spike"]),
-    "tasks/api.md": task_md("api", depends_on=["setup"], steps=writes("api")),
-    "tasks/docs.md": task_md("docs", steps=writes("docs")),
-    "tasks/ui.md": task_md("ui", depends_on=["api"], steps=writes("ui")),
-    "tasks/broken.md": task_md("broken").replace("status: pending", "status: pending\nrisk: hgh"),
-    "tasks/after-broken.md": task_md("after-broken", depends_on=["broken"]),
-}
 
 
 @pytest.fixture

@@ -41,6 +41,25 @@ def task_md(
     )
 
 
+def writes(name: str) -> list[dict]:
+    """A scripted agent's steps: write ``<name>.txt``."""
+    return [{"write": {"path": f"{name}.txt", "content": f"{name}\n"}}]
+
+
+# A real planning repository's tasks folder: markdown that is not a task, a completed task
+# whose dependency was deleted, a broken task and one behind it, and three good tasks.
+REAL_SHAPED = {
+    "tasks/README.md": "# Tasks\n\nOne file per task; see the taskgraph format.\n",
+    "tasks/notes.md": "Notes from the planning meeting.\n",
+    "tasks/setup.md": task_md("setup", status="completed", depends_on=["old-spike"]),
+    "tasks/api.md": task_md("api", depends_on=["setup"], steps=writes("api")),
+    "tasks/docs.md": task_md("docs", steps=writes("docs")),
+    "tasks/ui.md": task_md("ui", depends_on=["api"], steps=writes("ui")),
+    "tasks/broken.md": task_md("broken").replace("status: pending", "status: pending\nrisk: hgh"),
+    "tasks/after-broken.md": task_md("after-broken", depends_on=["broken"]),
+}
+
+
 def write_files(root: Path, files: dict[str, str]) -> None:
     for rel, content in files.items():
         path = root / rel
