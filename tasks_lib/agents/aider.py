@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from tasks_lib.agents.base import SessionRequest
-from tasks_lib.agents.cli import CliPreset, isolated_home
+from tasks_lib.agents.cli import CliPreset, base_dirs, isolated_home
 from tasks_lib.agents.tally import Tally
 
 AIDER_ERROR = re.compile(r"(litellm\.\w+Error: .*|The API provider is not able to authenticate.*)")
@@ -42,6 +43,11 @@ class Aider(CliPreset):
             "OPENAI_API_BASE": self.settings.base_url,
             "OPENAI_API_KEY": self.settings.api_key() or "unused",
         }
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """``~/.aider`` (analytics, caches, install records); its chat history and tags cache
+        go in the repository, the checkout."""
+        return [base_dirs(env)["HOME"] / ".aider"]
 
     def parse(self, line: str, tally: Tally) -> None:
         if m := AIDER_ERROR.search(line):

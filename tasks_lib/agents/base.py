@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from tasks_lib.agents.sandbox import Sandbox
 from tasks_lib.errors import TgflowError
 
 
@@ -36,7 +37,8 @@ class Outcome(StrEnum):
 
 @dataclass
 class SessionRequest:
-    """What one agent session needs. ``on_line`` receives output as it arrives."""
+    """What one agent session needs. ``on_line`` receives output as it arrives; with a
+    ``sandbox`` the session's processes run inside it."""
 
     task_id: str
     worktree: Path
@@ -47,6 +49,7 @@ class SessionRequest:
     cancel: threading.Event = field(default_factory=threading.Event)
     model: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tasks_lib.agents.base import SessionRequest
-from tasks_lib.agents.cli import CliPreset, isolated_home, parse_json
+from tasks_lib.agents.cli import CliPreset, base_dirs, isolated_home, parse_json
 from tasks_lib.agents.tally import Tally
 
 
@@ -26,9 +27,17 @@ class ClaudeCode(CliPreset):
         env = {"CLAUDE_CODE_MAX_RETRIES": "0"}  # fail fast; the node retries
         if self.settings.base_url:
             env.update(isolated_home(home))
+            # Its .claude.json too, which otherwise sits in HOME, read-only in a sandbox.
+            env["CLAUDE_CONFIG_DIR"] = str(home / ".claude")
             env["ANTHROPIC_BASE_URL"] = self.settings.base_url
             env["ANTHROPIC_API_KEY"] = self.settings.api_key() or "unused"
         return env
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """``CLAUDE_CONFIG_DIR`` (default ``~/.claude``): sessions, settings, shell snapshots,
+        and with the variable set ``.claude.json`` too. Without it (the user's own login)
+        ``~/.claude.json`` stays read-only: Claude Code runs, not saving it."""
+        return [Path(env.get("CLAUDE_CONFIG_DIR") or base_dirs(env)["HOME"] / ".claude")]
 
     def parse(self, line: str, tally: Tally) -> None:
         event = parse_json(line)

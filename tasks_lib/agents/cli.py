@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,15 +57,22 @@ def find_cli(binary: str) -> str:
     return found
 
 
-def isolated_home(home: Path) -> dict[str, str]:
-    """A fresh HOME and XDG dirs: no user config, auth or caches leak in or out."""
-    dirs = {
-        "HOME": home,
+def base_dirs(env: Mapping[str, str]) -> dict[str, Path]:
+    """HOME and the XDG base dirs a CLI started with ``env`` uses, the XDG defaults filled in:
+    where its state dirs are (``CliPreset.state_dirs``)."""
+    home = Path(env.get("HOME") or Path.home())
+    defaults = {
         "XDG_CONFIG_HOME": home / ".config",
         "XDG_DATA_HOME": home / ".local" / "share",
         "XDG_CACHE_HOME": home / ".cache",
         "XDG_STATE_HOME": home / ".local" / "state",
     }
+    return {"HOME": home, **{k: Path(env.get(k) or d) for k, d in defaults.items()}}
+
+
+def isolated_home(home: Path) -> dict[str, str]:
+    """A fresh HOME and XDG dirs: no user config, auth or caches leak in or out."""
+    dirs = base_dirs({"HOME": str(home)})
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     return {k: str(v) for k, v in dirs.items()}
@@ -134,6 +142,12 @@ class CliPreset(ABC):
     @abstractmethod
     def parse(self, line: str, tally: Tally) -> None: ...
 
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """The dirs the CLI writes (config, sessions, caches) when started with ``env``: all a
+        sandboxed session may write besides its checkout and temp dir. HOME itself is not
+        one: an agent writing ``~/.gitconfig`` could redirect tgflow's pushes."""
+        return []
+
     def should_stop(self, tally: Tally) -> bool:
         """Cut the session now (provider retrying without end); ``tally.error`` says why."""
         return tally.provider_retries > self.settings.max_provider_retries
@@ -155,6 +169,9 @@ class CliAgent(CommandAgent):
 
     def argv(self, request: SessionRequest, prompt_file: Path) -> list[str]:
         return self.preset.argv(find_cli(self.preset.binary), request)
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        return self.preset.state_dirs(env)
 
     def run(self, request: SessionRequest) -> SessionResult:
         settings = self.preset.settings

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from tasks_lib.agents.base import SessionRequest
-from tasks_lib.agents.cli import CliPreset, error_text, isolated_home, parse_json
+from tasks_lib.agents.cli import CliPreset, base_dirs, error_text, isolated_home, parse_json
 from tasks_lib.agents.tally import Tally
 
 
@@ -29,7 +30,9 @@ class Codex(CliPreset):
             return {}
         idle_ms = int((self.settings.idle_timeout_s or request.idle_timeout_s) * 2000)
         key_env = self.settings.api_key_env or "TGFLOW_CODEX_KEY"
-        (home / "config.toml").write_text(
+        codex_home = home / ".codex"  # not HOME itself: a sandbox keeps HOME read-only
+        codex_home.mkdir(parents=True, exist_ok=True)
+        (codex_home / "config.toml").write_text(
             f"model = {json.dumps(self.settings.model or 'default')}\n"
             'model_provider = "tgflow"\n'
             "[model_providers.tgflow]\n"
@@ -42,10 +45,14 @@ class Codex(CliPreset):
             # Ours (the idle timeout) decides a stall; Codex's own guard is a backstop.
             f"stream_idle_timeout_ms = {idle_ms}\n"
         )
-        env = {**isolated_home(home), "CODEX_HOME": str(home)}
+        env = {**isolated_home(home), "CODEX_HOME": str(codex_home)}
         if self.settings.api_key_env is None:
             env[key_env] = "unused"
         return env
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """``CODEX_HOME`` (default ``~/.codex``): sessions, logs, its own temp files."""
+        return [Path(env.get("CODEX_HOME") or base_dirs(env)["HOME"] / ".codex")]
 
     def parse(self, line: str, tally: Tally) -> None:
         event = parse_json(line)

@@ -1,9 +1,11 @@
 """The generic command backend: any CLI that takes a prompt and works in the current directory.
 
 The argv template may use ``{prompt}`` (the prompt text as one argument), ``{prompt_file}``
-(a temporary file holding it, outside the worktree so it is never committed), ``{task_id}``
-and ``{worktree}``. Real CLI backends subclass this and override ``interpret`` to read
-outcome, tokens and cost from the output.
+(a temporary file holding it, outside the worktree so it is never committed; with a sandbox,
+in the session's own temp dir, beside its other temp files), ``{task_id}`` and
+``{worktree}``. Real CLI backends subclass this and override ``interpret`` to read outcome,
+tokens and cost from the output, and ``state_dirs`` to name what the CLI writes besides the
+worktree.
 """
 
 from __future__ import annotations
@@ -12,14 +14,25 @@ import errno
 import os
 import re
 import shlex
+import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
 from tasks_lib.agents.process import ProcessResult, run_watched
+from tasks_lib.agents.sandbox import sandbox_refusal
 
 PLACEHOLDERS = ("{prompt}", "{prompt_file}", "{task_id}", "{worktree}")
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+
+def _startable(program: str, cwd: Path, path: str | None) -> bool:
+    """Whether exec would find ``program`` from ``cwd``: a path as given (relative to ``cwd``),
+    a bare name on ``path``."""
+    if os.sep in program:
+        return os.access(cwd / program, os.X_OK)
+    return shutil.which(program, path=path) is not None
 
 
 class CommandAgent(Agent):
@@ -52,7 +65,12 @@ class CommandAgent(Agent):
 
     def run_process(self, request: SessionRequest) -> ProcessResult | SessionResult:
         """The watched process of one session, or the session's failure when it cannot start."""
-        fd, name = tempfile.mkstemp(prefix="tgflow-prompt-", suffix=".md")
+        sandbox = request.sandbox
+        tmp_dir = None
+        if sandbox is not None:  # the prompt file goes with the session's other temp files
+            sandbox.tmp.mkdir(parents=True, exist_ok=True)
+            tmp_dir = sandbox.tmp
+        fd, name = tempfile.mkstemp(prefix="tgflow-prompt-", suffix=".md", dir=tmp_dir)
         prompt_file = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -60,8 +78,16 @@ class CommandAgent(Agent):
             env = {**os.environ, **self.env, **request.env, "PWD": str(request.worktree)}
             argv = self.argv(request, prompt_file)
             try:
+                command = argv
+                if sandbox is not None:
+                    # bwrap would start and then fail to exec: find the program first, so a
+                    # missing one is the same failure, naming it, as without a sandbox.
+                    if not _startable(argv[0], request.worktree, env.get("PATH")):
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+                    env.update(sandbox.env())
+                    command = sandbox.wrap(argv, request.worktree, self.state_dirs(env))
                 proc = run_watched(
-                    argv,
+                    command,
                     cwd=request.worktree,
                     env=env,
                     timeout_s=request.timeout_s,
@@ -75,7 +101,21 @@ class CommandAgent(Agent):
                 )
         finally:
             prompt_file.unlink(missing_ok=True)
+        if sandbox is not None and (refused := sandbox_refusal(proc.returncode, proc.lines)):
+            return SessionResult(
+                outcome=Outcome.FAILED,
+                reason=f"agent command {argv[0]!r} could not start in the sandbox: {refused}; "
+                'fix agent_command or set sandbox = "none"',
+                log=proc.lines,
+                duration_s=proc.duration_s,
+                pids=[proc.pid],
+            )
         return proc
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        """What the agent must write outside its worktree, given its environment: a generic
+        command, nothing (it has the sandbox's temp dir); a CLI, its config and data dirs."""
+        return []
 
     def start_failure(self, error: OSError, argv: list[str], env: dict[str, str]) -> str:
         """Why the agent's program could not start, and what to change."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tasks_lib.agents.base import SessionRequest
-from tasks_lib.agents.cli import CliPreset, error_text, isolated_home, parse_json
+from tasks_lib.agents.cli import CliPreset, base_dirs, error_text, isolated_home, parse_json
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.agents.tally import Tally
 
@@ -43,6 +44,13 @@ def opencode_config(settings: AgentSettings, model: str | None) -> dict[str, Any
     return config
 
 
+def opencode_state_dirs(env: Mapping[str, str]) -> list[Path]:
+    """Its config, data (sessions, the SQLite store), cache and state dirs: XDG, one each."""
+    dirs = base_dirs(env)
+    kinds = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
+    return [dirs[kind] / "opencode" for kind in kinds]
+
+
 def opencode_env(settings: AgentSettings, model: str | None, home: Path) -> dict[str, str]:
     env = {"OPENCODE_CONFIG_CONTENT": json.dumps(opencode_config(settings, model))}
     if settings.base_url:
@@ -69,6 +77,9 @@ class OpenCodeRun(CliPreset):
         # OpenCode takes its project from $PWD, not the process cwd.
         env = opencode_env(self.settings, request.model or self.settings.model, home)
         return {**env, "PWD": str(request.worktree)}
+
+    def state_dirs(self, env: Mapping[str, str]) -> list[Path]:
+        return opencode_state_dirs(env)
 
     def parse(self, line: str, tally: Tally) -> None:
         event = parse_json(line)

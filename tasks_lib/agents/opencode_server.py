@@ -6,6 +6,14 @@ ends a session by itself on trouble (it retries provider errors for ever, hangs 
 stream, waits for ever on a permission ask), so every exit is ours: wall clock, idle (no
 events but heartbeats), a retry cap, cancellation, and an answer to every permission ask.
 Facts behind this: shared/research/agent-clis.md.
+
+The agent's tools run inside the server, so a sandbox (``SessionRequest.sandbox``) is the
+server's: a sandboxed session gets a server of its own, started in that sandbox and stopped
+when the session ends (a few seconds more per session), so the session writes only its own
+checkout and every process its tools started ends with it, as with ``opencode run``. One
+server shared by sandboxed sessions would have to be allowed every task's checkout and keep
+each session's daemons until the run ends. A server you attached (``server_url``) is not
+tgflow's to start: its sessions run wherever that server runs, unsandboxed by tgflow.
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ from httpx_sse import connect_sse
 
 from tasks_lib.agents.base import Agent, AgentError, Outcome, SessionRequest, SessionResult
 from tasks_lib.agents.cli import QUIET_ENV, error_text, find_cli
-from tasks_lib.agents.opencode import opencode_env
+from tasks_lib.agents.opencode import opencode_env, opencode_state_dirs
 from tasks_lib.agents.process import kill_group
+from tasks_lib.agents.sandbox import Sandbox
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.agents.tally import Tally
 
@@ -45,10 +54,12 @@ class OpenCodeServerError(AgentError):
 
 
 class OpenCodeServer:
-    """A started ``opencode serve`` in its own process group (or an attached URL)."""
+    """A started ``opencode serve`` in its own process group (or an attached URL); with a
+    ``sandbox``, started inside it."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, sandbox: Sandbox | None = None) -> None:
         self.settings = settings
+        self.sandbox = sandbox
         self.url: str | None = settings.server_url
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -77,8 +88,12 @@ class OpenCodeServer:
             **self.settings.extra_env,
         }
         argv = [find_cli("opencode"), "serve", "--hostname", "127.0.0.1", "--port", "0"]
+        argv += ["--print-logs", "--log-level", "WARN"]
+        if self.sandbox is not None:
+            env.update(self.sandbox.env())
+            argv = self.sandbox.wrap(argv, home, opencode_state_dirs(env))
         self.proc = subprocess.Popen(
-            [*argv, "--print-logs", "--log-level", "WARN"],
+            argv,
             cwd=home,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -124,6 +139,10 @@ class OpenCodeServer:
             time.sleep(0.2)
         self._stop()
         raise OpenCodeServerError(f"opencode serve at {url} never answered /global/health")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def exited(self) -> bool:
         """Whether the server we started has died (an attached one is not ours to watch)."""
@@ -182,9 +201,33 @@ class OpenCodeServerAgent(Agent):
         self.settings = settings
         self.model = settings.model
         self.server = OpenCodeServer(settings)
+        self._own_servers: set[OpenCodeServer] = set()  # the sandboxed sessions' servers
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.server.close()
+        with self._lock:
+            for server in self._own_servers:
+                server.close()
+
+    def _server_for(self, request: SessionRequest) -> OpenCodeServer:
+        """The shared server, or for a sandboxed session a server of its own in its sandbox
+        (``close`` stops it too, so a cancelled run leaves none)."""
+        if request.sandbox is None or self.settings.server_url is not None:
+            return self.server
+        server = OpenCodeServer(self.settings, request.sandbox)
+        with self._lock:
+            if self.server.closed:
+                return self.server  # refuses to start: the session fails saying why
+            self._own_servers.add(server)
+        return server
+
+    def _release(self, server: OpenCodeServer) -> None:
+        if server is self.server:
+            return
+        server.close()
+        with self._lock:
+            self._own_servers.discard(server)
 
     def __enter__(self) -> OpenCodeServerAgent:
         return self
@@ -195,10 +238,13 @@ class OpenCodeServerAgent(Agent):
     def run(self, request: SessionRequest) -> SessionResult:
         started = time.monotonic()
         session = _Session(id="")
+        server = self._server_for(request)
         try:
-            outcome, reason = self._run(request, session, started)
+            outcome, reason = self._run(server, request, session, started)
         except (AgentError, ValueError, httpx.HTTPError) as e:
             outcome, reason = Outcome.FAILED, f"{self.name}: {e}"
+        finally:
+            self._release(server)
         tally = session.tally
         if tally.anomaly():
             self._say(session, request, f"tgflow: {tally.anomaly()}")
@@ -214,9 +260,9 @@ class OpenCodeServerAgent(Agent):
         )
 
     def _run(
-        self, request: SessionRequest, session: _Session, started: float
+        self, server: OpenCodeServer, request: SessionRequest, session: _Session, started: float
     ) -> tuple[Outcome, str]:
-        url = self.server.ensure()
+        url = server.ensure()
         params = {"directory": str(request.worktree.resolve())}
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         connected = threading.Event()
@@ -234,7 +280,9 @@ class OpenCodeServerAgent(Agent):
             session.id = created.json()["id"]
             try:
                 self._prompt(api, session, request, request.prompt)
-                outcome, reason = self._follow_session(api, session, events, request, started)
+                outcome, reason = self._follow_session(
+                    api, session, events, request, started, server=server
+                )
             except BaseException:
                 self._abort(api, session, events)  # never leave a session running behind us
                 raise
@@ -261,8 +309,12 @@ class OpenCodeServerAgent(Agent):
         events: queue.Queue[dict[str, Any]],
         request: SessionRequest,
         started: float,
+        *,
+        server: OpenCodeServer | None = None,
     ) -> tuple[Outcome | None, str]:
-        """Follow events until idle; ``(None, "")`` means judge from the messages."""
+        """Follow events until idle; ``(None, "")`` means judge from the messages. ``server``
+        is the one serving the session (a sandboxed session's own), by default the shared one."""
+        server = server or self.server
         timeout_s = self.settings.timeout_s or request.timeout_s
         idle_s = self.settings.idle_timeout_s or request.idle_timeout_s
         last_event = time.monotonic()
@@ -280,8 +332,8 @@ class OpenCodeServerAgent(Agent):
                 self._abort(api, session, events)
                 return Outcome.TIMED_OUT, f"{self.name}: no result within {timeout_s:g} s"
             if event is None:
-                if self.server.exited():
-                    tail = "\n".join(self.server.output[-10:])
+                if server.exited():
+                    tail = "\n".join(server.output[-10:])
                     return Outcome.FAILED, f"opencode serve exited during the session:\n{tail}"
                 if now - last_event > idle_s:
                     if nudged:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks_lib.agents.process import run_watched
+from tasks_lib.agents.sandbox import Sandbox
 
 TAIL_LINES = 40
 # Lines that say what went wrong in most tools' output (pytest, compilers, linters).
@@ -44,18 +45,23 @@ def run_validation(
     timeout_s: float,
     on_line: Callable[[str], None] = lambda line: None,
     cancel: threading.Event | None = None,
+    sandbox: Sandbox | None = None,
 ) -> ValidationResult:
     """Run each command with ``bash -c`` in ``cwd``; stop at the first failure.
 
     ``$PYTHON`` is the interpreter running tgflow, so commands can say ``$PYTHON -m pytest``.
-    ``timeout_s`` applies to each command.
+    ``timeout_s`` applies to each command. With a ``sandbox`` each runs inside it: the tests
+    run the agent's code, as untrusted as the agent.
     """
     env = {**os.environ, "PYTHON": sys.executable, "PWD": str(cwd)}
+    if sandbox is not None:
+        env.update(sandbox.env())
     total = 0.0
     for command in commands:
         on_line(f"$ {command}")
+        argv = ["bash", "-c", command]
         proc = run_watched(
-            ["bash", "-c", command],
+            sandbox.wrap(argv, cwd) if sandbox is not None else argv,
             cwd=cwd,
             env=env,
             timeout_s=timeout_s,
