@@ -1,9 +1,10 @@
-"""A task worktree's link to tgflow's clone, checked before tgflow runs git in it.
+"""A task checkout's link to its git dir, checked before tgflow runs git in it.
 
-An agent can delete or replace its worktree's ``.git`` file; git would then work on whatever
-repository it finds above (a user's checkout holding the workspace) or on one the agent made.
-A broken link is remade with the branch and the files kept (the agent's commits are on the
-branch, in the clone); a ``.git`` put in its place is moved into the clone's git dir.
+A checkout (``worktrees/<slug>``) is a clone of tgflow's clone whose git dir lives apart,
+under ``clones/<slug>.git``, so that the agent deleting or replacing the checkout's ``.git``
+file loses no commit. git would then work on whatever repository it finds there or above (a
+user's checkout holding the workspace, one the agent made): a ``.git`` that does not name the
+checkout's own git dir is moved aside (kept, never deleted) and the link written anew.
 """
 
 from __future__ import annotations
@@ -13,66 +14,58 @@ import shutil
 import time
 from pathlib import Path
 
-from tasks_lib.git import BRANCH_PREFIX, WorktreeLost
+from tasks_lib.git import WorktreeLost
 from tasks_lib.git.runner import run_git
 
 log = logging.getLogger(__name__)
 
+CLONES_DIR = "clones"  # beside integration/ and worktrees/: the checkouts' git dirs
+TMP_DIR = "tmp"  # a checkout's (and the integration clone's) temp files while sandboxed
+DISPLACED_DIR = "displaced"  # a .git an agent put in a checkout, kept for a person to look at
+
+
+def git_dir_of(checkout: Path) -> Path:
+    """``<root>/clones/<slug>.git`` for the checkout ``<root>/worktrees/<slug>``."""
+    return checkout.parent.parent / CLONES_DIR / f"{checkout.name}.git"
+
+
+def tmp_dir_of(checkout: Path) -> Path:
+    """The private temp dir of what runs in ``checkout`` (the sandbox's TMPDIR)."""
+    return checkout.parent.parent / TMP_DIR / checkout.name
+
+
+def link_text(checkout: Path) -> str:
+    return f"gitdir: {git_dir_of(checkout)}\n"
+
 
 def ensure_linked(integration: Path, worktrees_dir: Path, cwd: Path) -> None:
-    """A task worktree must link to this clone before git runs in it, or git would work
-    on whatever repository it finds instead. A broken link is remade with the branch
-    and the files kept (the agent's commits are on the branch, in the clone); a
-    ``.git`` put in its place is moved into the clone's git dir, not deleted."""
-    if cwd.parent != worktrees_dir or not cwd.is_dir() or _linked(integration, cwd):
+    """A task checkout must name its own git dir before git runs in it, or git would work on
+    whatever repository it finds instead. A wrong ``.git`` is moved aside and the link
+    rewritten; the files stay as they are (the index is reread from the branch)."""
+    if cwd.parent != worktrees_dir or not cwd.is_dir() or _linked(cwd):
         return
+    git_dir = git_dir_of(cwd)
+    if not (git_dir / "HEAD").is_file():
+        raise WorktreeLost(
+            f"the git dir {git_dir} of checkout {cwd} is gone (the agent deleted it): commits "
+            "made there since tgflow last collected them are lost; its files are kept. Move "
+            f"{cwd} aside and run again."
+        )
     dotgit, kept = cwd / ".git", ""
     if dotgit.exists() or dotgit.is_symlink():
-        aside = integration / ".git" / "tgflow-displaced" / f"{cwd.name}-{time.time_ns()}"
+        aside = integration.parent / DISPLACED_DIR / f"{cwd.name}-{time.time_ns()}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(dotgit, aside)
         kept = f"; the .git found there is kept as {aside}"
-    run_git(integration, "worktree", "repair", str(cwd), check=False)
-    if not _linked(integration, cwd):  # its record in the clone is gone too (pruned): add it anew
-        _relink(integration, cwd)
-    log.warning("worktree %s had lost its link to tgflow's clone; relinked it%s", cwd, kept)
-
-
-def _relink(integration: Path, cwd: Path) -> None:
-    """A fresh worktree record for ``cwd`` on its branch, its files untouched: add an
-    empty worktree beside it, hand its ``.git`` to ``cwd``, repair, reread the index."""
-    branch = BRANCH_PREFIX + cwd.name
-    spare = cwd.with_name(f".{cwd.name}-relink")
-    shutil.rmtree(spare, ignore_errors=True)
-    added = run_git(
-        integration, "worktree", "add", "--quiet", "--no-checkout", "--force",
-        str(spare), branch, check=False,
-    )  # fmt: skip
-    if added.status == 0:
-        shutil.move(spare / ".git", cwd / ".git")
-        shutil.rmtree(spare)
-        run_git(integration, "worktree", "repair", str(cwd), check=False)
-    if added.status != 0 or not _linked(integration, cwd):
-        raise WorktreeLost(
-            f"worktree {cwd} lost its link to tgflow's clone {integration} and could "
-            f"not be relinked ({added.output or 'repair failed'}); its committed work is on "
-            f"{branch} in the clone. Move {cwd} aside and run again."
-        )
+    dotgit.write_text(link_text(cwd), encoding="utf-8")
     run_git(cwd, "reset", "--quiet")
+    log.warning("checkout %s had lost its link to its git dir; relinked it%s", cwd, kept)
 
 
-def _linked(integration: Path, cwd: Path) -> bool:
-    """``cwd/.git`` names an admin dir of this clone that names ``cwd`` back."""
+def _linked(cwd: Path) -> bool:
     dotgit = cwd / ".git"
-    if not dotgit.is_file():
-        return False
-    text = dotgit.read_text(encoding="utf-8", errors="replace").strip()
-    if not text.startswith("gitdir:"):
-        return False
-    admin = (cwd / text.removeprefix("gitdir:").strip()).resolve()
-    back = admin / "gitdir"
     return (
-        admin.parent == (integration / ".git" / "worktrees").resolve()
-        and back.is_file()
-        and Path(back.read_text(encoding="utf-8").strip()).resolve() == dotgit.resolve()
+        dotgit.is_file()
+        and not dotgit.is_symlink()
+        and dotgit.read_text(encoding="utf-8", errors="replace") == link_text(cwd)
     )

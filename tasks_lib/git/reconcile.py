@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tasks_lib.git.workspace import BRANCH_PREFIX, Workspace
-from tasks_lib.git.worktrees import drop_if_deleted_on_origin, retire_worktree
+from tasks_lib.git.worktrees import drop_if_deleted_on_origin, made_by_tgflow, retire_worktree
 
 UNPUSHED_PREFIX = "tgflow-unpushed/"
 
@@ -21,11 +21,13 @@ class ReconcileReport:
     # branch → the ref in the clone keeping it: a person deleted it on the origin
     dropped: dict[str, str] = field(default_factory=dict)
     kept_unpushed: str | None = None  # branch holding merges an earlier --no-push run left
+    foreign: list[str] = field(default_factory=list)  # named like task branches, not tgflow's
 
 
 def reconcile(ws: Workspace, push: bool = True) -> ReconcileReport:
-    """No stale worktrees, task branches sorted into resumable (work not on base: never
-    deleted), merged (deleted) and dropped (deleted on the origin by a person: kept aside in
+    """No stale checkouts, task branches sorted into resumable (work not on base: never
+    deleted), merged (deleted), foreign (a person's, named like tgflow's: never touched) and
+    dropped (deleted on the origin by a person: kept aside in
     the clone, never resumed or pushed back). Callers hold ``merge_lock``.
 
     A pushing run stands on origin's base; merges an earlier ``--no-push`` run left on our
@@ -46,13 +48,13 @@ def reconcile(ws: Workspace, push: bool = True) -> ReconcileReport:
         ws.sync()
     else:
         ws.reset_to(ws.base_ref())
-    ws.git(ws.integration, "-c", "gc.auto=6700", "gc", "--auto", "--quiet")
     if ws.worktrees_dir.is_dir():
         for path in sorted(ws.worktrees_dir.iterdir()):
             notes = retire_worktree(ws, path)
             report.removed_worktrees.append(path.name)
             report.saved_work += [n for n in notes if not n.startswith("removed")]
-    ws.git(ws.integration, "worktree", "prune")
+    # After the checkouts are gone: they borrowed the clone's objects.
+    ws.git(ws.integration, "-c", "gc.auto=6700", "gc", "--auto", "--quiet")
     for name in _refs(ws, f"refs/heads/{BRANCH_PREFIX}"):
         ref = drop_if_deleted_on_origin(ws, name)
         if ref:
@@ -60,6 +62,9 @@ def reconcile(ws: Workspace, push: bool = True) -> ReconcileReport:
     local = _refs(ws, f"refs/heads/{BRANCH_PREFIX}")
     remote = _refs(ws, f"refs/remotes/origin/{BRANCH_PREFIX}")
     for name in sorted(set(local) | set(remote)):
+        if name in remote and not made_by_tgflow(ws, remote[name]):
+            report.foreign.append(name)  # a person's branch named like a task's: theirs
+            continue
         ahead = max(
             (len(ws.commits_ahead(r)) for r in (local.get(name), remote.get(name)) if r),
             default=0,

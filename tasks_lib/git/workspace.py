@@ -1,12 +1,13 @@
 """The clone tgflow owns of one origin, and what can be asked of it.
 
 Layout under ``root``: ``integration/`` is the clone itself, checked out on the base branch
-(merges happen there, it never holds user work); ``worktrees/<slug>`` are the task worktrees
-on ``tgflow/<slug>``. Agents work in those worktrees and can rewrite what they share with the
-clone (its config, a worktree's ``.git``): tgflow fetches from and pushes to the origin it
-opened by URL, never by the ``origin`` remote an agent can repoint, and checks a worktree's
-link to the clone before running git in it. Nothing here locks: callers hold ``merge_lock``
-around anything that moves shared refs (see ``locks``).
+(merges happen there, it never holds user work); ``worktrees/<slug>`` are the task checkouts
+on ``tgflow/<slug>``, each a clone of the clone with its git dir under ``clones/`` (see
+``worktrees``). Agents work in those checkouts and cannot change the clone's config, refs or
+remotes through them; tgflow still fetches from and pushes to the origin it opened by URL,
+never by the ``origin`` remote, and checks a checkout's link to its git dir before running
+git in it. Nothing here locks: callers hold ``merge_lock`` around anything that moves shared
+refs (see ``locks``).
 """
 
 from __future__ import annotations
@@ -173,9 +174,10 @@ class Workspace:
         too (their parents on base stay as they are). Author, dates and tree are kept; the
         committer is tgflow, as for every commit of the session."""
         head = self.head(cwd)
+        base_sha = self.git(self.integration, "rev-parse", self.base_ref())  # cwd borrows it
         new = self.git(
             cwd, "rev-list", "--reverse", "--topo-order", head,
-            "--not", since, self.base_ref(), "--remotes",
+            "--not", since, base_sha, "--remotes",
         ).split()  # fmt: skip
         trailer = f"{TASK_TRAILER}: {task_id}"
         rewritten: dict[str, str] = {}

@@ -1,11 +1,20 @@
-"""A task's worktree and branch, from its start (or resumption) to its removal.
+"""A task's checkout and branch, from its start (or resumption) to its removal.
 
-Work is never thrown away: a worktree that goes first has its leftovers committed, commits on
-a detached HEAD are kept on a branch, and a branch that holds work not on base is resumed by
-the next run (which always hands it to the agent again). A branch the user deleted on the
-origin stays deleted: tgflow keeps its copy aside (``backup``), never resumes or pushes it.
-Callers hold ``merge_lock`` around what moves shared refs (adding or removing a worktree,
-creating, deleting or pushing a branch).
+An agent works in a checkout of its own: a clone of tgflow's clone (``git clone --shared``:
+objects borrowed, nothing copied) with no remote, its git dir apart under ``clones/``. What
+the agent does to that repository (its config, hooks, refs, remotes, a push) stays there;
+tgflow's clone changes only when tgflow *collects* the work: it fetches the checkout's HEAD
+into the task branch and keeps every other commit the agent made on a rescue ref (backed up
+on the origin), whatever state the agent left (a detached HEAD, commits on another branch, a
+stale lock, a rewritten config, a deleted ``.git``).
+
+Work is never thrown away: a checkout that goes first has its leftovers committed and
+collected, and a branch that holds work not on base is resumed by the next run (which always
+hands it to the agent again). A branch the user deleted on the origin stays deleted: tgflow
+keeps its copy aside (``backup``), never resumes or pushes it. A branch named like tgflow's
+that tgflow did not make (no commit of it carries the task trailer) is never resumed, merged
+or deleted. Callers hold ``merge_lock`` around what moves shared refs (creating, deleting or
+pushing a branch).
 """
 
 from __future__ import annotations
@@ -15,13 +24,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks_lib.git import WorkspaceError
 from tasks_lib.git.backup import set_aside_locally
-from tasks_lib.git.workspace import BRANCH_PREFIX, Workspace
+from tasks_lib.git.links import git_dir_of, link_text, tmp_dir_of
+from tasks_lib.git.runner import run_git
+from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace
 
 WIP_PREFIX = "tgflow: wip"  # unfinished work tgflow committed for the agent
 # branch.<name>.<this> in the clone's config: a commit of the branch the origin held (tgflow
 # pushed it or took the branch from there). Deleting the branch drops the key with it.
 PUBLISHED_KEY = "tgflowpublished"
+RESCUED_REFS = "refs/tgflow/rescued/"  # commits an agent left off its task branch (and origin)
+_SESSION_REFS = "refs/tgflow/session/"  # a checkout's refs while they are being collected
+# What git leaves when a command dies mid-way; after a session nothing of the agent's runs.
+_LOCKS = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "config.lock", "packed-refs.lock")
+
+
+class ForeignBranch(WorkspaceError):
+    """A branch named like a task's that tgflow did not make: a person's, never touched."""
 
 
 @dataclass
@@ -33,12 +53,12 @@ class TaskCheckout:
 
 
 def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
-    """A worktree for the task: on its existing branch when that holds work (resume), else on
+    """A checkout for the task: on its existing branch when that holds work (resume), else on
     a new branch from the current base. The origin's copy counts: the clone is only a cache,
     so a branch deleted there is set aside, not resumed."""
     branch, path = ws.branch(task_id), ws.worktree_path(task_id)
     notes: list[str] = []
-    if path.exists() or _registered(ws, path):
+    if path.exists() or git_dir_of(path).exists():
         notes += retire_worktree(ws, path)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
     dropped = drop_if_deleted_on_origin(ws, branch)
@@ -48,6 +68,12 @@ def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
             f"clone as {dropped}; starting afresh from {ws.base}"
         )
     has_local, has_remote = ws.ref_exists(local), ws.ref_exists(remote)
+    if has_remote and not made_by_tgflow(ws, remote):
+        raise ForeignBranch(
+            f"the origin has a branch {branch} that tgflow did not make (no commit of it "
+            f"carries a {TASK_TRAILER} trailer), so task {task_id!r} cannot use that name; "
+            f"rename that branch on {ws.origin}, or give the task another id"
+        )
     if has_remote and ws.commits_ahead(remote):
         if not has_local:
             ws.git(ws.integration, "branch", "--quiet", "--no-track", branch, remote)
@@ -58,13 +84,118 @@ def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
             notes.append(f"{branch} and origin/{branch} diverged; continuing from the local one")
         if ws.is_ancestor(remote, local):
             _mark_published(ws, branch, remote)
-    if has_local and ws.commits_ahead(local):
-        ws.git(ws.integration, "worktree", "add", "--quiet", str(path), branch)
-        resumed = len(ws.commits_ahead(local))
-        notes.append(f"resumed {branch}: it already held {resumed} commit(s) not on {ws.base}")
-        return TaskCheckout(path, branch, True, notes)
-    ws.git(ws.integration, "worktree", "add", "--quiet", "-B", branch, str(path), ws.base_ref())
-    return TaskCheckout(path, branch, False, notes)
+    resumed = has_local and bool(ws.commits_ahead(local))
+    if resumed:
+        notes.append(
+            f"resumed {branch}: it already held {len(ws.commits_ahead(local))} commit(s) "
+            f"not on {ws.base}"
+        )
+    else:
+        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, ws.base_ref())
+    _clone(ws, branch, path)
+    return TaskCheckout(path, branch, resumed, notes)
+
+
+def made_by_tgflow(ws: Workspace, ref: str) -> bool:
+    """tgflow's branches carry its trailer: on a commit not on base (every commit made for a
+    task has it), or on the tip of a merged branch. A person's experiment or bookmark named
+    like a task branch has none, so tgflow never resumes, merges or deletes it."""
+    ahead = ws.commits_ahead(ref)
+    tips = ahead or [ws.git(ws.integration, "rev-parse", f"{ref}^{{commit}}")]
+    messages = ws.git(ws.integration, "show", "-s", "--format=%B%x00", *tips)
+    return f"\n{TASK_TRAILER}: " in "\n" + messages
+
+
+def _clone(ws: Workspace, branch: str, path: Path) -> None:
+    """The agent's own repository: borrows the clone's objects, holds only the task branch,
+    has no remote (nothing to push to) and a config tgflow wrote (restored after a session)."""
+    git_dir = git_dir_of(path)
+    git_dir.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_git(
+        path.parent, "clone", "--quiet", "--shared", "--no-tags", "--single-branch",
+        "--branch", branch, "--separate-git-dir", str(git_dir), str(ws.integration), str(path),
+    )  # fmt: skip
+    (path / ".git").write_text(link_text(path), encoding="utf-8")
+    run_git(path, "remote", "remove", "origin")
+    run_git(path, "config", "gc.auto", "0")  # its objects must stay where tgflow fetches them
+    exclude = git_dir / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text(f"/{SAFE_EXIT_DIR}/\n", encoding="utf-8")
+    shutil.copyfile(git_dir / "config", _clean_config(path))
+
+
+def _clean_config(path: Path) -> Path:
+    return git_dir_of(path).with_suffix(".config")
+
+
+def reclaim(path: Path) -> list[str]:
+    """After the agent is gone: the checkout's repository is tgflow's again. Its config is put
+    back (an agent's filter, fsmonitor or worktree setting would run or write where tgflow
+    works), locks a killed git left are removed; what was repaired is returned."""
+    notes: list[str] = []
+    git_dir, clean = git_dir_of(path), _clean_config(path)
+    if clean.is_file() and (git_dir / "HEAD").is_file():
+        config = git_dir / "config"
+        if not config.is_file() or config.read_bytes() != clean.read_bytes():
+            shutil.copyfile(clean, config)
+            notes.append(f"restored the git config of {path.name} (the agent had changed it)")
+    stale = [git_dir / name for name in _LOCKS if (git_dir / name).exists()]
+    stale += list((git_dir / "refs").rglob("*.lock")) if (git_dir / "refs").is_dir() else []
+    for lock in stale:
+        lock.unlink()
+    if stale:
+        names = ", ".join(str(p.relative_to(git_dir)) for p in stale)
+        notes.append(f"removed stale git locks in {path.name} left by the agent: {names}")
+    return notes
+
+
+def collect(ws: Workspace, path: Path) -> list[str]:
+    """The checkout's work into tgflow's clone: its HEAD (whatever branch, or none) becomes
+    the task branch; commits the agent left elsewhere (another branch, a tip the branch no
+    longer contains) are kept under ``refs/tgflow/rescued/`` and on the origin."""
+    git_dir, name = git_dir_of(path), path.name
+    branch = f"refs/heads/{BRANCH_PREFIX}{name}"
+    if not (git_dir / "HEAD").is_file() or not ws.ref_exists(branch):
+        return []
+    staged = f"{_SESSION_REFS}{name}/"
+    ws.git(ws.integration, "update-ref", f"{staged}start", branch)
+    fetched = run_git(
+        ws.integration, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(git_dir),
+        f"+HEAD:{staged}HEAD", f"+refs/heads/*:{staged}heads/*", check=False,
+    )  # fmt: skip
+    notes: list[str] = []
+    if fetched.status != 0 or not ws.ref_exists(f"{staged}HEAD"):
+        notes.append(f"could not collect the work in {path} (its HEAD is unborn or broken)")
+    else:
+        head = ws.git(ws.integration, "rev-parse", f"{staged}HEAD")
+        start = ws.git(ws.integration, "rev-parse", branch)
+        if head != start:
+            if not ws.is_ancestor(start, head):
+                notes.append(_rescue(ws, name, start, "the task branch before the session"))
+            ws.git(ws.integration, "update-ref", branch, head)
+        for ref in _refs(ws, f"{staged}heads/"):
+            sha = ws.git(ws.integration, "rev-parse", ref)
+            if ws.git(ws.integration, "rev-list", "-1", sha, "--not", branch, ws.base_ref()):
+                notes.append(
+                    _rescue(ws, name, sha, f"branch {ref.removeprefix(staged + 'heads/')}")
+                )
+    for ref in _refs(ws, staged):
+        ws.git(ws.integration, "update-ref", "-d", ref)
+    return notes
+
+
+def _rescue(ws: Workspace, name: str, sha: str, what: str) -> str:
+    ref = f"{RESCUED_REFS}{name}/{sha[:12]}"
+    ws.git(ws.integration, "update-ref", ref, sha)
+    pushed = ws.push(f"{sha}:{ref}")
+    where = f"and on {ws.origin}" if pushed.status == 0 else "(not on the origin: push refused)"
+    return f"kept commits the agent left off the task branch ({what}) as {ref} {where}"
+
+
+def _refs(ws: Workspace, prefix: str) -> list[str]:
+    out = ws.git(ws.integration, "for-each-ref", "--format=%(refname)", prefix)
+    return [r for r in out.split("\n") if r]
 
 
 def _mark_published(ws: Workspace, branch: str, ref: str) -> None:
@@ -86,65 +217,68 @@ def drop_if_deleted_on_origin(ws: Workspace, branch: str) -> str | None:
     return set_aside_locally(ws, branch)
 
 
-def _registered(ws: Workspace, path: Path) -> bool:
-    listing = ws.git(ws.integration, "worktree", "list", "--porcelain")
-    return f"worktree {path}" in listing.splitlines()
-
-
 def commit_all(
     ws: Workspace, cwd: Path, message: str, author: tuple[str, str] | None = None
 ) -> str | None:
-    """Commit everything the worktree holds (the Safe Exit folder is in info/exclude).
-    ``author``: whose work it is, when not tgflow's (tgflow is the committer either way)."""
+    """Commit everything the checkout holds (the Safe Exit folder is excluded) and collect
+    it. ``author``: whose work it is, when not tgflow's (tgflow is the committer either way)."""
     ws.git(cwd, "add", "-A")
     if not ws.git(cwd, "diff", "--cached", "--name-only"):
         return None
     by = ["--author", f"{author[0]} <{author[1]}>"] if author else []
     ws.git(cwd, "commit", "--quiet", "--no-verify", *by, "-m", message)
+    collect(ws, cwd)
     return ws.head(cwd)
 
 
 def save_work(ws: Workspace, path: Path, message: str) -> list[str]:
-    """Before a worktree goes: abort a half-done merge, commit what is left, and keep the
-    commits on a branch even when the agent left HEAD detached."""
-    notes: list[str] = []
+    """Before a checkout goes: abort a half-done merge, commit what is left, and collect
+    every commit into tgflow's clone, wherever the agent left HEAD."""
+    notes = reclaim(path)
     if ws.in_merge(path):
         ws.git(path, "merge", "--abort", check=False)
         notes.append(f"aborted a half-done merge in {path}")
+    notes += collect(ws, path)
     sha = commit_all(ws, path, message)
-    branch = ws.git(path, "symbolic-ref", "-q", "--short", "HEAD", check=False)
     if sha:
-        notes.append(f"saved uncommitted work on {branch or 'a detached HEAD'} as {sha[:10]}")
-    if not branch:
-        head = ws.head(path)
-        if ws.commits_ahead(head):
-            rescue = f"{BRANCH_PREFIX}rescued-{path.name}-{head[:8]}"
-            ws.git(ws.integration, "branch", "-f", rescue, head)
-            notes.append(f"HEAD of {path} was detached; its commits are kept on {rescue}")
+        notes.append(f"saved uncommitted work on {BRANCH_PREFIX}{path.name} as {sha[:10]}")
     return notes
 
 
 def retire_worktree(ws: Workspace, path: Path) -> list[str]:
-    """Remove a leftover worktree (of an interrupted run), first saving any work in it."""
+    """Remove a leftover checkout (of an interrupted run), first saving any work in it."""
     notes: list[str] = []
-    if (path / ".git").exists():
-        notes = save_work(
-            ws,
-            path,
-            f"{WIP_PREFIX}: uncommitted work found in {path.name} after an interrupted run",
-        )
-    ws.git(ws.integration, "worktree", "remove", "--force", str(path), check=False)
-    if path.exists():
-        shutil.rmtree(path)
+    message = (
+        f"{WIP_PREFIX}: uncommitted work found in {path.name} after an interrupted run\n\n"
+        f"{TASK_TRAILER}: {path.name}"
+    )
+    if (git_dir_of(path) / "HEAD").is_file() and path.is_dir():
+        notes = save_work(ws, path, message)
+    elif (path / ".git").is_file():  # a git worktree an earlier tgflow made: commit in place
+        run_git(path, "add", "-A", check=False)
+        if (
+            run_git(path, "commit", "--quiet", "--no-verify", "-m", message, check=False).status
+            == 0
+        ):
+            notes.append(f"saved uncommitted work in {path} on its branch")
+    _remove(path)
     ws.git(ws.integration, "worktree", "prune")
     notes.append(f"removed stale worktree {path}")
     return notes
 
 
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(git_dir_of(path), ignore_errors=True)
+    shutil.rmtree(tmp_dir_of(path), ignore_errors=True)
+    _clean_config(path).unlink(missing_ok=True)
+
+
 def revert_paths(ws: Workspace, cwd: Path, pathspecs: Sequence[str], message: str) -> list[str]:
     """Undo, in one commit, the branch's changes (since it left base) to the files these git
     pathspecs match (a folder, a file); returns those files."""
-    mb = ws.git(cwd, "merge-base", ws.base_ref(), "HEAD")
+    base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())  # the checkout borrows it
+    mb = ws.git(cwd, "merge-base", base_sha, "HEAD")
     diff = ws.git(cwd, "diff", "--no-renames", "--name-only", mb, "HEAD", "--", *pathspecs)
     changed = [p for p in diff.split("\n") if p]
     if not changed:
@@ -155,16 +289,27 @@ def revert_paths(ws: Workspace, cwd: Path, pathspecs: Sequence[str], message: st
         else:
             ws.git(cwd, "rm", "--quiet", "-f", "--", rel)
     ws.git(cwd, "commit", "--quiet", "--no-verify", "-m", message)
+    collect(ws, cwd)
     return changed
 
 
 def push_branch(ws: Workspace, task_id: str) -> tuple[bool, str]:
-    """Back the task branch up on the origin (the workspace is only a cache)."""
+    """Back the task branch up on the origin (the workspace is only a cache). A branch the
+    agent rewrote (amend, rebase) replaces the origin's copy only when that copy's commits
+    are kept elsewhere: in the new tip, or rescued."""
     branch = ws.branch(task_id)
-    pushed = ws.push(f"refs/heads/{branch}:refs/heads/{branch}")
+    local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
+    force = ws.ref_exists(remote) and not ws.is_ancestor(remote, local) and _kept(ws, remote)
+    pushed = ws.push(f"{'+' if force else ''}{local}:{local}")
     if pushed.status == 0:
-        _mark_published(ws, branch, f"refs/heads/{branch}")
+        _mark_published(ws, branch, local)
     return pushed.status == 0, pushed.output
+
+
+def _kept(ws: Workspace, ref: str) -> bool:
+    """Every commit of ``ref`` is on a rescue ref (or base): replacing ``ref`` loses none."""
+    rescued = _refs(ws, RESCUED_REFS)
+    return not ws.git(ws.integration, "rev-list", "-1", ref, "--not", ws.base_ref(), *rescued)
 
 
 def delete_branch(ws: Workspace, task_id: str) -> bool:
@@ -173,13 +318,12 @@ def delete_branch(ws: Workspace, task_id: str) -> bool:
 
 def remove_worktree(ws: Workspace, task_id: str) -> bool:
     path = ws.worktree_path(task_id)
-    ws.git(ws.integration, "worktree", "remove", "--force", str(path), check=False)
-    ws.git(ws.integration, "worktree", "prune")
+    _remove(path)
     return not path.exists()
 
 
 def cleanup(ws: Workspace, task_id: str, push: bool = True) -> dict[str, bool]:
-    """After a merge: remove the worktree, the local branch and (when pushing: the merge is
+    """After a merge: remove the checkout, the local branch and (when pushing: the merge is
     then on the origin too) the remote branch."""
     branch = ws.branch(task_id)
     result = {"worktree": remove_worktree(ws, task_id)}

@@ -145,13 +145,14 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
 
 
 def _merge_base_into_branch(node: Node, wt: Path, base_sha: str) -> bool:
-    message = f"Merge {node.ws.base} into {node.branch} (resolve conflicts)"
+    message = trailed(node, f"Merge {node.ws.base} into {node.branch} (resolve conflicts)")
     try:
         node.ws.git(wt, "merge", "--no-edit", "-m", message, base_sha)
     except GitError:
         if not node.ws.in_merge(wt):
             raise
         return False
+    worktrees.collect(node.ws, wt)
     return True
 
 
@@ -171,6 +172,7 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
     if ws.in_merge(wt):
         ws.git(wt, "add", "-A")
         ws.git(wt, "commit", "--quiet", "--no-edit", "--no-verify")
+        worktrees.collect(ws, wt)
         rec.notes.append("committed the merge the agent resolved but left open")
     elif not ws.is_ancestor(base_sha, node.branch_ref):
         raise NodeFailed(

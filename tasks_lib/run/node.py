@@ -20,7 +20,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import WIP_PREFIX
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.config import NodeSettings
-from tasks_lib.run.develop import backup_branch, develop, prompt_context
+from tasks_lib.run.develop import backup_branch, develop, prompt_context, trailed
 from tasks_lib.run.integrate import integrate
 from tasks_lib.run.node_state import Node, NodeFailed, failure_note
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
@@ -106,7 +106,10 @@ def _run(
             rec.status, rec.already_done = NodeStatus.COMPLETED, True
             rec.notes.append(f"already completed on {ws.base}; nothing run")
             return
-        checkout = worktrees.start_task(ws, node.task.id)
+        try:
+            checkout = worktrees.start_task(ws, node.task.id)
+        except worktrees.ForeignBranch as e:
+            raise NodeFailed(NodeStatus.FAILED, str(e), Cause.SETUP) from None
         node.worktree = checkout.path
         rec.notes += checkout.notes
         node.context = prompt_context(node, on_main, summaries, checkout.resumed)
@@ -122,12 +125,14 @@ def _run(
 
 
 def wind_down(node: Node) -> None:
-    """After a failure: keep the work (WIP commit, branch, origin backup), drop the worktree,
+    """After a failure: keep the work (WIP commit, branch, origin backup), drop the checkout,
     and record blocked/failed on main when no retry follows."""
     ws, rec, wt = node.ws, node.record, node.worktree
     if wt is not None and wt.exists():
         rec.notes += worktrees.save_work(
-            ws, wt, f"{WIP_PREFIX}: unfinished work of {node.task.id} ({rec.status.value})"
+            ws,
+            wt,
+            trailed(node, f"{WIP_PREFIX}: unfinished work of {node.task.id} ({rec.status.value})"),
         )
         with ws.merge_lock:
             rec.cleanup["worktree"] = worktrees.remove_worktree(ws, node.task.id)

@@ -78,7 +78,7 @@ def test_reconcile_keeps_unmerged_work_and_deletes_merged_branches(
     ws = Workspace.open(str(origin), tmp_path / "ws")
     work = worktrees.start_task(ws, "work")
     write_files(work.path, {"w.txt": "w\n"})
-    worktrees.commit_all(ws, work.path, "work")
+    worktrees.commit_all(ws, work.path, "work\n\nTgflow-Task: work")
     worktrees.push_branch(ws, "work")
     worktrees.start_task(ws, "merged")  # a branch with nothing beyond base
 
@@ -96,7 +96,7 @@ def test_branch_only_on_the_origin_is_resumed(origin: Path, tmp_path: Path) -> N
     ws = Workspace.open(str(origin), tmp_path / "ws")
     work = worktrees.start_task(ws, "t")
     write_files(work.path, {"t.txt": "t\n"})
-    worktrees.commit_all(ws, work.path, "t work")
+    worktrees.commit_all(ws, work.path, "t work\n\nTgflow-Task: t")
     worktrees.push_branch(ws, "t")
 
     other = Workspace.open(str(origin), tmp_path / "ws2")  # another machine
@@ -122,7 +122,7 @@ def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Pa
     assert git(ws.integration, "status", "--porcelain") == ""
 
 
-def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path: Path) -> None:
+def test_commits_on_a_detached_head_survive_the_checkout(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
     checkout = worktrees.start_task(ws, "d")
     git(checkout.path, "switch", "-q", "--detach")
@@ -130,8 +130,8 @@ def test_commits_on_a_detached_head_survive_the_worktree(origin: Path, tmp_path:
 
     report = reconcile(Workspace.open(str(origin), tmp_path / "ws"))
 
-    (rescued,) = [b for b in report.resumable if b.startswith("tgflow/rescued-d-")]
-    assert git(ws.integration, "show", f"{rescued}:d.txt") == "d"
+    assert report.resumable == {"tgflow/d": 1}
+    assert git(ws.integration, "show", "tgflow/d:d.txt") == "d"
 
 
 def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_path: Path) -> None:
