@@ -106,6 +106,13 @@ class NodeSettings(BaseModel):
         description="How a task lands on base: 'merge' (--no-ff, the agent's commits kept) or "
         "'squash' (one commit per task).",
     )
+    sandbox: Literal["bwrap", "none"] | None = Field(
+        None,
+        description="Where agent sessions and validation commands run: 'bwrap' (bubblewrap: "
+        "the machine read-only but the task's checkout, the origin and ~/.ssh hidden, every "
+        "process gone with the session) or 'none'. Unset: bwrap where it works, else none "
+        "with a warning.",
+    )
 
     @field_validator("validate_commands", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from tasks_lib.git import worktrees
 from tasks_lib.git.workspace import AGENT_EMAIL, TASK_TRAILER, parse_identity
 from tasks_lib.graph.taskfile import Task
 from tasks_lib.run.config import CONFIG_FILE
+from tasks_lib.run.isolation import sandbox_for
 from tasks_lib.run.node_state import Node, NodeFailed, PromptContext
 from tasks_lib.run.prompt import (
     BLOCKED_FILE,
@@ -158,9 +159,12 @@ def session(node: Node, text: str) -> SessionResult:
             cancel=node.cancel,
             model=node.task.model,
             env=node.ws.identity_env(author),
+            sandbox=sandbox_for(node.ws, node.settings.sandbox, wt),
         )
     )
+    rec.notes += worktrees.reclaim(wt)
     node.ws.add_task_trailer(wt, before, node.task.id)
+    rec.notes += worktrees.collect(node.ws, wt)
     rec.sessions += 1
     rec.agent_seconds += result.duration_s
     rec.tool_errors += result.tool_errors
@@ -265,6 +269,7 @@ def validate(node: Node, cwd: Path, where: str) -> None:
         node.settings.validate_timeout_s,
         node.on_line,
         node.cancel,
+        sandbox_for(node.ws, node.settings.sandbox, cwd),
     )
     node.record.validate_seconds += result.duration_s
     if not result.ok:

@@ -20,6 +20,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.isolation import sandbox_for
 from tasks_lib.run.node_state import failure_note
 from tasks_lib.run.prompt import build_prompt, fenced
 from tasks_lib.run.records import NodeRecord, NodeStatus
@@ -89,7 +90,12 @@ def _review_locked(
 ) -> None:
     head = ws.head()
     result = run_validation(
-        settings.validate_commands, ws.integration, settings.validate_timeout_s, on_line, cancel
+        settings.validate_commands,
+        ws.integration,
+        settings.validate_timeout_s,
+        on_line,
+        cancel,
+        sandbox_for(ws, settings.sandbox, ws.integration),
     )
     rec.validate_seconds = result.duration_s
     if not result.ok:
@@ -114,6 +120,7 @@ def _review_locked(
                     cancel=cancel or threading.Event(),
                     model=task.model,
                     env=ws.identity_env(),
+                    sandbox=sandbox_for(ws, settings.sandbox, ws.integration, writable=False),
                 )
             )
         finally:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks_lib.agents.sandbox import sandbox_problem
 from tasks_lib.errors import ProblemsError
 from tasks_lib.git import WorkspaceError
 from tasks_lib.git.workspace import Workspace
@@ -104,6 +105,11 @@ def _prepare(
         *(relative(str(w)) for w in [*loaded.warnings, *unheld]),
         *(f"held back: {h.task_id}: {h.reason}" for h in loaded.graph.held_back.values()),
     ]
+    problem = sandbox_problem() if config.sandbox != "none" else None
+    if problem and config.sandbox == "bwrap":
+        raise ProblemsError([f'sandbox = "bwrap": {problem}'])
+    if problem:
+        warnings.append(f"agents and validation run without a sandbox: {problem}")
     return Prepared(config, loaded.graph, warnings)
 
 

@@ -110,7 +110,9 @@ def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", launch, "run", "--origin", str(origin),
-         "--workspace", str(tmp_path / "ws"), *SCRIPTED],
+         "--workspace", str(tmp_path / "ws"), *SCRIPTED,
+         "--sandbox", "none"],  # the agent writes its pid beside the repo, and a sandbox's
+        # pids are its own: what a sandbox ends is tests/faults/test_sandbox_faults.py's
         cwd=Path(__file__).resolve().parents[2], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's foreground job

@@ -48,6 +48,8 @@ def status_on_main(origin: Path, rel: str) -> Status:
 
 
 def test_missing_agent_program_fails_the_node_naming_it(tmp_path: Path) -> None:
+    """A missing agent program is a normal node failure naming it and agent_command; the
+    failed status reaches main."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
     ws = open_ws(origin, tmp_path)
 
@@ -62,6 +64,8 @@ def test_missing_agent_program_fails_the_node_naming_it(tmp_path: Path) -> None:
 def test_prompt_over_the_argument_limit_fails_the_session_saying_how_to_fix(
     tmp_path: Path,
 ) -> None:
+    """A prompt over the kernel's argument limit fails the session, saying to use
+    {prompt_file}."""
     agent = CommandAgent(["sh", "-c", "true", "{prompt}"])
     request = SessionRequest(
         task_id="a", worktree=tmp_path, prompt="x" * 3_000_000, timeout_s=30, idle_timeout_s=30
@@ -74,6 +78,7 @@ def test_prompt_over_the_argument_limit_fails_the_session_saying_how_to_fix(
 
 
 def test_preflight_refuses_a_missing_agent_program(tmp_path: Path) -> None:
+    """Pre-flight refuses a missing agent program in one line, exit 2, nothing run."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from tgflow_cli.main import main; sys.exit(main())",
@@ -106,6 +111,7 @@ def _marked(marker: str) -> list[int]:
 
 
 def test_agent_dies_with_a_sigkilled_tgflow(tmp_path: Path) -> None:
+    """An agent outside a sandbox dies with a tgflow killed by SIGKILL (PR_SET_PDEATHSIG)."""
     marker = f"tgflow-marker-{uuid.uuid4().hex}"
     # The marker is spelled backwards in tgflow's own command line, so only the agent has it.
     script = textwrap.dedent(f"""
@@ -140,6 +146,8 @@ def test_agent_dies_with_a_sigkilled_tgflow(tmp_path: Path) -> None:
 def test_conflict_markers_committed_by_the_agent_fail_the_node_naming_the_file(
     tmp_path: Path,
 ) -> None:
+    """Conflict markers the agent committed fail the node before merge, naming the files;
+    the branch is kept."""
     marked = "<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> other\n"
     steps = [
         {"write": {"path": "ok.txt", "content": "fine\n"}},

@@ -97,6 +97,7 @@ def test_retry_failure_skip_rerun_and_flow_run_retry(
         retries=1,
         retry_delay_s=0,
         workspace_root=str(tmp_path / "ws"),
+        sandbox="none",  # the scripts log each session to a file outside their checkout
     )
 
     # --- run 1: flaky retried and merged, broken failed, after-broken skipped ------------

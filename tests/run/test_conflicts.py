@@ -126,6 +126,7 @@ def test_a_retry_caused_only_by_a_conflict_resolves_it_instead_of_redoing_the_ta
         retries=1,
         retry_delay_s=0,
         workspace_root=str(tmp_path / "ws"),
+        sandbox="none",  # the agent plays the someone pushing, and logs its prompts outside
     )
 
     state = tgflow_run(config, return_state=True)

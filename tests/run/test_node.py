@@ -27,6 +27,9 @@ def open_ws(origin: Path, tmp_path: Path) -> Workspace:
     return ws
 
 
+NONE = NodeSettings(sandbox="none")  # for agents that play someone outside the run
+
+
 def run(ws: Workspace, task_id: str, **kwargs) -> NodeRecord:
     settings = kwargs.pop("settings", NodeSettings())
     task = ws.find_task(task_id)
@@ -115,7 +118,9 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
     ws = open_ws(origin, tmp_path)
     records: dict[str, NodeRecord] = {}
     threads = [
-        threading.Thread(target=lambda t=t: records.__setitem__(t, run(ws, t))) for t in "ab"
+        # b's agent watches the origin, which a sandbox hides
+        threading.Thread(target=lambda t=t: records.__setitem__(t, run(ws, t, settings=NONE)))
+        for t in "ab"
     ]
     for t in threads:
         t.start()
@@ -217,7 +222,9 @@ def test_hanging_agent_is_stalled_and_its_whole_process_group_killed(tmp_path: P
     record = run(
         ws,
         "h",
-        settings=NodeSettings(idle_timeout_s=1.5),
+        # the pids it prints are the host's only outside a sandbox (the process group's
+        # end is proved here; the sandbox's in tests/faults/test_sandbox_faults.py)
+        settings=NodeSettings(idle_timeout_s=1.5, sandbox="none"),
         on_line=lines.append,
         final_attempt=False,
     )
@@ -245,7 +252,10 @@ cd {other} && echo theirs > theirs.txt && git add theirs.txt \\
   && git -c user.name=O -c user.email=o@x commit -qm "their change" && git push -q origin main
 """
     )
-    record = run(ws, "p", settings=NodeSettings(validate_commands=[f"bash {mover}"]))
+    # the validation plays the someone else pushing: outside any sandbox
+    record = run(
+        ws, "p", settings=NodeSettings(validate_commands=[f"bash {mover}"], sandbox="none")
+    )
 
     assert record.status == NodeStatus.COMPLETED, record.reason
     assert any("origin moved" in n for n in record.notes)
@@ -465,7 +475,7 @@ def test_a_failure_that_cannot_be_recorded_on_main_still_returns_its_record(
     git(tmp_path, "clone", "-q", str(origin), str(other))
     ws = open_ws(origin, tmp_path)
 
-    record = run(ws, "g")
+    record = run(ws, "g", settings=NONE)  # its agent plays a person pushing to the origin
 
     assert record.status == NodeStatus.FAILED
     assert "failing as scripted: broken" in record.reason
