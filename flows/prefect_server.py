@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from filelock import FileLock, Timeout
 
 from deployments.definitions import FLOW_NAME, load_project
 from tasks_lib.agents.process import descendants, dies_with, group_alive, kill_group, pid_alive
@@ -37,6 +39,9 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 HEALTH_TIMEOUT_S = 180.0
 COMMAND_TIMEOUT_S = 300.0
+START_LOCK = "tgflow-server-start.lock"  # in PREFECT_HOME: one server starting at a time
+# The line of a log that says what went wrong: an exception's "module.SomeError: ..." line.
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 
 
 class ServerError(TgflowError):
@@ -132,7 +137,7 @@ class LocalPrefect:
 
     def _spawn(self, name: str, argv: list[str], cwd: Path) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
+        log = self.log_path(name).open("ab")
         self._logs.append(log)
         proc = subprocess.Popen(
             argv,
@@ -148,14 +153,41 @@ class LocalPrefect:
         self.procs[name] = proc
         return proc
 
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def see_log(self, name: str, text: str | None = None) -> str:
+        """Where the rest is, for a one-line message: the log, and the last line of ``text``
+        (the log's own by default) that names an error, else its last line; a traceback
+        stays in the log."""
+        path = self.log_path(name)
+        if text is None:
+            text = path.read_text(errors="replace") if path.exists() else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if ERROR_LINE.match(line)]
+        if errors:
+            return f"its log: {path} (last error: {errors[-1][:300]})"
+        return f"its log: {path}" + (f" (last line: {lines[-1][:300]})" if lines else "")
 
     def start_server(self, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        """Start the server and wait until it answers, holding START_LOCK in PREFECT_HOME
+        from spawn to answer: a server migrates its SQLite database while it starts, and two
+        doing so at once on a fresh home fail ("index ... already exists", a traceback)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.home / START_LOCK)
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise ServerError(
+                f"another Prefect server on {self.home} was still starting after "
+                f"{timeout_s:.0f} s (it holds {lock.lock_file}); wait for it, or stop it"
+            ) from None
+        try:
+            self._start_server(timeout_s)
+        finally:
+            lock.release()
+
+    def _start_server(self, timeout_s: float) -> None:
         with socket.socket() as sock:
             if sock.connect_ex((HOST, self.port)) == 0:
                 raise ServerError(
@@ -170,14 +202,15 @@ class LocalPrefect:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ServerError(
-                    f"prefect server exited ({proc.returncode}):\n" + self.log_tail("server")
+                    f"the Prefect server exited ({proc.returncode}) before it answered; "
+                    + self.see_log("server")
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return
             time.sleep(0.5)
         raise ServerError(
-            f"prefect server not healthy after {timeout_s:.0f} s:\n" + self.log_tail("server")
+            f"the Prefect server did not answer within {timeout_s:.0f} s; " + self.see_log("server")
         )
 
     def run_cli(self, name: str, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
@@ -197,12 +230,12 @@ class LocalPrefect:
                 f"`prefect {' '.join(args)}` did not finish in {timeout_s:g} s"
             ) from exc
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / f"{name}.log").open("a") as log:
+        with self.log_path(name).open("a") as log:
             log.write(done.stdout + done.stderr)
         if done.returncode != 0:
             raise ServerError(
-                f"`prefect {' '.join(args)}` failed ({done.returncode}):\n"
-                + (done.stdout + done.stderr)[-3000:]
+                f"`prefect {' '.join(args)}` failed ({done.returncode}); "
+                + self.see_log(name, done.stdout + done.stderr)
             )
         return done.stdout
 
@@ -239,7 +272,7 @@ class LocalPrefect:
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise ServerError(f"{name} exited ({proc.returncode}):\n" + self.log_tail(name))
+                raise ServerError(f"{name} exited ({proc.returncode}); " + self.see_log(name))
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop flow runs, then workers, then the server, then anything still left over.

@@ -1,6 +1,7 @@
 """What the terminal shows of a run: a live table while the flow runs (or one line per
-finished node when stdout is not a terminal), then the final table of the nodes: a rich
-table on a terminal, plain aligned lines that never wrap in a log or CI."""
+finished node when stdout is not a terminal), one line per node that did not complete (what,
+where, what to do), then the final table of the nodes: a rich table on a terminal, plain
+aligned lines that never wrap in a log or CI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from tasks_lib.run.records import NodeStatus
 from tasks_lib.run.table import node_table
 
 if TYPE_CHECKING:
@@ -28,13 +30,26 @@ STATUS_STYLE = {
     "skipped": "magenta",
     "cancelled": "yellow",
 }
+# What a person does about a node that did not complete (the review's action items say more).
+NEXT_STEP = {
+    NodeStatus.FAILED: "fix the cause, then run again: only unfinished nodes run",
+    NodeStatus.STALLED: "read the end of its log; an agent that works silently needs a "
+    "higher idle_timeout_s",
+    NodeStatus.TIMED_OUT: "split the task, or raise agent_timeout_s",
+    NodeStatus.BLOCKED: "answer its question in its task file's Notes, then set its status "
+    "to pending",
+    NodeStatus.SKIPPED: "it runs once its dependencies complete",
+    NodeStatus.CANCELLED: "run again to start it afresh",
+}
+REASON_CHARS = 300
 
 
 class ProgressView:
     """The run's events as a table; fed from the flow's and the agents' threads."""
 
-    def __init__(self, console: Console | None = None) -> None:
-        """``console``: print each finished node to it, for output that is not a terminal."""
+    def __init__(self, console: Console) -> None:
+        """``console``: where a node that did not complete gets its line, and, when it is not
+        a terminal (which has the live table), every finished node."""
         self.console = console
         self.order: list[str] = []
         self.status: dict[str, str] = {}
@@ -56,7 +71,9 @@ class ProgressView:
                 self.status[r.task_id] = "already done" if r.already_done else r.status.value
                 self.attempts[r.task_id] = len(r.attempts)
                 self.last_line[r.task_id] = r.reason.strip().splitlines()[0] if r.reason else ""
-                if self.console is not None:
+                if r.status is not NodeStatus.COMPLETED:
+                    self.console.print(node_line(r), markup=False, highlight=False, soft_wrap=True)
+                elif not self.console.is_terminal:
                     self.console.print(f"{r.task_id}: {self.status[r.task_id]}", highlight=False)
 
     def render(self) -> Table:
@@ -74,6 +91,23 @@ class ProgressView:
                     self.last_line.get(task_id, ""),
                 )
             return table
+
+
+def node_line(record: NodeRecord) -> str:
+    """A node that did not complete, in one line: its status after how many attempts, the
+    reason's first line and, when the reason goes on (an agent's or a command's output), its
+    last line, the node's log, and what to do. Tracebacks are in Prefect's logs."""
+    lines = [line.strip() for line in record.reason.strip().splitlines() if line.strip()]
+    reason = " … ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 1] + "…"
+    tries = f" after {len(record.attempts)} attempt(s)" if len(record.attempts) > 1 else ""
+    where = f" (log: {record.log_path})" if record.log_path else ""
+    step = NEXT_STEP.get(record.status)
+    return (
+        f"{record.task_id}: {record.status.value}{tries}: {reason or 'no reason recorded'}"
+        f"{where}" + (f"; {step}" if step else "")
+    )
 
 
 # The terminal's headers for the table artifact's numeric columns.

@@ -35,6 +35,7 @@ from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import RunRecord
 from tasks_lib.run.setup import preflight
 from tasks_lib.run.table import node_table
+from tgflow_cli.console_logs import terse_console
 from tgflow_cli.progress import ProgressView, final_table, plain_table
 
 VERBOSE_HELP = "also print Prefect's logs, and the traceback of an unexpected error"
@@ -116,6 +117,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-strategy", choices=("merge", "squash"),
                         help="how a task lands on base: a --no-ff merge, or one squashed "
                              "commit (merge)")  # fmt: skip
+    parser.add_argument("--sandbox", choices=("bwrap", "none"),
+                        help="where agents and validation run: bubblewrap (only the task's "
+                             "checkout writable, the origin and ~/.ssh hidden, no process "
+                             "outlives the session) or none (default: bwrap where it "
+                             "works)")  # fmt: skip
     parser.add_argument("--protect", dest="protected_paths", action="append", metavar="PATH",
                         help="path agents may not change, a folder ends in / (repeatable; "
                              "replaces the default .github/ .gitlab-ci.yml)")  # fmt: skip
@@ -177,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     if absent:  # else every node would fail, each after its retries, for the same reason
         raise ProblemsError([absent])
     _prepare_prefect(args.verbose)
-    record, ok = run_with_progress(config, Console(stderr=args.json), as_json=args.json)
+    console = Console(stderr=args.json)
+    record, ok = run_with_progress(config, console, as_json=args.json, verbose=args.verbose)
     return 0 if ok and record is not None else 1
 
 
@@ -212,25 +219,29 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_with_progress(
-    config: RunConfig, console: Console, *, as_json: bool = False
+    config: RunConfig, console: Console, *, as_json: bool = False, verbose: bool = False
 ) -> tuple[RunRecord | None, bool]:
     """Run the flow in this process showing live progress, then the final table.
 
     A closed terminal (SIGHUP) interrupts like Ctrl-C, so the agents do not outlive it.
     ``as_json``: the final table is one JSON object on stdout instead (``console`` should
-    then be stderr's, so stdout holds nothing else).
+    then be stderr's, so stdout holds nothing else). A node that does not complete is one
+    line; Prefect's reports of it, and tracebacks, reach the terminal only when ``verbose``.
     """
     from flows.prefect_server import api_configured, temporary_server
 
     signal.signal(signal.SIGHUP, _interrupt)
-    console.print(f"tgflow: running the task graph of [bold]{config.origin}[/bold] ...")
+    console.print(
+        f"tgflow: running the task graph of [bold]{config.origin}[/bold] ...", soft_wrap=True
+    )
     with contextlib.ExitStack() as stack:
+        stack.enter_context(terse_console(verbose))  # the server's stop too
         if not api_configured():
             stack.enter_context(temporary_server())
         from flows.graph_flow import tgflow_run
         from flows.run_context import RunObserver, observing
 
-        view = ProgressView(None if console.is_terminal else console)
+        view = ProgressView(console)
         observer = stack.enter_context(observing(RunObserver(view.on_event)))
         if console.is_terminal:
             stack.enter_context(
@@ -297,7 +308,7 @@ def _demo(args: argparse.Namespace) -> int:
         retry_delay_s=1.0,
     )
     console.print(f"Demo origin: {origin} (tiny project + {len(_task_files())} task files)")
-    record, ok = run_with_progress(config, console)
+    record, ok = run_with_progress(config, console, verbose=args.verbose)
     if record is not None and record.aar_path:
         copy = root / f"AAR-{record.run_name}.md"
         copy.write_text(_show(origin, f"{record.base}:{record.aar_path}"), encoding="utf-8")
