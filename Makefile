@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint tools bench clean
+.PHONY: demo test lint tools bench fault-table clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,7 @@ demo: $(STAMP)
 tools: $(STAMP)
 	bash scripts/install-agent-clis.sh
 	bash scripts/install-browser.sh
+	bash scripts/install-sandbox.sh
 
 test: $(STAMP) tools lint
 	$(BIN)/python -m pytest -q
@@ -33,6 +34,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# docs/faults.md, the table of the fault cases, from the docstrings of tests/faults/ (stdlib only).
+fault-table:
+	$(PY) scripts/fault_table.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

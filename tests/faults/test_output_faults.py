@@ -60,6 +60,8 @@ def files_holding(root: Path, text: str) -> list[Path]:
 def test_a_key_printed_by_a_failing_agent_is_masked_in_the_record_and_on_main(
     tmp_path: Path, key: str
 ) -> None:
+    """A key the failing agent printed is ``***`` in the node's record (reasons, notes) and in the
+    failure note on the origin's main."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a", steps=LEAKY)})
     ws = open_ws(origin, tmp_path)
     task = ws.find_task("a")
@@ -87,6 +89,8 @@ def test_a_key_printed_by_a_failing_agent_is_masked_in_the_record_and_on_main(
 def test_a_key_printed_by_a_failing_agent_reaches_no_log_result_or_review(
     prefect_server: str, tmp_path: Path, key: str
 ) -> None:
+    """Through the flow, a key the failing agent printed is ``***`` in Prefect's logs and the node's
+    log file, and absent from the review, the persisted results and the origin."""
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
     from flows.graph_flow import AAR_KEY, tgflow_run
@@ -115,6 +119,8 @@ def test_a_key_printed_by_a_failing_agent_reaches_no_log_result_or_review(
 
 
 def test_a_flooding_process_keeps_a_bounded_tail_and_stops_on_time(tmp_path: Path) -> None:
+    """A process printing without pause is stopped at its timeout; every line is passed on and only
+    a bounded tail is kept in memory."""
     seen = 0
 
     def count(line: str) -> None:
@@ -134,7 +140,9 @@ def test_a_flooding_process_keeps_a_bounded_tail_and_stops_on_time(tmp_path: Pat
 
 
 def test_a_flooding_agent_is_stopped_on_time_without_growing(tmp_path: Path) -> None:
-    """The node's caller writes each line to a log file, as graph_node does: slower than the
+    """A flooding agent is stopped at its timeout, and tgflow's memory does not grow with it.
+
+    The node's caller writes each line to a log file, as graph_node does: slower than the
     agent prints, so whatever the reader queues up is the backlog a flood builds."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
     ws = open_ws(origin, tmp_path)
@@ -184,6 +192,8 @@ def peak_rss_growth() -> Iterator[list[int]]:
 def test_a_flow_with_a_flooding_agent_ends_seconds_after_the_node(
     prefect_server: str, tmp_path: Path
 ) -> None:
+    """A flow whose agent floods its output ends seconds after the node times out; Prefect gets the
+    capped part in batched records, the node's log file every line."""
     from flows.graph_flow import tgflow_run
     from flows.run_context import RunObserver, observing
 

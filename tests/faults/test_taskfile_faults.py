@@ -56,6 +56,8 @@ def on_main(origin: Path, rel: str) -> str:
 def test_a_task_file_linked_outside_the_repository_is_a_problem_never_read_or_written(
     tmp_path: Path,
 ) -> None:
+    """A task file that is a symlink to a file outside the repository is a problem naming its
+    path; the file it points to is never read, run, committed or written through."""
     target = tmp_path / "outside" / "private.md"
     target.parent.mkdir()
     target.write_text(task_md("s", steps=[write("s.txt", "s\n")]) + f"\n{MARK}\n")
@@ -85,6 +87,7 @@ def test_a_task_file_linked_outside_the_repository_is_a_problem_never_read_or_wr
 def test_a_linked_folder_inside_tasks_is_a_problem_and_not_descended_into(
     tmp_path: Path,
 ) -> None:
+    """A symlinked folder inside the tasks folder is a problem naming it; none of it is loaded."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "x.md").write_text(task_md("x"))
@@ -99,6 +102,7 @@ def test_a_linked_folder_inside_tasks_is_a_problem_and_not_descended_into(
 
 
 def test_a_tasks_folder_that_is_a_link_is_a_problem(tmp_path: Path) -> None:
+    """A tasks folder that is itself a symlink is a problem naming it; no task is loaded from it."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "x.md").write_text(task_md("x"))
@@ -114,6 +118,8 @@ def test_a_tasks_folder_that_is_a_link_is_a_problem(tmp_path: Path) -> None:
 def test_a_persons_summary_survives_a_completion_and_tgflows_is_added_dated(
     tmp_path: Path,
 ) -> None:
+    """A person's ``## Summary`` stays when the task completes; tgflow's is added under it,
+    dated."""
     origin = make_origin(
         tmp_path,
         {
@@ -143,6 +149,8 @@ def test_a_persons_summary_survives_a_completion_and_tgflows_is_added_dated(
 
 
 def test_tgflows_own_earlier_summary_is_replaced_and_the_persons_kept(tmp_path: Path) -> None:
+    """A later completion replaces only tgflow's own dated Summary block; the person's text
+    stays."""
     path = tmp_path / "t.md"
     path.write_text("---\nid: t\nname: T\n---\n\n## Summary\n\nMine.\n\n## Notes\n\nN.\n")
 
@@ -159,6 +167,8 @@ def test_tgflows_own_earlier_summary_is_replaced_and_the_persons_kept(tmp_path: 
 
 
 def test_a_persons_notes_survive_a_failure_note(tmp_path: Path) -> None:
+    """A person's ``## Notes`` stay when the node fails; the failure note is added under them,
+    dated."""
     origin = make_origin(
         tmp_path,
         {
