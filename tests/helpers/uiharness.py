@@ -184,6 +184,11 @@ def build_origin(dest: Path, tasks: dict[str, str]) -> Path:
         (tasks_dir / rel).write_text(text)
     origin = build_demo_origin(dest / "demo", tasks_dir=tasks_dir)
     shutil.rmtree(tasks_dir)
+    # The scripts mark sessions and process groups (host pids) beside the repository, where
+    # a sandbox would not let them write: what a sandbox ends is tests/faults' to prove.
+    commit_to_origin(
+        origin, {".tgflow.toml": lambda text: text + 'sandbox = "none"\n'}, "test: no sandbox"
+    )
     return origin
 
 
