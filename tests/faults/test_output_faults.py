@@ -219,7 +219,10 @@ def test_a_flow_with_a_flooding_agent_ends_seconds_after_the_node(
     while not any("more lines in" in m for m in task_run_logs(run.id)):
         assert time.monotonic() < deadline, "Prefect's log does not say where the rest went"
         time.sleep(0.5)
-    logged = sum(m.count("\n") + 1 for m in task_run_logs(run.id))
-    assert logged < 5_100  # Prefect got the capped part only, in records of many lines
+    # The agent's lines only: tgflow's own records (a reason's tail, the traceback) vary.
+    logs = task_run_logs(run.id)
+    flooded = sum(line.startswith("xxx") for m in logs for line in m.splitlines())
+    assert flooded < 5_100  # Prefect got the capped part only, in records of many lines
+    assert len(logs) < 100
     node_log = next((tmp_path / "ws").rglob("logs/*/a.log"))
     assert sum(1 for _ in node_log.open()) > 5_000  # the node's log file got every line
