@@ -4,10 +4,15 @@ Plain Python so it can be tested with threads instead of Prefect. The caller's `
 starts a node somewhere (a Prefect task run, a thread) and arranges for the node's
 ``NodeRecord`` to arrive on ``completions``; this loop never holds a slot for a node that
 cannot run yet (a Prefect task waiting on ``wait_for`` holds a worker thread).
+
+Graphs run to thousands of nodes, so nothing here rescans them: each node counts its
+dependencies not yet done, the ready ones wait in a heap in start order (highest priority,
+then id, as ``TaskGraph.ready`` sorts), and a failure walks the graph below it once.
 """
 
 from __future__ import annotations
 
+import heapq
 import queue
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -76,25 +81,51 @@ def schedule(
             result.records[held.task_id] = _not_run(held.task_id, held.name, status, reason)
     done: set[str] = {i for i, t in graph.tasks.items() if t.status is Status.COMPLETED}
     running: set[str] = set()
-    pending = [i for i in graph.order if i in selected]  # topological: upstream first
+    rank = {task_id: n for n, task_id in enumerate(graph.order)}  # topological: upstream first
+    pending = {i for i in graph.order if i in selected}
+    swept: set[str] = set()  # every node below these was taken out of pending already
 
-    def finish(record: NodeRecord) -> None:
-        result.records[record.task_id] = record
-        on_record(record)
-        if record.status is NodeStatus.COMPLETED:
-            done.add(record.task_id)
-            return
-        why = f"upstream {record.task_id} {record.status.value}"
-        if record.reason:
-            why += f": {record.reason}"
-        for d in [i for i in pending if i in graph.descendants(record.task_id)]:
+    def skip_below(failed: str, why: str) -> None:
+        """Skip the failed node's pending descendants, upstream first, in one pass over
+        successors: a node an earlier failure swept has no pending descendant left, so the
+        walk stops there and all failures together cost one walk of the graph."""
+        below: list[str] = []
+        frontier = [failed]
+        swept.add(failed)
+        while frontier:
+            for nxt in graph.dependents(frontier.pop()):
+                if nxt not in swept:
+                    swept.add(nxt)
+                    below.append(nxt)
+                    frontier.append(nxt)
+        for d in sorted((i for i in below if i in pending), key=rank.__getitem__):
             pending.remove(d)
             skipped = _not_run(d, graph.tasks[d].name, NodeStatus.SKIPPED, why)
             result.records[d] = skipped
             on_record(skipped)
 
-    for task_id in list(pending):
-        if task_id not in pending:  # skipped below an earlier node
+    waiting: dict[str, int] = {}  # pending node -> its dependencies not done yet
+    ready: list[tuple[int, str]] = []  # heap of (-priority, id): the next start on top
+
+    def finish(record: NodeRecord) -> None:
+        result.records[record.task_id] = record
+        on_record(record)
+        if record.status is NodeStatus.COMPLETED:
+            if record.task_id not in done:
+                done.add(record.task_id)
+                for nxt in graph.dependents(record.task_id):
+                    if nxt in waiting:
+                        waiting[nxt] -= 1
+                        if waiting[nxt] == 0 and nxt in pending:
+                            heapq.heappush(ready, (-graph.priority(nxt), nxt))
+            return
+        why = f"upstream {record.task_id} {record.status.value}"
+        if record.reason:
+            why += f": {record.reason}"
+        skip_below(record.task_id, why)
+
+    for task_id in graph.order:
+        if task_id not in pending:  # not selected, or skipped below an earlier node
             continue
         task = graph.tasks[task_id]
         missing = [d for d in graph.dependencies(task_id) if d not in selected and d not in done]
@@ -117,18 +148,27 @@ def schedule(
             pending.remove(task_id)
             finish(_not_run(task_id, task.name, status, reason))
 
+    submitted: set[str] = set()
+    for task_id in graph.order:
+        if task_id in pending:
+            waiting[task_id] = sum(d not in done for d in graph.dependencies(task_id))
+            if not waiting[task_id]:
+                heapq.heappush(ready, (-graph.priority(task_id), task_id))
+
     while pending or running:
-        ready = [i for i in pending if all(d in done for d in graph.dependencies(i))]
-        ready.sort(key=lambda i: (-graph.priority(i), i))
-        for task_id in ready[: max_parallel - len(running)]:
+        while ready and len(running) < max_parallel:
+            task_id = heapq.heappop(ready)[1]
+            if task_id not in pending:  # skipped since it became ready
+                continue
             pending.remove(task_id)
             running.add(task_id)
             result.submitted.append(task_id)
-            upstream = [d for d in graph.dependencies(task_id) if d in result.submitted]
-            submit(task_id, upstream)
+            submitted.add(task_id)
+            submit(task_id, [d for d in graph.dependencies(task_id) if d in submitted])
         result.peak_running = max(result.peak_running, len(running))
         if not running:
-            raise RuntimeError(f"nothing can start but {', '.join(pending)} wait (a bug)")
+            waits = ", ".join(sorted(pending, key=rank.__getitem__))
+            raise RuntimeError(f"nothing can start but {waits} wait (a bug)")
         record = completions.get()
         if record.task_id not in running:
             raise RuntimeError(f"completion for {record.task_id}, which is not running")
