@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from tasks_lib.errors import UsageError
 from tasks_lib.graph.dag import GraphLoad, Plan, TaskGraph, load_graph
 from tasks_lib.graph.taskfile import Problem
@@ -145,6 +142,10 @@ def plan_json(
 
 
 def _print_plan(plan: Plan, graph: TaskGraph, tasks_dir: Path) -> None:
+    """The tables; rich is imported here, so ``validate`` and ``plan --json`` never load it."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"[bold]Plan for {tasks_dir}[/bold]: {plan.total} tasks")
 

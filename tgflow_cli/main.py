@@ -9,10 +9,11 @@ them:
    with ``parser.set_defaults(handler=<function taking argparse.Namespace, returning exit
    code>)``. A handler that cannot do its work raises a ``tasks_lib.errors.TgflowError``
    (a ``UsageError`` for bad input); it never prints the error itself.
-2. Add ``"tgflow_cli.<module>:add_<name>_command"`` to ``COMMANDS`` below.
+2. Add ``"<name>": "tgflow_cli.<module>:add_<name>_command"`` to ``COMMANDS`` below.
 
-Keep that module's top-level imports light (import Prefect inside the handler): every
-``tgflow`` invocation, even ``validate``, builds the whole parser.
+``tgflow <name>`` imports only that module (``plan`` answers without paying for Prefect or
+the agents); help and mistyped commands import them all. Still keep a module's top-level
+imports light (import Prefect inside the handler): ``tgflow --help`` builds every command.
 
 Exit codes: 0 success, 1 failed (the task graph has problems, a node did not complete),
 2 usage error (bad arguments or settings, a missing tasks folder), 130 interrupted.
@@ -31,19 +32,23 @@ from pydantic import ValidationError
 
 from tasks_lib.errors import ProblemsError, TgflowError, UsageError, describe_validation_error
 
-# "module:function" of every command (see the module docstring).
-COMMANDS: tuple[str, ...] = (
-    "tgflow_cli.graph_commands:add_graph_commands",
-    "tgflow_cli.server_command:add_server_command",
-    "tgflow_cli.run_command:add_run_command",
-    "tgflow_cli.run_command:add_demo_command",
-    "tgflow_cli.reset_command:add_reset_command",
-)
+# Each command and the "module:function" adding it, in help order (see the module docstring).
+COMMANDS: dict[str, str] = {
+    "validate": "tgflow_cli.graph_commands:add_graph_commands",
+    "plan": "tgflow_cli.graph_commands:add_graph_commands",
+    "server": "tgflow_cli.server_command:add_server_command",
+    "run": "tgflow_cli.run_command:add_run_command",
+    "demo": "tgflow_cli.run_command:add_demo_command",
+    "reset": "tgflow_cli.reset_command:add_reset_command",
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` alone when it is one (its module is the only one imported,
+    so a command's start-up does not grow with the others'), otherwise of every command, so
+    help and the error for an unknown command list them all."""
     parser = argparse.ArgumentParser(
         prog="tgflow",
         description=(
@@ -56,19 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", dest="command", required=True
     )
-    for spec in COMMANDS:
+    specs = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for spec in specs:
         module, func = spec.split(":")
         getattr(importlib.import_module(module), func)(subparsers)
-    for command in subparsers.choices.values():
+    for sub in subparsers.choices.values():
         with contextlib.suppress(argparse.ArgumentError):  # the command has its own
-            command.add_argument(
+            sub.add_argument(
                 "-v", "--verbose", action="store_true", help="the traceback of an unexpected error"
             )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     handler: Handler = args.handler
     signature = getattr(args, "signature", f"tgflow {args.command}")
     try:
