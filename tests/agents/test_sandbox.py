@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +114,34 @@ def test_a_mount_inside_another_comes_after_it(tmp_path: Path) -> None:
     assert found.index(("--remount-ro", str(outer))) > found.index(
         ("--bind", str(inner_writable), str(inner_writable))
     )
+
+
+def test_a_readonly_path_inside_a_writable_one_is_bound_read_only_after_it(
+    tmp_path: Path,
+) -> None:
+    clone = tmp_path / "integration"
+    (clone / ".git").mkdir(parents=True)
+    sandbox = Sandbox(writable=(clone,), tmp=tmp_path / "tmp", readonly=(clone / ".git",))
+
+    found = mounts(sandbox.wrap(["make", "test"], clone))
+
+    writable = found.index(("--bind", str(clone), str(clone)))
+    protected = found.index(("--ro-bind", str(clone / ".git"), str(clone / ".git")))
+    assert writable < protected
+
+
+def test_a_real_sandbox_keeps_the_clones_git_dir_read_only(tmp_path: Path) -> None:
+    if sandbox_problem() is not None and not os.environ.get("CI"):  # CI installs it
+        pytest.skip(f"needs bubblewrap: {sandbox_problem()}")
+    clone = tmp_path / "integration"
+    (clone / ".git").mkdir(parents=True)
+    sandbox = Sandbox(writable=(clone,), tmp=tmp_path / "tmp", readonly=(clone / ".git",))
+    script = "touch built.txt && (touch .git/config 2>/dev/null && echo WROTE || echo REFUSED)"
+    done = subprocess.run(
+        sandbox.wrap(["sh", "-c", script], clone), capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "REFUSED", done.stderr
+    assert (clone / "built.txt").exists() and not (clone / ".git" / "config").exists()
 
 
 def test_env_points_temp_files_at_the_private_temp_dir(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+from faults.invariants import survivors
 from helpers.gitrepos import log, make_origin, show, task_md
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest
@@ -95,21 +96,6 @@ def test_preflight_refuses_a_missing_agent_program(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def _marked(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def test_agent_dies_with_a_sigkilled_tgflow(tmp_path: Path) -> None:
     """An agent outside a sandbox dies with a tgflow killed by SIGKILL (PR_SET_PDEATHSIG)."""
     marker = f"tgflow-marker-{uuid.uuid4().hex}"
@@ -126,15 +112,15 @@ def test_agent_dies_with_a_sigkilled_tgflow(tmp_path: Path) -> None:
     tgflow = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
-        while not _marked(marker) and time.monotonic() < deadline:
+        while not survivors(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _marked(marker), "the agent never started"
+        assert survivors(marker), "the agent never started"
         os.kill(tgflow.pid, signal.SIGKILL)
         tgflow.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _marked(marker) and time.monotonic() < deadline:
+        while survivors(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = _marked(marker)
+        left = survivors(marker)
         for pid in left:  # do not leave it behind when the test fails
             os.kill(pid, signal.SIGKILL)
         assert left == []
