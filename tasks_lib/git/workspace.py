@@ -250,10 +250,13 @@ class Workspace:
     def _restore_origin_url(self) -> None:
         """An agent can repoint the clone's ``origin`` (its worktree shares the config); put
         it back, so a person's ``git fetch`` in the clone and the next ``open`` see the truth."""
-        url = self.git(self.integration, "config", "--get", "remote.origin.url", check=False)
-        pushurl = self.git(
-            self.integration, "config", "--get-all", "remote.origin.pushurl", check=False
-        )
+        listed = self.git(
+            self.integration, "config", "--get-regexp", r"^remote\.origin\.(url|pushurl)$",
+            check=False,
+        )  # fmt: skip
+        values = [line.partition(" ") for line in listed.splitlines()]
+        url = next((v for k, _, v in values if k == "remote.origin.url"), "")
+        pushurl = [v for k, _, v in values if k == "remote.origin.pushurl"]
         if normalise_origin(url) == self.origin and not pushurl:
             return
         self.git(self.integration, "config", "remote.origin.url", self.origin)

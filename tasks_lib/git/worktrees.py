@@ -159,28 +159,29 @@ def collect(ws: Workspace, path: Path) -> list[str]:
     if not (git_dir / "HEAD").is_file() or not ws.ref_exists(branch):
         return []
     staged = f"{_SESSION_REFS}{name}/"
-    ws.git(ws.integration, "update-ref", f"{staged}start", branch)
     fetched = run_git(
         ws.integration, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(git_dir),
         f"+HEAD:{staged}HEAD", f"+refs/heads/*:{staged}heads/*", check=False,
     )  # fmt: skip
+    found = _refs(ws, staged)  # ref -> sha, one command for all of them
     notes: list[str] = []
-    if fetched.status != 0 or not ws.ref_exists(f"{staged}HEAD"):
+    head = found.get(f"{staged}HEAD")
+    if fetched.status != 0 or head is None:
         notes.append(f"could not collect the work in {path} (its HEAD is unborn or broken)")
     else:
-        head = ws.git(ws.integration, "rev-parse", f"{staged}HEAD")
         start = ws.git(ws.integration, "rev-parse", branch)
         if head != start:
             if not ws.is_ancestor(start, head):
                 notes.append(_rescue(ws, name, start, "the task branch before the session"))
             ws.git(ws.integration, "update-ref", branch, head)
-        for ref in _refs(ws, f"{staged}heads/"):
-            sha = ws.git(ws.integration, "rev-parse", ref)
+        for ref, sha in found.items():
+            if not ref.startswith(f"{staged}heads/") or sha == head:
+                continue
             if ws.git(ws.integration, "rev-list", "-1", sha, "--not", branch, ws.base_ref()):
                 notes.append(
                     _rescue(ws, name, sha, f"branch {ref.removeprefix(staged + 'heads/')}")
                 )
-    for ref in _refs(ws, staged):
+    for ref in found:
         ws.git(ws.integration, "update-ref", "-d", ref)
     return notes
 
@@ -193,9 +194,10 @@ def _rescue(ws: Workspace, name: str, sha: str, what: str) -> str:
     return f"kept commits the agent left off the task branch ({what}) as {ref} {where}"
 
 
-def _refs(ws: Workspace, prefix: str) -> list[str]:
-    out = ws.git(ws.integration, "for-each-ref", "--format=%(refname)", prefix)
-    return [r for r in out.split("\n") if r]
+def _refs(ws: Workspace, prefix: str) -> dict[str, str]:
+    """Ref name -> sha of the refs under ``prefix``."""
+    out = ws.git(ws.integration, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in out.split("\n") if line)
 
 
 def _mark_published(ws: Workspace, branch: str, ref: str) -> None:
@@ -308,7 +310,7 @@ def push_branch(ws: Workspace, task_id: str) -> tuple[bool, str]:
 
 def _kept(ws: Workspace, ref: str) -> bool:
     """Every commit of ``ref`` is on a rescue ref (or base): replacing ``ref`` loses none."""
-    rescued = _refs(ws, RESCUED_REFS)
+    rescued = list(_refs(ws, RESCUED_REFS))
     return not ws.git(ws.integration, "rev-list", "-1", ref, "--not", ws.base_ref(), *rescued)
 
 
