@@ -28,7 +28,7 @@ from tasks_lib.git import WorkspaceError
 from tasks_lib.git.backup import set_aside_locally
 from tasks_lib.git.links import git_dir_of, link_text, tmp_dir_of
 from tasks_lib.git.runner import run_git
-from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace
+from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace, slug
 
 WIP_PREFIX = "tgflow: wip"  # unfinished work tgflow committed for the agent
 # branch.<name>.<this> in the clone's config: a commit of the branch the origin held (tgflow
@@ -187,11 +187,21 @@ def collect(ws: Workspace, path: Path) -> list[str]:
 
 
 def _rescue(ws: Workspace, name: str, sha: str, what: str) -> str:
+    """Kept in the clone; ``push_branch`` (``push_rescued``) backs it up on the origin."""
     ref = f"{RESCUED_REFS}{name}/{sha[:12]}"
     ws.git(ws.integration, "update-ref", ref, sha)
-    pushed = ws.push(f"{sha}:{ref}")
-    where = f"and on {ws.origin}" if pushed.status == 0 else "(not on the origin: push refused)"
-    return f"kept commits the agent left off the task branch ({what}) as {ref} {where}"
+    return f"kept commits the agent left off the task branch ({what}) as {ref}"
+
+
+def push_rescued(ws: Workspace, task_id: str) -> list[str]:
+    """The task's rescued commits onto the origin, under the same refs (pushing one the
+    origin has is a no-op); what could not be pushed, one line each."""
+    refused = []
+    for ref in _refs(ws, f"{RESCUED_REFS}{slug(task_id)}/"):
+        pushed = ws.push(f"{ref}:{ref}")
+        if pushed.status != 0:
+            refused.append(f"could not back {ref} up on the origin: {pushed.output}")
+    return refused
 
 
 def _refs(ws: Workspace, prefix: str) -> dict[str, str]:
@@ -302,10 +312,11 @@ def push_branch(ws: Workspace, task_id: str) -> tuple[bool, str]:
     branch = ws.branch(task_id)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
     force = ws.ref_exists(remote) and not ws.is_ancestor(remote, local) and _kept(ws, remote)
+    refused = push_rescued(ws, task_id)  # first: a forced push below relies on them
     pushed = ws.push(f"{'+' if force else ''}{local}:{local}")
     if pushed.status == 0:
         _mark_published(ws, branch, local)
-    return pushed.status == 0, pushed.output
+    return pushed.status == 0 and not refused, "; ".join([*refused, pushed.output])
 
 
 def _kept(ws: Workspace, ref: str) -> bool:

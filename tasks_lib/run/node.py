@@ -142,6 +142,8 @@ def wind_down(node: Node) -> None:
                 rec.cleanup["branch"] = worktrees.delete_branch(ws, node.task.id)
         if rec.cleanup.get("branch") is None:
             backup_branch(node)
+        elif node.settings.push:  # no branch to keep, but commits the agent left elsewhere
+            rec.notes += worktrees.push_rescued(ws, node.task.id)
     if node.context is None:  # failed before reading the task on main: nothing to record there
         return
     if rec.status == NodeStatus.BLOCKED:

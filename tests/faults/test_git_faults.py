@@ -266,6 +266,24 @@ def test_commits_the_agent_left_off_its_branch_are_kept_on_the_origin(tmp_path: 
     assert any("refs/tgflow/rescued/a/" in n for n in record.notes)
 
 
+def test_a_run_without_push_keeps_rescued_commits_in_its_clone_only(tmp_path: Path) -> None:
+    """Without push, commits the agent left off its branch are kept in tgflow's clone only:
+    the origin is not touched."""
+    wander = "git switch -q -c side && echo s > s.txt && git add -A && git commit -q -m side"
+    steps = [sh(wander), sh("git switch -q tgflow/a"), write("a.txt", "a\n")]
+    origin = make_origin(tmp_path, {"tasks/a.md": task_md("a", steps=steps)})
+    before = refs(origin)
+    ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
+    reconcile(ws, push=False)
+    task = ws.find_task("a")
+    assert task is not None
+    record = run_node(ws, task, ScriptedAgent(), NodeSettings(sandbox="none", push=False))
+    assert record.status == NodeStatus.COMPLETED, record.reason
+    assert refs(origin) == before
+    rescued = git(ws.integration, "for-each-ref", "--format=%(refname)", "refs/tgflow/rescued/")
+    assert git(ws.integration, "show", f"{rescued}:s.txt") == "s"
+
+
 def test_a_stale_index_lock_the_agent_left_is_removed_and_the_work_merged(
     tmp_path: Path,
 ) -> None:
