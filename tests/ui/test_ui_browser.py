@@ -29,6 +29,9 @@ from tasks_lib.demo import build_demo_origin
 from tasks_lib.graph.taskfile import load_tasks
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+# What the page shows may take a while on a loaded machine (5 s by default): as the context's
+# default for actions, 30 s (a CI run failed waiting 5 s for the run link after Submit).
+expect.set_options(timeout=30_000)
 
 SCREENSHOTS = REPO / "screenshots"
 # Without the background-networking flags Chromium floods a closed network with connections.
