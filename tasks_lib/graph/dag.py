@@ -7,21 +7,25 @@ cost, ``DEFAULT_COST`` without a scope).
 A real tasks folder is rarely all valid at once, so ``load_graph`` is lenient: each problem
 names the tasks it concerns, and only those and their descendants are held back; the graph is
 the rest. Refusing the whole graph instead (``strict``) is the caller's choice.
+
+The queries run on plain dicts and the stdlib's ``graphlib``: networkx takes a fifth of
+``tgflow plan``'s time to import, so it is imported only to spell out cycles (a folder that
+has some) and for ``TaskGraph.graph``.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import heapq
 import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import NamedTuple
-
-import networkx as nx
 
 from tasks_lib.errors import UsageError
 from tasks_lib.graph.plan import Plan, make_plan
@@ -148,10 +152,38 @@ def find_problems(tasks: Sequence[Task], unparsed: Collection[str] = ()) -> list
     return problems
 
 
+def _descendants(edges: Mapping[str, Iterable[str]], start: str) -> set[str]:
+    """Every node reachable from ``start`` along ``edges``; never ``start`` itself, even on a
+    cycle through it (as networkx's ``descendants``: a held-back task is not its own root)."""
+    seen: set[str] = set()
+    frontier = [start]
+    while frontier:
+        for nxt in edges.get(frontier.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return seen - {start}
+
+
 def _cycle_problems(tasks: Sequence[Task], by_id: Mapping[str, list[Task]]) -> list[Problem]:
-    """One problem per elementary cycle (capped), spelled along depends_on."""
+    """One problem per elementary cycle (capped), spelled along depends_on.
+
+    graphlib only tells that there is a cycle; networkx, imported then, finds them all.
+    """
+    edges = [(t.id, d) for t in tasks for d in t.depends_on if d in by_id]
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for task_id, dep in edges:  # every file's edges: a duplicate id's count too
+        sorter.add(task_id, dep)
+    try:
+        sorter.prepare()
+    except CycleError:
+        pass
+    else:
+        return []
+    import networkx as nx
+
     needs = nx.DiGraph()  # edge a -> b: a depends on b, the direction users write
-    needs.add_edges_from((t.id, d) for t in tasks for d in t.depends_on if d in by_id)
+    needs.add_edges_from(edges)
     problems: list[Problem] = []
     loops = [c for c in nx.strongly_connected_components(needs) if len(c) > 1]
     loops += [{n} for n in nx.nodes_with_selfloops(needs)]
@@ -218,10 +250,17 @@ class TaskGraph:
             raise GraphError(problems)
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
         self.held_back: dict[str, HeldBack] = dict(held_back or {})
-        self.graph = nx.DiGraph()
-        self.graph.add_nodes_from(self.tasks)
-        self.graph.add_edges_from((d, t.id) for t in tasks for d in t.depends_on if d in self.tasks)
-        self.order: list[str] = list(nx.lexicographical_topological_sort(self.graph))
+        # Edges both ways, each list sorted: dependencies and dependents are asked in a run.
+        self._needs: dict[str, list[str]] = {
+            i: sorted({d for d in t.depends_on if d in self.tasks}) for i, t in self.tasks.items()
+        }
+        self._feeds: dict[str, list[str]] = {i: [] for i in self.tasks}
+        for i, deps in self._needs.items():
+            for d in deps:
+                self._feeds[d].append(i)
+        for dependents in self._feeds.values():
+            dependents.sort()
+        self.order: list[str] = self._lexicographic_order()
         self.warnings = _consistency_warnings(tasks, self.tasks)
         self._priority = self._longest_to_sink(self.order)
 
@@ -239,13 +278,13 @@ class TaskGraph:
         return {i: t.status for i, t in self.tasks.items()} | dict(overrides or {})
 
     def dependencies(self, task_id: str) -> list[str]:
-        return sorted(self.graph.predecessors(task_id))
+        return list(self._needs[task_id])
 
     def dependents(self, task_id: str) -> list[str]:
-        return sorted(self.graph.successors(task_id))
+        return list(self._feeds[task_id])
 
     def descendants(self, task_id: str) -> set[str]:
-        return nx.descendants(self.graph, task_id)
+        return _descendants(self._feeds, task_id)
 
     def priority(self, task_id: str) -> int:
         """Heaviest cost path from this task to a sink, its own cost included.
@@ -269,15 +308,21 @@ class TaskGraph:
         found = [
             i
             for i in self.order
-            if now[i] in STARTABLE
-            and all(now[d] is Status.COMPLETED for d in self.graph.predecessors(i))
+            if now[i] in STARTABLE and all(now[d] is Status.COMPLETED for d in self._needs[i])
         ]
         return sorted(found, key=lambda i: (-self._priority[i], i))
 
     def generations(self, statuses: Mapping[str, Status] | None = None) -> list[list[str]]:
         """Layers of the remaining work: every task's remaining deps are in earlier layers."""
-        left = self.graph.subgraph(self.remaining(statuses))
-        return [sorted(layer) for layer in nx.topological_generations(left)]
+        left = set(self.remaining(statuses))
+        sorter = TopologicalSorter({i: [d for d in self._needs[i] if d in left] for i in left})
+        sorter.prepare()
+        layers = []
+        while sorter.is_active():  # all of one layer is done before the next is asked for
+            layer = sorted(sorter.get_ready())
+            sorter.done(*layer)
+            layers.append(layer)
+        return layers
 
     def critical_path(
         self, statuses: Mapping[str, Status] | None = None, *, include_completed: bool = False
@@ -290,7 +335,7 @@ class TaskGraph:
         current = min(weight, key=lambda i: (-weight[i], i))
         path = [current]
         while True:
-            nxt = [s for s in self.graph.successors(current) if s in weight]
+            nxt = [s for s in self._feeds[current] if s in weight]
             if not nxt:
                 return path, weight[path[0]]
             current = min(nxt, key=lambda i: (-weight[i], i))
@@ -308,9 +353,25 @@ class TaskGraph:
         inside = set(nodes)
         best: dict[str, int] = {}
         for n in reversed(nodes):
-            tail = [best[s] for s in self.graph.successors(n) if s in inside]
+            tail = [best[s] for s in self._feeds[n] if s in inside]
             best[n] = self.tasks[n].cost + max(tail, default=0)
         return best
+
+    def _lexicographic_order(self) -> list[str]:
+        """The topological order that always takes the smallest ready id next (networkx's
+        ``lexicographical_topological_sort``): one order for one graph, whatever the files'."""
+        sorter = TopologicalSorter(self._needs)
+        sorter.prepare()
+        ready = list(sorter.get_ready())
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            task_id = heapq.heappop(ready)
+            order.append(task_id)
+            sorter.done(task_id)
+            for nxt in sorter.get_ready():
+                heapq.heappush(ready, nxt)
+        return order
 
 
 class GraphLoad(NamedTuple):
@@ -353,12 +414,15 @@ def _held_back(
             own[task_id].append(f"{where}: {p.message}")
     names = {t.id: t.name for t in tasks}
     held = {i: HeldBack(i, names.get(i, ""), "; ".join(own[i])) for i in sorted(own)}
-    needs = nx.DiGraph()  # a -> b: b depends on a, as in TaskGraph
-    needs.add_nodes_from(own)
-    needs.add_edges_from((d, t.id) for t in tasks for d in t.depends_on)
-    below = set().union(*(nx.descendants(needs, i) for i in own)) - set(own)
+    feeds: dict[str, list[str]] = defaultdict(list)  # a -> b: b depends on a, as in TaskGraph
+    needs: dict[str, list[str]] = defaultdict(list)
+    for t in tasks:
+        for d in t.depends_on:
+            feeds[d].append(t.id)
+            needs[t.id].append(d)
+    below = set().union(*(_descendants(feeds, i) for i in own)) - set(own)
     for task_id in sorted(below):
-        root = min(set(own) & nx.ancestors(needs, task_id))
+        root = min(set(own) & _descendants(needs, task_id))
         why = f"upstream {root} held back: {held[root].reason}"
         held[task_id] = HeldBack(task_id, names[task_id], why, root)
     return dict(sorted(held.items()))
