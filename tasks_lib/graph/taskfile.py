@@ -13,14 +13,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import frontmatter
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tasks_lib.errors import UsageError, describe_validation_error
 from tasks_lib.graph.markdown import FRONTMATTER, find_section
+from tasks_lib.graph.references import referenced_paths, repository_path
 
 
 class Status(StrEnum):
@@ -96,6 +105,17 @@ STATUS_DRIFT: dict[str, Status] = {
 DEFAULT_COST = Scope.MODERATE.cost
 
 
+def _inside_the_repository(given: str) -> str:
+    path = repository_path(given)
+    if path is None:
+        raise PydanticCustomError(
+            "repository_path",
+            "not a path inside the repository; write it relative to the repository root, "
+            "a folder with a closing '/'",
+        )
+    return path
+
+
 class Task(BaseModel):
     """One task file's frontmatter plus the body sections tgflow uses."""
 
@@ -118,6 +138,9 @@ class Task(BaseModel):
     # Not in the taskgraph format (its tools ignore unknown keys): per-task agent choice.
     agent: str | None = None
     model: str | None = None
+    # Not in the taskgraph format either: the repository paths (a folder ends in '/') the task
+    # will change, for the scheduler's conflict-aware pick (see ``declared_files``).
+    files: tuple[Annotated[str, AfterValidator(_inside_the_repository)], ...] = ()
 
     path: Path = Field(exclude=True)
     body: str = Field(default="", exclude=True, repr=False)
@@ -138,6 +161,22 @@ class Task(BaseModel):
             return tuple(str(x) if isinstance(x, int | float) else x for x in v)
         return v
 
+    @field_validator("files", mode="before")
+    @classmethod
+    def _list_of_paths(cls, v: Any) -> Any:
+        if v is None:
+            return ()
+        if not isinstance(v, list | tuple):
+            raise PydanticCustomError(
+                "files", "must be a list of repository paths, e.g. files: [src/a.py, docs/]"
+            )
+        return v
+
+    @field_validator("files", mode="after")
+    @classmethod
+    def _each_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v))
+
     @field_validator("due", mode="before")
     @classmethod
     def _due_as_text(cls, v: Any) -> Any:
@@ -154,6 +193,16 @@ class Task(BaseModel):
 
     def section(self, title: str) -> str | None:
         return find_section(self.body, title)
+
+    @property
+    def declared_files(self) -> tuple[str, ...]:
+        """``files`` and then the paths the References section names, each once: what the
+        scheduler keeps apart when it can. Only References are read (a Description's paths
+        are often context, not edits), and only tokens that look like paths (see
+        ``referenced_paths``): a missed path costs a conflict, a wrong one only an order."""
+        refs = self.section("References")
+        found = referenced_paths(refs) if refs else ()
+        return tuple(dict.fromkeys((*self.files, *found)))
 
     @property
     def description(self) -> str:
@@ -196,6 +245,22 @@ def _normalise(meta: dict[str, Any], path: Path, warnings: list[Problem]) -> dic
     return data
 
 
+class _LibYAMLHandler(frontmatter.YAMLHandler):
+    """python-frontmatter's YAML handler on libyaml's parser when PyYAML has it: parsing is
+    most of reading a folder, and the C parser is several times faster. A block it refuses is
+    parsed again by PyYAML's own, so a problem is worded as it always was (libyaml words
+    some errors differently)."""
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        try:
+            return yaml.load(fm, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            return super().load(fm, **kwargs)
+
+
+_YAML = _LibYAMLHandler()
+
+
 def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[Problem]]:
     """Parse one file's text. Returns the task (or None) with its problems and warnings."""
     warnings: list[Problem] = []
@@ -206,7 +271,7 @@ def parse_task(text: str, path: Path) -> tuple[Task | None, list[Problem], list[
     if not FRONTMATTER.match(text):
         return None, [Problem(path, "frontmatter is not closed by a '---' line")], []
     try:
-        post = frontmatter.loads(text)
+        post = frontmatter.loads(text, handler=_YAML)
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, [Problem(path, f"frontmatter is not valid YAML: {first}")], []

@@ -8,6 +8,12 @@ cannot run yet (a Prefect task waiting on ``wait_for`` holds a worker thread).
 Graphs run to thousands of nodes, so nothing here rescans them: each node counts its
 dependencies not yet done, the ready ones wait in a heap in start order (highest priority,
 then id, as ``TaskGraph.ready`` sorts), and a failure walks the graph below it once.
+
+Parallel agents editing the same file end in merge conflicts, so a free slot goes to the
+first ready node in that order whose declared files (``Task.declared_files``) overlap no
+running node's; when every ready node overlaps, the first one starts anyway: a slot is never
+left idle for this. A node that declares nothing overlaps nothing, so without declared files
+the order is exactly priority then id.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ def _not_run(task_id: str, name: str, status: NodeStatus, reason: str) -> NodeRe
     now = datetime.now(UTC)
     return NodeRecord(
         task_id=task_id, name=name, status=status, reason=reason, started_at=now, finished_at=now
+    )
+
+
+def overlap(mine: Collection[str], theirs: Collection[str]) -> bool:
+    """Whether two tasks' declared paths share a file: the same path, or a folder (ending in
+    '/') and a path below it."""
+    return any(
+        a == b or (a.endswith("/") and b.startswith(a)) or (b.endswith("/") and a.startswith(b))
+        for a in mine
+        for b in theirs
     )
 
 
@@ -106,6 +122,33 @@ def schedule(
 
     waiting: dict[str, int] = {}  # pending node -> its dependencies not done yet
     ready: list[tuple[int, str]] = []  # heap of (-priority, id): the next start on top
+    declared: dict[str, tuple[str, ...]] = {}  # node -> its declared files, read once
+    busy: dict[str, tuple[str, ...]] = {}  # running node that declares files -> them
+
+    def files_of(task_id: str) -> tuple[str, ...]:
+        if task_id not in declared:
+            declared[task_id] = graph.tasks[task_id].declared_files
+        return declared[task_id]
+
+    def next_start() -> str | None:
+        """Pop the first ready node that overlaps no running node's files, else the first
+        ready one; the nodes passed over go back on the heap. When no running node declares
+        a file, that is the heap's top (one pop)."""
+        passed: list[tuple[int, str]] = []
+        chosen: str | None = None
+        while ready:
+            entry = heapq.heappop(ready)
+            if entry[1] not in pending:  # skipped since it became ready
+                continue
+            if not busy or not any(overlap(files_of(entry[1]), f) for f in busy.values()):
+                chosen = entry[1]
+                break
+            passed.append(entry)
+        if chosen is None and passed:
+            chosen = passed.pop(0)[1]  # popped in heap order: the first is the most critical
+        for entry in passed:
+            heapq.heappush(ready, entry)
+        return chosen
 
     def finish(record: NodeRecord) -> None:
         result.records[record.task_id] = record
@@ -157,14 +200,16 @@ def schedule(
 
     while pending or running:
         while ready and len(running) < max_parallel:
-            task_id = heapq.heappop(ready)[1]
-            if task_id not in pending:  # skipped since it became ready
-                continue
-            pending.remove(task_id)
-            running.add(task_id)
-            result.submitted.append(task_id)
-            submitted.add(task_id)
-            submit(task_id, [d for d in graph.dependencies(task_id) if d in submitted])
+            start = next_start()
+            if start is None:  # only nodes skipped since they became ready were left
+                break
+            pending.remove(start)
+            running.add(start)
+            if files_of(start):
+                busy[start] = files_of(start)
+            result.submitted.append(start)
+            submitted.add(start)
+            submit(start, [d for d in graph.dependencies(start) if d in submitted])
         result.peak_running = max(result.peak_running, len(running))
         if not running:
             waits = ", ".join(sorted(pending, key=rank.__getitem__))
@@ -173,5 +218,6 @@ def schedule(
         if record.task_id not in running:
             raise RuntimeError(f"completion for {record.task_id}, which is not running")
         running.remove(record.task_id)
+        busy.pop(record.task_id, None)
         finish(record)
     return result
