@@ -9,12 +9,15 @@ groups (under ``serve`` an agent was measured surviving as an orphan). Each proc
 session of its own, out of reach of the terminal's Ctrl-C, and dies with the process that
 started it. On stop everything started here, and everything those processes started, is
 stopped: flow runs first (so they can record their end), then the workers, then the server.
-Prefect itself is imported only to point this process at a temporary server.
+While ``tgflow server`` runs, a record in its home (SERVER_RECORD, ``announced``) says where,
+and ``tgflow run`` reports to it instead of starting a temporary server (``running_server``).
+Prefect itself is imported only to point this process at a server (``reporting_to``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,14 +27,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 import httpx
 from filelock import FileLock, Timeout
 
-from deployments.definitions import FLOW_NAME, load_project
+from deployments.definitions import FLOW_NAME, load_project, tgflow_root
 from tasks_lib.agents.process import descendants, dies_with, group_alive, kill_group, pid_alive
 from tasks_lib.errors import TgflowError
 
@@ -40,6 +44,7 @@ DEFAULT_PORT = 4200
 HEALTH_TIMEOUT_S = 180.0
 COMMAND_TIMEOUT_S = 300.0
 START_LOCK = "tgflow-server-start.lock"  # in PREFECT_HOME: one server starting at a time
+SERVER_RECORD = "tgflow-server.json"  # in PREFECT_HOME: where a running `tgflow server` serves
 # The line of a log that says what went wrong: an exception's "module.SomeError: ..." line.
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 
@@ -321,6 +326,71 @@ class LocalPrefect:
         self.stop()
 
 
+def server_home(home: str | None = None, root: Path | None = None) -> Path:
+    """Where ``tgflow server`` keeps its database and its record: ``--home``, else
+    PREFECT_HOME, else ``.prefect/`` in tgflow's checkout (ROOT)."""
+    chosen = home or os.environ.get("PREFECT_HOME")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    return (root or tgflow_root()) / ".prefect"
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """Where a running ``tgflow server`` serves, kept in its home (SERVER_RECORD) for as long
+    as it runs, so that ``tgflow run`` reports to it rather than start a server of its own.
+    ``pid`` is the ``tgflow server`` process: its Prefect server dies with it."""
+
+    api_url: str
+    ui_url: str
+    pid: int
+    started_at: str
+
+
+@contextlib.contextmanager
+def announced(local: LocalPrefect) -> Iterator[ServerRecord]:
+    """Record the answering server in its home for the block; on the way out the record is
+    removed unless another ``tgflow server`` on the same home has replaced it since."""
+    record = ServerRecord(
+        api_url=local.api_url,
+        ui_url=local.ui_url,
+        pid=os.getpid(),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    path = local.home / SERVER_RECORD
+    partial = path.with_name(f".{SERVER_RECORD}.{os.getpid()}")
+    partial.write_text(json.dumps(asdict(record)) + "\n", encoding="utf-8")
+    partial.replace(path)  # a reader never sees half a record
+    try:
+        yield record
+    finally:
+        if _read_record(path) == record:
+            path.unlink(missing_ok=True)
+
+
+def running_server(home: Path) -> ServerRecord | None:
+    """The ``tgflow server`` recorded in ``home``, if it still runs and answers, else None:
+    a record left by a server killed outright (no clean stop) names a dead pid, and one whose
+    server hangs does not answer /api/health within a second."""
+    record = _read_record(home / SERVER_RECORD)
+    if record is None or not pid_alive(record.pid):
+        return None
+    try:
+        answer = httpx.get(f"{record.api_url}/health", timeout=1.0)
+    except httpx.HTTPError:
+        return None
+    return record if answer.status_code == 200 else None
+
+
+def _read_record(path: Path) -> ServerRecord | None:
+    """The record in ``path``; None when there is none or it is not one (written by hand,
+    or by another version of tgflow)."""
+    try:
+        return ServerRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def prefect_home() -> Path:
     """Where Prefect keeps its database: PREFECT_HOME, or Prefect's default."""
     return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
@@ -342,11 +412,8 @@ def temporary_server() -> Iterator[str]:
     Started as ``tgflow server`` starts its own: in a session of its own, so the terminal's
     Ctrl-C does not reach it and the flow's last state reports still find it, and dying with
     this process however it ends. Without the UI, which a terminal run does not need. Inside
-    the block PREFECT_API_URL points at it, in os.environ for the processes started from here
-    and in Prefect's settings for this one (Prefect reads the environment once, on import).
+    the block PREFECT_API_URL points at it (``reporting_to``).
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     local = LocalPrefect(
         root=Path.cwd(),
         home=prefect_home(),
@@ -355,19 +422,30 @@ def temporary_server() -> Iterator[str]:
     )
     with local:
         local.start_server()
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = local.api_url
-        try:
-            with temporary_settings({PREFECT_API_URL: local.api_url}):
-                try:
-                    yield local.api_url
-                finally:
-                    _send_pending()
-        finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
+        with reporting_to(local.api_url):
+            try:
+                yield local.api_url
+            finally:
+                _send_pending()
+
+
+@contextlib.contextmanager
+def reporting_to(api_url: str) -> Iterator[None]:
+    """PREFECT_API_URL is ``api_url`` for the block: in os.environ for the processes started
+    from here and in Prefect's settings for this one (Prefect reads the environment once, on
+    import)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
 
 
 def _send_pending(timeout_s: float = 5.0) -> None:

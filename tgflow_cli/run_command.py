@@ -3,9 +3,10 @@
 Flags map one-to-one onto ``RunConfig`` fields; only the flags given count as explicit, so a
 ``.tgflow.toml`` in the target repository fills the rest (see ``tasks_lib.run.config``). The
 run is checked before Prefect starts (``tasks_lib.run.setup.preflight``). With no Prefect API
-configured the run gets a temporary server of its own for its duration
-(``flows.prefect_server.temporary_server``), so no server needs to be running. Prefect is
-imported only inside the handlers.
+configured ``tgflow run`` reports to a running ``tgflow server`` (found by its record in
+PREFECT_HOME), else the run gets a temporary server of its own for its duration
+(``flows.prefect_server.temporary_server``), so no server needs to be running; the demo always
+does. Prefect is imported only inside the handlers.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def add_run_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     run.add_argument("--origin", required=True, help="repository URL or local path")
     add_run_options(run)
+    run.add_argument(
+        "--temporary-server",
+        action="store_true",
+        help="start a temporary Prefect server for this run even when a tgflow server runs "
+        "(by default the run reports to it, and shows in its UI)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -184,7 +191,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ProblemsError([absent])
     _prepare_prefect(args.verbose)
     console = Console(stderr=args.json)
-    record, ok = run_with_progress(config, console, as_json=args.json, verbose=args.verbose)
+    record, ok = run_with_progress(
+        config,
+        console,
+        as_json=args.json,
+        verbose=args.verbose,
+        reuse_server=not args.temporary_server,
+    )
     return 0 if ok and record is not None else 1
 
 
@@ -219,16 +232,29 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_with_progress(
-    config: RunConfig, console: Console, *, as_json: bool = False, verbose: bool = False
+    config: RunConfig,
+    console: Console,
+    *,
+    as_json: bool = False,
+    verbose: bool = False,
+    reuse_server: bool = False,
 ) -> tuple[RunRecord | None, bool]:
     """Run the flow in this process showing live progress, then the final table.
 
-    A closed terminal (SIGHUP) interrupts like Ctrl-C, so the agents do not outlive it.
+    With no Prefect API configured, ``reuse_server`` reports to the ``tgflow server`` running
+    on the home it would use, if any: no temporary server to wait for, and the run shows in
+    its UI. A closed terminal (SIGHUP) interrupts like Ctrl-C, so the agents do not outlive it.
     ``as_json``: the final table is one JSON object on stdout instead (``console`` should
     then be stderr's, so stdout holds nothing else). A node that does not complete is one
     line; Prefect's reports of it, and tracebacks, reach the terminal only when ``verbose``.
     """
-    from flows.prefect_server import api_configured, temporary_server
+    from flows.prefect_server import (
+        api_configured,
+        reporting_to,
+        running_server,
+        server_home,
+        temporary_server,
+    )
 
     signal.signal(signal.SIGHUP, _interrupt)
     console.print(
@@ -237,7 +263,15 @@ def run_with_progress(
     with contextlib.ExitStack() as stack:
         stack.enter_context(terse_console(verbose))  # the server's stop too
         if not api_configured():
-            stack.enter_context(temporary_server())
+            found = running_server(server_home()) if reuse_server else None
+            if found is None:
+                stack.enter_context(temporary_server())
+            else:
+                console.print(
+                    f"using the tgflow server at {found.ui_url} (the run shows there)",
+                    soft_wrap=True,
+                )
+                stack.enter_context(reporting_to(found.api_url))
         from flows.graph_flow import tgflow_run
         from flows.run_context import RunObserver, observing
 

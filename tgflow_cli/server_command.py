@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from deployments.definitions import NIGHTLY, ProjectFileError, load_project, tgflow_root
-from flows.prefect_server import DEFAULT_PORT, LocalPrefect
+from flows.prefect_server import DEFAULT_PORT, LocalPrefect, announced, server_home
 from tasks_lib.errors import TgflowError
 
 
@@ -26,7 +26,8 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         description=(
             "Start a Prefect server on 127.0.0.1 (SQLite under --home), register the "
             "deployments of tgflow's prefect.yaml, start a process worker for their work pool, "
-            "and print the UI address. Works from any folder. Ctrl-C stops everything."
+            "and print the UI address. While it runs, `tgflow run` with the same PREFECT_HOME "
+            "reports to it. Works from any folder. Ctrl-C stops everything."
         ),
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
@@ -56,8 +57,7 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 def run_server(args: argparse.Namespace) -> int:
     """Until Ctrl-C (or SIGTERM), then stop everything; exit 0 after a clean stop."""
     root = Path(args.root).resolve() if args.root else tgflow_root()
-    home_dir = args.home or os.environ.get("PREFECT_HOME")
-    home = Path(home_dir).expanduser().resolve() if home_dir else root / ".prefect"
+    home = server_home(args.home, root)
     origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
     if origin and Path(origin).exists():
         origin = str(Path(origin).resolve())
@@ -78,27 +78,29 @@ def _serve(local: LocalPrefect, root: Path, home: Path, origin: str | None, depl
     project = load_project(root)
     print(f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True)
     local.start_server()
-    if deploy:
-        print("registering the deployments of prefect.yaml ...", flush=True)
-        local.deploy()
-        has_nightly = any(d.name == NIGHTLY for d in project.deployments)
-        if has_nightly and origin:
-            print(f"nightly: runs on {origin}", flush=True)
-        elif has_nightly:
-            local.set_paused(NIGHTLY, True)
-            print("nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)", flush=True)
-        local.start_workers()
-    print(
-        f"\nPrefect UI: {local.ui_url}\n"
-        f"API:        {local.api_url}  (export PREFECT_API_URL={local.api_url} "
-        "to use the prefect CLI against it)\n"
-        f"logs:       {local.log_dir}\n"
-        "Ctrl-C stops the server, the worker and every run it started.",
-        flush=True,
-    )
-    while True:
-        local.check_alive()
-        time.sleep(1.0)
+    with announced(local):  # from here until it stops, `tgflow run` reports to this server
+        if deploy:
+            print("registering the deployments of prefect.yaml ...", flush=True)
+            local.deploy()
+            has_nightly = any(d.name == NIGHTLY for d in project.deployments)
+            if has_nightly and origin:
+                print(f"nightly: runs on {origin}", flush=True)
+            elif has_nightly:
+                local.set_paused(NIGHTLY, True)
+                print("nightly: paused, no origin (give --origin or set TGFLOW_ORIGIN)", flush=True)
+            local.start_workers()
+        print(
+            f"\nPrefect UI: {local.ui_url}\n"
+            f"API:        {local.api_url}  (export PREFECT_API_URL={local.api_url} "
+            "to use the prefect CLI against it)\n"
+            f"logs:       {local.log_dir}\n"
+            "`tgflow run` with this PREFECT_HOME reports here (the run shows in the UI).\n"
+            "Ctrl-C stops the server, the worker and every run it started.",
+            flush=True,
+        )
+        while True:
+            local.check_alive()
+            time.sleep(1.0)
 
 
 @contextlib.contextmanager
