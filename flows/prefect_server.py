@@ -358,6 +358,7 @@ def announced(local: LocalPrefect) -> Iterator[ServerRecord]:
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     path = local.home / SERVER_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)  # Prefect makes the home later, if at all
     partial = path.with_name(f".{SERVER_RECORD}.{os.getpid()}")
     partial.write_text(json.dumps(asdict(record)) + "\n", encoding="utf-8")
     partial.replace(path)  # a reader never sees half a record
