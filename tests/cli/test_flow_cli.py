@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers.gitrepos import git, make_origin, push_change, show, task_md
+from helpers.processes import children
 
 from tgflow_cli.main import main
 
@@ -123,7 +124,7 @@ def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.2)
         agent = int(started.read_text())
-        servers = _children(proc.pid, b"prefect\0server\0start")
+        servers = children(proc.pid, b"prefect\0server\0start")
         os.killpg(proc.pid, getattr(signal, signame))  # what Ctrl-C / closing the terminal do
         out, _ = proc.communicate(timeout=40)
     finally:
@@ -137,19 +138,6 @@ def test_ctrl_c_stops_the_agents_and_exits_130_at_once_without_a_traceback(
     assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers), (
         "Prefect's temporary server outlived the run"
     )
-
-
-def _children(pid: int, marker: bytes) -> list[int]:
-    """Live child processes of ``pid`` whose command line holds ``marker``."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid and marker in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def test_an_unsaved_review_is_not_announced_as_saved(

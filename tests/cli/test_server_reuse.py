@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.gitrepos import make_origin, show, task_md
+from helpers.processes import children
 
 from flows.prefect_server import SERVER_RECORD, free_port
 from tasks_lib.agents.process import descendants
@@ -112,7 +113,7 @@ def _tgflow_run(tmp_path: Path, home: Path, *flags: str) -> Ran:
 
     def watch() -> None:
         while not done.is_set():
-            servers.update(_children(proc.pid, b"prefect\0server\0start"))
+            servers.update(children(proc.pid, b"prefect\0server\0start"))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -126,18 +127,6 @@ def _tgflow_run(tmp_path: Path, home: Path, *flags: str) -> Ran:
             proc.wait()
     watcher.join()
     return Ran(proc.returncode, out, err, len(servers), origin)
-
-
-def _children(pid: int, marker: bytes) -> list[int]:
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid and marker in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def _flow_runs(api: str, name: str) -> list[dict[str, object]]:

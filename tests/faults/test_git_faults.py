@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.gitrepos import git, log, make_origin, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.scripted import ScriptedAgent
 from tasks_lib.git.reconcile import reconcile
@@ -23,12 +24,6 @@ def run(ws: Workspace, task_id: str) -> NodeRecord:
     task = ws.find_task(task_id)
     assert task is not None
     return run_node(ws, task, ScriptedAgent(), NodeSettings(sandbox="none"))
-
-
-def open_ws(origin: Path, root: Path) -> Workspace:
-    ws = Workspace.open(str(origin), root)
-    reconcile(ws)
-    return ws
 
 
 def refs(repo: Path) -> str:

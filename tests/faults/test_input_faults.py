@@ -22,9 +22,9 @@ from faults.invariants import (
     survivors,
 )
 from helpers.gitrepos import git, log, make_origin, push_change, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.scripted import ScriptedAgent
-from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.node import run_node
@@ -69,12 +69,6 @@ def run_args(origin: Path, tmp_path: Path, *extra: str) -> list[str]:
         "run", "--origin", str(origin), "--workspace", str(tmp_path / "ws"),
         "--agent", "scripted", "--validate", VALIDATE, *extra,
     ]  # fmt: skip
-
-
-def open_ws(origin: Path, root: Path) -> Workspace:
-    ws = Workspace.open(str(origin), root)
-    reconcile(ws)
-    return ws
 
 
 def run(ws: Workspace, task_id: str, settings: NodeSettings | None = None) -> NodeRecord:

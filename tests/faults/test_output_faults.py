@@ -16,12 +16,11 @@ import psutil
 import pytest
 from helpers.gitrepos import git, make_origin, show, task_md
 from helpers.prefect_fixtures import artifact, task_run_logs, task_runs
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.command import CommandAgent
 from tasks_lib.agents.process import KEPT_LINES, run_watched
 from tasks_lib.agents.scripted import ScriptedAgent
-from tasks_lib.git.reconcile import reconcile
-from tasks_lib.git.workspace import Workspace
 from tasks_lib.run.config import NodeSettings, RunConfig
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeStatus, RunRecord
@@ -41,12 +40,6 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
     return KEY
 
 
-def open_ws(origin: Path, tmp_path: Path) -> Workspace:
-    ws = Workspace.open(str(origin), tmp_path / "ws")
-    reconcile(ws)
-    return ws
-
-
 def origin_history(origin: Path) -> str:
     """Every commit of every ref on the origin, with its patch (task notes, backups, AAR)."""
     return git(origin, "log", "-p", "--all")
@@ -63,7 +56,7 @@ def test_a_key_printed_by_a_failing_agent_is_masked_in_the_record_and_on_main(
     """A key the failing agent printed is ``***`` in the node's record (reasons, notes) and in the
     failure note on the origin's main."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a", steps=LEAKY)})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     task = ws.find_task("a")
     assert task is not None
     lines: list[str] = []
@@ -145,7 +138,7 @@ def test_a_flooding_agent_is_stopped_on_time_without_growing(tmp_path: Path) -> 
     The node's caller writes each line to a log file, as graph_node does: slower than the
     agent prints, so whatever the reader queues up is the backlog a flood builds."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     task = ws.find_task("a")
     assert task is not None
     agent = CommandAgent([sys.executable, "-c", "while True: print('y' * 120)"])

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from faults.invariants import survivors
 from helpers.gitrepos import log, make_origin, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest
 from tasks_lib.agents.command import CommandAgent
 from tasks_lib.agents.scripted import ScriptedAgent
-from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status, parse_task
 from tasks_lib.run.config import NodeSettings
@@ -28,12 +28,6 @@ from tasks_lib.run.records import NodeRecord, NodeStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = "tgflow-no-such-agent-program"
-
-
-def open_ws(origin: Path, tmp_path: Path) -> Workspace:
-    ws = Workspace.open(str(origin), tmp_path / "ws")
-    reconcile(ws)
-    return ws
 
 
 def run(ws: Workspace, task_id: str, agent: Agent) -> NodeRecord:
@@ -52,7 +46,7 @@ def test_missing_agent_program_fails_the_node_naming_it(tmp_path: Path) -> None:
     """A missing agent program is a normal node failure naming it and agent_command; the
     failed status reaches main."""
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
 
     record = run(ws, "a", CommandAgent([MISSING, "{prompt_file}"]))
 
@@ -140,7 +134,7 @@ def test_conflict_markers_committed_by_the_agent_fail_the_node_naming_the_file(
         {"write": {"path": "docs/notes.md", "content": "intro\n" + marked}},
     ]
     origin = make_origin(tmp_path, {"README.md": "demo\n", "tasks/a.md": task_md("a", steps=steps)})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     before = log(origin)
 
     record = run(ws, "a", ScriptedAgent())

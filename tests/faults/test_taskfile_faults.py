@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from helpers.gitrepos import git, make_origin, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.scripted import ScriptedAgent
 from tasks_lib.errors import UsageError
-from tasks_lib.git.reconcile import reconcile
-from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import SYMLINK as LINK
 from tasks_lib.graph.taskfile import Status, load_tasks, parse_task, read_task
@@ -41,12 +40,6 @@ def commit_link(origin: Path, tmp_path: Path, rel: str, target: Path) -> None:
     git(clone, "push", "-q", "origin", "main")
 
 
-def open_ws(origin: Path, tmp_path: Path) -> Workspace:
-    ws = Workspace.open(str(origin), tmp_path / "ws")
-    reconcile(ws)
-    return ws
-
-
 def on_main(origin: Path, rel: str) -> str:
     task, problems, _ = parse_task(show(origin, rel), Path(rel))
     assert task is not None, problems
@@ -64,7 +57,7 @@ def test_a_task_file_linked_outside_the_repository_is_a_problem_never_read_or_wr
     before = target.read_bytes()
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a", steps=[write("a.txt", "a\n")])})
     commit_link(origin, tmp_path, "tasks/s.md", target)
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
 
     loaded = ws.load_tasks()
     link = ws.integration / "tasks" / "s.md"
@@ -93,7 +86,7 @@ def test_a_linked_folder_inside_tasks_is_a_problem_and_not_descended_into(
     (elsewhere / "x.md").write_text(task_md("x"))
     origin = make_origin(tmp_path, {"tasks/a.md": task_md("a")})
     commit_link(origin, tmp_path, "tasks/more", elsewhere)
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
 
     loaded = ws.load_tasks()
 
@@ -130,7 +123,7 @@ def test_a_persons_summary_survives_a_completion_and_tgflows_is_added_dated(
             )
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     task = ws.find_task("u")
     assert task is not None
 
@@ -179,7 +172,7 @@ def test_a_persons_notes_survive_a_failure_note(tmp_path: Path) -> None:
             )
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     task = ws.find_task("n")
     assert task is not None
 

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from helpers.gitrepos import branches, git, log, make_origin, push_change, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.process import pid_alive
 from tasks_lib.agents.scripted import ScriptedAgent
@@ -19,13 +20,6 @@ from tasks_lib.graph.taskfile import Status, parse_task
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus
-
-
-def open_ws(origin: Path, tmp_path: Path) -> Workspace:
-    ws = Workspace.open(str(origin), tmp_path / "ws")
-    reconcile(ws)
-    return ws
-
 
 NONE = NodeSettings(sandbox="none")  # for agents that play someone outside the run
 
@@ -70,7 +64,7 @@ def test_diamond_node_by_node_ends_merged_pushed_and_clean(tmp_path: Path) -> No
             "tasks/sub/d.md": task_md("d", steps=[write("d.txt", "d\n")], depends_on=["b", "c"]),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     settings = NodeSettings(validate_commands=["test -f README.md"])
     for task_id in ("a", "b", "c", "d"):
         record = run(ws, task_id, settings=settings)
@@ -115,7 +109,7 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
             ),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     records: dict[str, NodeRecord] = {}
     threads = [
         # b's agent watches the origin, which a sandbox hides
@@ -140,7 +134,7 @@ def test_cancelled_session_keeps_its_work_and_records_nothing_on_main(tmp_path: 
     origin = make_origin(
         tmp_path, {"tasks/c.md": task_md("c", steps=[write("c.txt", "c\n"), {"hang": True}])}
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     cancel = threading.Event()
     threading.Timer(1.0, cancel.set).start()
     record = run(ws, "c", cancel=cancel)
@@ -154,7 +148,7 @@ def test_validation_failing_on_the_branch_merges_nothing_and_keeps_the_work(
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/x.md": task_md("x", steps=[write("bad.txt", "oops\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(
         ws, "x", settings=NodeSettings(validate_commands=["echo checking", "! test -f bad.txt"])
     )
@@ -173,7 +167,7 @@ def test_validation_failing_after_the_merge_resets_main_and_leaves_the_origin(
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/y.md": task_md("y", steps=[write("y.txt", "y\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     settings = NodeSettings(validate_commands=["! (test -f x.txt && test -f y.txt)"])
     assert run(ws, "y", settings=settings, stop_after_develop=True).status == NodeStatus.CANCELLED
     moved = push_change(origin, tmp_path, "x.txt", "x\n", "someone adds x")
@@ -199,7 +193,7 @@ def test_safe_exit_ends_blocked_with_the_reason_in_notes_on_main(tmp_path: Path)
             )
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "k")
 
     assert record.status == NodeStatus.BLOCKED
@@ -217,7 +211,7 @@ def test_safe_exit_ends_blocked_with_the_reason_in_notes_on_main(tmp_path: Path)
 
 def test_hanging_agent_is_stalled_and_its_whole_process_group_killed(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/h.md": task_md("h", steps=[{"hang": True}])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     lines: list[str] = []
     record = run(
         ws,
@@ -238,7 +232,7 @@ def test_hanging_agent_is_stalled_and_its_whole_process_group_killed(tmp_path: P
 
 def test_push_rejected_because_the_origin_moved_is_recovered(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/p.md": task_md("p", steps=[write("p.txt", "p\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(origin), str(other))
     # A validation step that, the first time it runs on the merged main, lets someone else
@@ -270,7 +264,7 @@ def test_run_killed_after_develop_is_resumed_and_handed_to_the_agent_again(
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/r.md": task_md("r", steps=[write("r.txt", "r\n")])})
-    first = run(open_ws(origin, tmp_path), "r", stop_after_develop=True)
+    first = run(open_ws(origin, tmp_path / "ws"), "r", stop_after_develop=True)
     assert first.status == NodeStatus.CANCELLED and first.sessions == 1
 
     # A new run: a fresh open of the same workspace, as after a crash.
@@ -294,7 +288,7 @@ def test_uncommitted_work_in_a_killed_worktree_is_saved_and_developed_further(
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/w.md": task_md("w", steps=[write("w.txt", "w\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     checkout = start_task(ws, "w")
     (checkout.path / "half.txt").write_text("unsaved\n")  # the agent was killed here
 
@@ -316,7 +310,7 @@ def test_agent_edits_to_task_files_are_reverted_and_leftovers_committed(tmp_path
             )
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "t")
 
     assert record.status == NodeStatus.COMPLETED, record.reason
@@ -328,7 +322,7 @@ def test_agent_edits_to_task_files_are_reverted_and_leftovers_committed(tmp_path
 
 def test_agent_without_changes_fails_and_leaves_no_branch(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/n.md": task_md("n", steps=[{"sleep": 0}])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "n", final_attempt=False)
 
     assert record.status == NodeStatus.FAILED
@@ -342,7 +336,7 @@ def test_retry_gets_the_previous_failure_and_succeeds(tmp_path: Path) -> None:
         tmp_path,
         {"tasks/f.md": task_md("f", steps=[{"fail_attempts": 1}, write("f.txt", "f\n")])},
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     first = run(ws, "f", final_attempt=False)
     assert first.status == NodeStatus.FAILED and "failing as scripted" in first.reason
     second = run(ws, "f", attempt=2, previous_failure=first.reason)
@@ -356,7 +350,7 @@ def test_retry_after_failed_validation_develops_the_kept_branch_further(tmp_path
         tmp_path,
         {"tasks/v.md": task_md("v", steps=[{"run": fix_or_break}, write("good.txt", "ok\n")])},
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     settings = NodeSettings(validate_commands=["! test -f bad.txt"])
     first = run(ws, "v", settings=settings, final_attempt=False)
     assert first.status == NodeStatus.FAILED and branches(origin) == ["tgflow/v"]
@@ -417,7 +411,7 @@ def test_an_agent_that_abandons_the_conflict_merge_fails_the_node_at_once(tmp_pa
             ),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     assert run(ws, "m", stop_after_develop=True).status == NodeStatus.CANCELLED
     push_change(origin, tmp_path, "shared.txt", "theirs\n", "they edit the same line")
 
@@ -440,7 +434,7 @@ def test_a_run_without_push_never_deletes_the_origins_backup_branches(tmp_path: 
             "tasks/z.md": task_md("z", steps=[write("z.txt", "z\n")]),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     # A pushing run backs u up on the origin and stops; z's merged branch lingers there.
     assert run(ws, "u", stop_after_develop=True).status == NodeStatus.CANCELLED
     git(origin, "branch", "tgflow/z", "main")  # holds nothing new: a pushing run would delete it
@@ -473,7 +467,7 @@ def test_a_failure_that_cannot_be_recorded_on_main_still_returns_its_record(
         },
     )
     git(tmp_path, "clone", "-q", str(origin), str(other))
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
 
     record = run(ws, "g", settings=NONE)  # its agent plays a person pushing to the origin
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.gitrepos import git, make_origin, push_change, show, task_md
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.command import CommandAgent
 from tasks_lib.agents.registry import make_agent
 from tasks_lib.agents.scripted import ScriptedAgent
 from tasks_lib.agents.settings import AgentSettings
-from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Task, parse_task
 from tasks_lib.run.config import NodeSettings
@@ -37,12 +37,6 @@ def commit(path: str, content: str, message: str) -> dict:
 
 def with_model(text: str, model: str) -> str:
     return text.replace("status: pending\n", f"status: pending\nmodel: {model}\n", 1)
-
-
-def open_ws(origin: Path, tmp_path: Path) -> Workspace:
-    ws = Workspace.open(str(origin), tmp_path / "ws")
-    reconcile(ws)
-    return ws
 
 
 def run(ws: Workspace, task_id: str, settings: NodeSettings) -> NodeRecord:
@@ -80,7 +74,7 @@ def test_edits_to_the_config_ci_and_protected_paths_are_reverted_before_validati
             ),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     # The checks read the protected files: they pass only when the edits were undone.
     checks = [
         "grep -q original .tgflow.toml",
@@ -121,7 +115,7 @@ def test_edits_made_while_resolving_a_conflict_are_reverted_too(tmp_path: Path) 
             ),
         },
     )
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     assert run_node(ws, _task(ws, "m"), ScriptedAgent(), NodeSettings(), stop_after_develop=True)
     push_change(origin, tmp_path, "shared.txt", "theirs\n", "they edit the same line")
     # The conflict session resolves the conflict, and also weakens the repository's checks
@@ -163,7 +157,7 @@ def test_agent_commits_are_authored_by_the_agent_committed_by_tgflow_with_the_ta
         {"no_commit": True},  # tgflow commits what the agent left: still the agent's work
     ]
     origin = make_origin(tmp_path, {"tasks/a.md": with_model(task_md("a", steps=steps), "m1")})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "a", NodeSettings())
 
     assert record.status == NodeStatus.COMPLETED, record.reason
@@ -176,7 +170,7 @@ def test_agent_commits_are_authored_by_the_agent_committed_by_tgflow_with_the_ta
 
 def test_a_configured_agent_identity_and_no_model(tmp_path: Path) -> None:
     origin = make_origin(tmp_path, {"tasks/b.md": task_md("b", steps=[write("b.txt", "b\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "b", NodeSettings(agent_identity="Robo Coder <robo@example.invalid>"))
     assert record.status == NodeStatus.COMPLETED, record.reason
     tgflow = f"{ws.identity[0]} <{ws.identity[1]}>"
@@ -194,7 +188,7 @@ def test_an_agent_identity_that_is_not_name_and_email_fails_the_node_with_how_to
     tmp_path: Path,
 ) -> None:
     origin = make_origin(tmp_path, {"tasks/d.md": task_md("d", steps=[write("d.txt", "d\n")])})
-    ws = open_ws(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
     record = run(ws, "d", NodeSettings(agent_identity="just a name"))
     assert record.status == NodeStatus.FAILED
     assert "agent_identity" in record.reason and "Name <email>" in record.reason
