@@ -84,12 +84,10 @@ def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
             notes.append(f"{branch} and origin/{branch} diverged; continuing from the local one")
         if ws.is_ancestor(remote, local):
             _mark_published(ws, branch, remote)
-    resumed = has_local and bool(ws.commits_ahead(local))
+    kept = ws.commits_ahead(local) if has_local else []
+    resumed = bool(kept)
     if resumed:
-        notes.append(
-            f"resumed {branch}: it already held {len(ws.commits_ahead(local))} commit(s) "
-            f"not on {ws.base}"
-        )
+        notes.append(f"resumed {branch}: it already held {len(kept)} commit(s) not on {ws.base}")
     else:
         ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, ws.base_ref())
     _clone(ws, branch, path)
@@ -264,9 +262,11 @@ def retire_worktree(ws: Workspace, path: Path) -> list[str]:
         f"{WIP_PREFIX}: uncommitted work found in {path.name} after an interrupted run\n\n"
         f"{TASK_TRAILER}: {path.name}"
     )
+    legacy = False
     if (git_dir_of(path) / "HEAD").is_file() and path.is_dir():
         notes = save_work(ws, path, message)
     elif (path / ".git").is_file():  # a git worktree an earlier tgflow made: commit in place
+        legacy = True
         run_git(path, "add", "-A", check=False)
         if (
             run_git(path, "commit", "--quiet", "--no-verify", "-m", message, check=False).status
@@ -274,7 +274,8 @@ def retire_worktree(ws: Workspace, path: Path) -> list[str]:
         ):
             notes.append(f"saved uncommitted work in {path} on its branch")
     _remove(path)
-    ws.git(ws.integration, "worktree", "prune")
+    if legacy:  # its record in the clone goes with it
+        ws.git(ws.integration, "worktree", "prune")
     notes.append(f"removed stale worktree {path}")
     return notes
 
