@@ -124,6 +124,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-strategy", choices=("merge", "squash"),
                         help="how a task lands on base: a --no-ff merge, or one squashed "
                              "commit (merge)")  # fmt: skip
+    parser.add_argument("--merge-batch", type=int, metavar="N",
+                        help="branches waiting to land that are merged and validated together; "
+                             "a failing batch is bisected so only the culprits go back "
+                             "(4; 1: one at a time)")  # fmt: skip
     parser.add_argument("--sandbox", choices=("bwrap", "none"),
                         help="where agents and validation run: bubblewrap (only the task's "
                              "checkout writable, the origin and ~/.ssh hidden, no process "

@@ -55,9 +55,11 @@ def change_base(
             change = _push_base(ws, edit, retries)
     except BaseException:
         ws.reset_to(fallback)
+        ws.settle()
         raise
     if change.reason is not None:
         ws.reset_to(fallback)
+    ws.settle()
     return change
 
 

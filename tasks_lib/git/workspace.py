@@ -36,11 +36,14 @@ DEFAULT_IDENTITY = ("tgflow", "tgflow@localhost")
 AGENT_EMAIL = "agent@tgflow.invalid"
 TASK_TRAILER = "Tgflow-Task"  # on every commit of a task: which task it was made for
 SAFE_EXIT_DIR = ".tgflow"
+SETTLED_REF = "refs/tgflow/settled"  # base as of the last finished change (see ``settled``)
 
 log = logging.getLogger(__name__)
 # What tgflow pushed to base since the workspace was opened, oldest first, per clone: module
 # state (like the merge locks) so every copy of a pickled Workspace in the process shares it.
 _PUSHED_TO_BASE: dict[Path, list[str]] = {}
+# The integration config's (inode, mtime, size) when its origin was last found right.
+_CONFIG_CHECKED: dict[Path, tuple[int, int, int]] = {}
 
 
 def parse_identity(text: str) -> tuple[str, str] | None:
@@ -110,6 +113,7 @@ class Workspace:
         ws.git(integration, "config", "gc.auto", "0")
         ws._exclude_safe_exit_dir()
         ws.fetch()
+        ws._settle_at_start(push)
         _PUSHED_TO_BASE[ws.root] = []  # a new run
         return ws
 
@@ -249,7 +253,24 @@ class Workspace:
 
     def _restore_origin_url(self) -> None:
         """An agent can repoint the clone's ``origin`` (its worktree shares the config); put
-        it back, so a person's ``git fetch`` in the clone and the next ``open`` see the truth."""
+        it back, so a person's ``git fetch`` in the clone and the next ``open`` see the truth.
+        Asked of git only when the config file changed since it was last found right."""
+        config = self.integration / ".git" / "config"
+        try:
+            stamp = config.stat()
+        except OSError:
+            stamp = None
+        key = (stamp.st_ino, stamp.st_mtime_ns, stamp.st_size) if stamp else None
+        if key is not None and _CONFIG_CHECKED.get(self.root) == key:
+            return
+        self._check_origin_url()
+        try:
+            stamp = config.stat()
+            _CONFIG_CHECKED[self.root] = (stamp.st_ino, stamp.st_mtime_ns, stamp.st_size)
+        except OSError:
+            _CONFIG_CHECKED.pop(self.root, None)
+
+    def _check_origin_url(self) -> None:
         listed = self.git(
             self.integration, "config", "--get-regexp", r"^remote\.origin\.(url|pushurl)$",
             check=False,
@@ -286,6 +307,47 @@ class Workspace:
 
     def base_ref(self) -> str:
         return f"refs/heads/{self.base}"
+
+    def settled(self) -> str:
+        """The newest commit of base that is not a merge still being validated: what a node
+        may start from, or read its task from, without the merge lock (base itself moves
+        through merges that are reset when their validation fails)."""
+        ref = f"{SETTLED_REF}^{{commit}}"
+        found = run_git(self.integration, "rev-parse", "-q", "--verify", ref, check=False)
+        if found.status == 0:
+            return found.out
+        return self.git(self.integration, "rev-parse", self.base_ref())
+
+    def _settle_at_start(self, push: bool) -> None:
+        """What a run may start from: origin's base when pushing. Else the local base, less
+        what a killed run left on it beyond the last settled commit (a merge it was still
+        validating: never validated, so never kept; its branch still holds the work)."""
+        if push:
+            self.git(
+                self.integration, "update-ref", SETTLED_REF, f"refs/remotes/origin/{self.base}"
+            )
+            return
+        ref = f"{SETTLED_REF}^{{commit}}"
+        settled = run_git(self.integration, "rev-parse", "-q", "--verify", ref, check=False)
+        base = self.git(self.integration, "rev-parse", self.base_ref())
+        if settled.status == 0 and settled.out != base and self.is_ancestor(settled.out, base):
+            log.warning(
+                "%s held commits of a run that stopped before validating them; dropped them "
+                "(base back at %s)", self.integration, settled.out[:10],
+            )  # fmt: skip
+            self.git(self.integration, "checkout", "--quiet", "--force", self.base)
+            self.reset_to(settled.out)
+        self.settle()
+
+    def settle(self) -> None:
+        """Base, as it stands now, is settled (the caller holds the merge lock)."""
+        self.git(self.integration, "update-ref", SETTLED_REF, self.base_ref())
+
+    def show(self, rev: str, rel: str) -> str | None:
+        """A file's text at ``rev`` (None when it has none): read from git, so it needs no
+        lock on the integration worktree."""
+        found = run_git(self.integration, "cat-file", "blob", f"{rev}:{rel}", check=False)
+        return found.out if found.status == 0 else None
 
     def commits_ahead(self, ref: str) -> list[str]:
         """Commits of ``ref`` not on base, oldest first."""

@@ -244,7 +244,8 @@ def parallelism(run: RunRecord) -> list[Line]:
     lines = [
         Line(
             RIGHT,
-            f"Parallelism: up to {peak} node(s) ran at once (limit {run.max_parallel}); "
+            f"Parallelism: up to {peak} node(s) ran at once (limit {run.max_parallel} agent "
+            "sessions; a node waiting to merge gives its slot up); "
             f"{_s(agent_total)} of agent time in a makespan of {_s(makespan)} "
             f"(average {agent_total / makespan:.2f} agent sessions busy).",
         )
@@ -257,6 +258,32 @@ def parallelism(run: RunRecord) -> list[Line]:
                 f"Only {utilisation:.0%} of the {run.max_parallel} slots' time was used "
                 f"({_s(busy_total)} of node time over {_s(makespan)}): the graph is narrower "
                 "than the limit for much of the run.",
+            )
+        )
+    return lines
+
+
+def merge_queue(run: RunRecord) -> list[Line]:
+    """What the merge queue saved: branches validated together, validations not rerun."""
+    merged = _merged(run)
+    batches = {tuple(sorted([n.task_id, *n.merged_with])) for n in merged if n.merged_with}
+    skipped = [n.task_id for n in merged if n.validation_skipped]
+    lines = []
+    if batches:
+        together = sum(len(b) for b in batches)
+        lines.append(
+            Line(
+                RIGHT,
+                f"Merge queue: {together} branch(es) landed in {len(batches)} batch(es), each "
+                f"batch validated together (largest {max(len(b) for b in batches)}).",
+            )
+        )
+    if skipped:
+        lines.append(
+            Line(
+                RIGHT,
+                f"Post-merge validation skipped for {_and(skipped)}: the merged tree was the "
+                f"one validated on the branch ({run.base} had not moved since).",
             )
         )
     return lines
@@ -588,6 +615,7 @@ RULES: tuple[Rule, ...] = (
     already_done,
     first_try,
     parallelism,
+    merge_queue,
     waiting,
     failures,
     blocked,

@@ -106,6 +106,12 @@ class NodeSettings(BaseModel):
         description="How a task lands on base: 'merge' (--no-ff, the agent's commits kept) or "
         "'squash' (one commit per task).",
     )
+    merge_batch: int = Field(
+        4,
+        ge=1,
+        description="Branches waiting to land that are merged and validated together (bisected "
+        "when the validation fails, so only the culprits go back); 1: one at a time.",
+    )
     sandbox: Literal["bwrap", "none"] | None = Field(
         None,
         description="Where agent sessions and validation commands run: 'bwrap' (bubblewrap: "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
 from tasks_lib.git import worktrees
+from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import AGENT_EMAIL, TASK_TRAILER, parse_identity
 from tasks_lib.graph.taskfile import Task
 from tasks_lib.run.config import CONFIG_FILE
@@ -55,9 +56,46 @@ def develop(node: Node, needs_agent: bool) -> None:
         raise NodeFailed(
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
         )
+    _merge_settled_base(node)
+    changed = ws.files_changed(node.branch_ref)
+    node.on_changed(changed)
     backup_branch(node)
-    refuse_conflict_markers(node)
+    refuse_conflict_markers(node, changed)
     validate(node, wt, "on the task branch")
+
+
+def _merge_settled_base(node: Node) -> None:
+    """Base merged into the branch before it is validated, so the tree validated is the one
+    the merge will make (unless base moves meanwhile): the post-merge validation can then be
+    skipped, and a clash with what landed since shows on the branch. A conflict here is left
+    to the merge (which hands it to the agent), so this never costs a session."""
+    ws, wt = node.ws, node.wt()
+    settled = ws.settled()
+    if ws.is_ancestor(settled, node.branch_ref):
+        return
+    if merge_base_into_branch(node, wt, settled):
+        node.record.notes.append(
+            f"merged {ws.base} ({settled[:10]}) into the branch before validating it"
+        )
+    else:
+        ws.git(wt, "merge", "--abort")
+        node.record.notes.append(
+            f"{ws.base} ({settled[:10]}) conflicts with the branch; left to the merge"
+        )
+
+
+def merge_base_into_branch(node: Node, wt: Path, base_sha: str, why: str = "") -> bool:
+    """Merge ``base_sha`` into the checkout's branch and collect it; False (the merge left
+    open) when it conflicts."""
+    message = trailed(node, f"Merge {node.ws.base} into {node.branch}{why}")
+    try:
+        node.ws.git(wt, "merge", "--no-edit", "-m", message, base_sha)
+    except GitError:
+        if not node.ws.in_merge(wt):
+            raise
+        return False
+    worktrees.collect(node.ws, wt)
+    return True
 
 
 def prompt_context(
@@ -74,10 +112,10 @@ def prompt_context(
             summaries[dep] = (found.section("Summary") or "") if found else ""
     conventions = conventions_file = None
     names = [s.conventions] if s.conventions else list(CONVENTION_FILES)
+    settled = ws.settled()  # read from git: a merge being validated must not show
     for name in names:
-        path = ws.integration / name
-        if path.is_file():
-            conventions = path.read_text(encoding="utf-8", errors="replace")
+        conventions = ws.show(settled, name)
+        if conventions is not None:
             conventions_file = name
             break
     else:
@@ -209,16 +247,14 @@ def revert_protected_paths(node: Node) -> None:
         )
 
 
-def refuse_conflict_markers(node: Node) -> None:
+def refuse_conflict_markers(node: Node, changed: list[str] | None = None) -> None:
     """Conflict markers in a file no test reads would pass validation and land on base: the
-    files the branch changed since it left base must hold none (the branch is backed up
-    first, so the work is kept for a retry)."""
+    files the branch changed since it left base (``changed``, when the caller has them) must
+    hold none (the branch is backed up first, so the work is kept for a retry)."""
     wt = node.wt()
-    marked = [
-        f
-        for f in node.ws.files_changed(node.branch_ref)
-        if (wt / f).is_file() and has_markers(read_text(wt / f))
-    ]
+    if changed is None:
+        changed = node.ws.files_changed(node.branch_ref)
+    marked = [f for f in changed if (wt / f).is_file() and has_markers(read_text(wt / f))]
     if marked:
         raise NodeFailed(
             NodeStatus.FAILED,
@@ -276,6 +312,8 @@ def validate(node: Node, cwd: Path, where: str) -> None:
         raise NodeFailed(
             NodeStatus.FAILED, f"validation {where} failed: {result.output_tail}", Cause.VALIDATION
         )
+    if not node.ws.git(cwd, "status", "--porcelain", "--untracked-files=normal"):
+        node.validated_tree = node.ws.git(cwd, "rev-parse", "HEAD^{tree}")
 
 
 def backup_branch(node: Node) -> None:

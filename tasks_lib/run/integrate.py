@@ -20,17 +20,21 @@ ever (others merging into the file while it resolves):
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 from tasks_lib.git import worktrees
 from tasks_lib.git.base import change_base, merge
-from tasks_lib.git.runner import GitError
+from tasks_lib.git.locks import FairLock
+from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.develop import (
     agent_author,
     backup_branch,
     has_markers,
+    merge_base_into_branch,
     prompt,
     read_text,
     refuse_conflict_markers,
@@ -39,28 +43,45 @@ from tasks_lib.run.develop import (
     trailed,
     validate,
 )
-from tasks_lib.run.node_state import Node, NodeFailed
+from tasks_lib.run.isolation import sandbox_for
+from tasks_lib.run.merge_queue import BatchOutcome, MergeQueue, Trial, land_batch
+from tasks_lib.run.node_state import Landing, Node, NodeFailed
 from tasks_lib.run.prompt import BLOCKED_FILE
 from tasks_lib.run.records import Cause, Conflict, NodeStatus
+from tasks_lib.run.validation import run_validation
+
+_QUEUES: dict[FairLock, MergeQueue[Node]] = {}
+_QUEUES_GUARD = threading.Lock()
+
+
+def merge_queue(ws: Workspace) -> MergeQueue[Node]:
+    """The queue in front of the origin's merge lock (one per origin, like the lock)."""
+    with _QUEUES_GUARD:
+        return _QUEUES.setdefault(ws.merge_lock, MergeQueue(ws.merge_lock))
 
 
 def integrate(node: Node) -> None:
-    """Merge in turn; a conflict goes back to the agent (the rounds in the module's doc)."""
+    """Land through the queue; a conflict goes back to the agent (the rounds in the module's
+    doc), its branch then landing alone."""
     ws, rec, rounds = node.ws, node.record, node.settings.conflict_rounds
-    with ws.merge_lock:
-        if _land(node):
-            return
+    node.on_slot(False)  # waiting to merge needs no agent: another node may start meanwhile
+    merge_queue(ws).land(node, node.settings.merge_batch, serve)
+    if _landed(node):
+        return
     for round_ in range(1, rounds + 1):
+        node.on_slot(True)
         if round_ < rounds:
             _resolve(node, round_, held=False)
+            node.on_slot(False)
             with ws.merge_lock.priority():
-                if _land(node):
-                    return
+                serve([node])
         else:
             with ws.merge_lock.priority():
                 _resolve(node, round_, held=True)
-                if _land(node):
-                    return
+                node.on_slot(False)
+                serve([node])
+        if _landed(node):
+            return
     ws.git(node.wt(), "clean", "-fdq")  # validation's leftovers are no work for a retry
     raise NodeFailed(
         NodeStatus.FAILED,
@@ -72,48 +93,149 @@ def integrate(node: Node) -> None:
     )
 
 
-def _merge_once(node: Node) -> list[str] | None:
-    """One merge → validate → status → push. Returns the conflicting files, or None."""
-    ws, rec, s = node.ws, node.record, node.settings
-    pending: list[str] = []
+def _landed(node: Node) -> bool:
+    """The queue's verdict on the node: True when it landed, False on a conflict (recorded
+    for the next round); a failure is raised."""
+    landing = node.landing
+    if landing is None:
+        raise RuntimeError(f"{node.task.id}: the merge queue did not serve the branch")
+    if landing.failure is not None:
+        raise landing.failure
+    if not landing.landed:
+        rec = node.record
+        rec.conflicts.append(Conflict(round=len(rec.conflicts) + 1, files=list(landing.conflicts)))
+    return landing.landed
 
-    def merge_validate_commit() -> str | None:
-        rec.commits = _commit_lines(node)
-        rec.files_changed = ws.files_changed(node.branch_ref)
-        merged = merge(ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node))
-        if not merged.merged:
-            pending[:] = merged.conflicts
-            return "conflicts with " + ", ".join(merged.conflicts)
-        try:
-            validate(node, ws.integration, f"after merging into {ws.base}")
-        except NodeFailed as e:  # change_base puts base back
-            e.reason = f"{e.reason}\n({ws.base} reset to {merged.pre_sha[:10]}; nothing pushed)"
-            raise
-        rec.merge_commit = merged.sha
-        node.write_task_file(Status.COMPLETED, summary=_summary(node))
-        return None
 
-    change = change_base(ws, merge_validate_commit, push=s.push, retries=s.push_retries)
-    if change.reason is None:
+def serve(batch: list[Node]) -> None:
+    """Merge the batch onto base (each ``--no-ff`` in turn), validate once, bisect on a
+    failure (``land_batch``), record each task completed on base and push, in one base
+    transaction; then clean up what landed. Every node's verdict goes to ``node.landing``.
+    The caller holds the merge lock."""
+    first = batch[0]
+    ws, s = first.ws, first.settings
+    for node in batch:
+        node.record.commits = _commit_lines(node)
+        node.record.files_changed = ws.files_changed(node.branch_ref)
+    merged_as: dict[str, str] = {}
+    failed: dict[str, str] = {}  # task id -> why the last trial that held it failed
+    outcome: BatchOutcome[Node] = BatchOutcome()
+
+    def trial(items: Sequence[Node]) -> Trial[Node]:
+        pre = ws.head()
+        merged: list[Node] = []
+        conflicted: list[Node] = []
+        for node in items:
+            done = merge(ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node))
+            if done.merged and done.sha is not None:
+                merged.append(node)
+                merged_as[node.task.id] = done.sha
+            else:
+                conflicted.append(node)
+                assert node.landing is not None
+                node.landing.conflicts = done.conflicts
+        if not merged:
+            return Trial(True, [], conflicted)
+        problem = _validate_merged(merged, pre)
+        if problem is None:
+            return Trial(True, merged, conflicted)
+        for node in merged:
+            failed[node.task.id] = problem
+        ws.reset_to(pre)
+        return Trial(False, merged, conflicted)
+
+    def edit() -> str | None:
+        nonlocal outcome
+        for node in batch:  # again on a redo (the origin moved): the verdicts start over
+            node.landing = Landing()
+        merged_as.clear()
+        failed.clear()
+        outcome = land_batch(batch, trial)
+        for node in outcome.landed:
+            node.record.merge_commit = merged_as[node.task.id]
+            node.write_task_file(Status.COMPLETED, summary=_summary(node))
+        return None if outcome.landed else NOTHING_LANDED
+
+    change = change_base(ws, edit, push=s.push, retries=s.push_retries)
+    pushed = change.reason is None
+    for node in outcome.culprits:
+        assert node.landing is not None
+        node.landing.failure = NodeFailed(
+            NodeStatus.FAILED, failed[node.task.id] + _bisected(node, batch), Cause.VALIDATION
+        )
+    for node in outcome.landed:
+        assert node.landing is not None
+        if not pushed:
+            node.landing.failure = NodeFailed(NodeStatus.FAILED, str(change.reason), Cause.GIT)
+            continue
+        rec = node.record
         if change.attempts > 1:
             rec.notes.append(
-                f"the origin moved during the merge; re-merged and pushed "
+                "the origin moved during the merge; re-merged and pushed "
                 f"(attempt {change.attempts})"
             )
+        others = [n.task.id for n in outcome.landed if n is not node]
+        rec.merged_with = others
+        if others:
+            rec.notes.append(
+                f"merged in a batch with {', '.join(others)}, validated together "
+                f"({outcome.trials} validation(s) for {len(batch)} branch(es))"
+            )
+        rec.cleanup = worktrees.cleanup(ws, node.task.id, s.push)
+        rec.status = NodeStatus.COMPLETED
+        node.landing.landed = True
+
+
+NOTHING_LANDED = "nothing of the batch landed"
+
+
+def _validate_merged(merged: list[Node], pre: str) -> str | None:
+    """The merged tree's validation, once for the batch; None when it passes. Skipped when
+    one branch merged and the tree is the one its own validation passed (base had not moved
+    since it was merged into the branch): the same files, the same commands."""
+    first = merged[0]
+    ws, s = first.ws, first.settings
+    tree = ws.git(ws.integration, "rev-parse", "HEAD^{tree}")
+    if len(merged) == 1 and first.validated_tree == tree:
+        first.record.validation_skipped = True
+        first.record.notes.append(
+            "post-merge validation skipped: the merged tree is the one validated on the branch "
+            f"({tree[:10]}; {ws.base} had not moved since it was merged into the branch)"
+        )
         return None
-    if pending:
-        rec.conflicts.append(Conflict(round=len(rec.conflicts) + 1, files=list(pending)))
-        return list(pending)
-    raise NodeFailed(NodeStatus.FAILED, change.reason, Cause.GIT)
+
+    def on_line(line: str) -> None:
+        for node in merged:
+            node.on_line(line)
+
+    result = run_validation(
+        s.validate_commands,
+        ws.integration,
+        s.validate_timeout_s,
+        on_line,
+        first.cancel,
+        sandbox_for(ws, s.sandbox, ws.integration),
+    )
+    for node in merged:  # one run for all: each carries its share, so totals stay true
+        node.record.validate_seconds += result.duration_s / len(merged)
+    if first.cancel.is_set():
+        raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
+    if result.ok:
+        return None
+    return (
+        f"validation after merging into {ws.base} failed: {result.output_tail}\n"
+        f"({ws.base} reset to {pre[:10]}; nothing pushed)"
+    )
 
 
-def _land(node: Node) -> bool:
-    """Merge, validate, push and clean up (the caller holds the lock); False on a conflict."""
-    if _merge_once(node) is not None:
-        return False
-    node.record.cleanup = worktrees.cleanup(node.ws, node.task.id, node.settings.push)
-    node.record.status = NodeStatus.COMPLETED
-    return True
+def _bisected(node: Node, batch: list[Node]) -> str:
+    if len(batch) == 1:
+        return ""
+    others = ", ".join(n.task.id for n in batch if n is not node)
+    return (
+        f"\n(merged in a batch with {others}; bisecting found that this branch fails the "
+        "validation on a base that passes it, the others were merged)"
+    )
 
 
 def _resolve(node: Node, round_: int, *, held: bool) -> None:
@@ -126,7 +248,7 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
     with nullcontext() if held else ws.merge_lock:
         ws.refresh(node.settings.push)  # what others pushed since the conflict, too
         base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())
-        merged = _merge_base_into_branch(node, wt, base_sha)
+        merged = merge_base_into_branch(node, wt, base_sha, " (resolve conflicts)")
     if merged:
         conflict.resolved = True
         rec.notes.append(f"conflict round {round_}: {ws.base} merged into the branch cleanly")
@@ -142,18 +264,6 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
         backup_branch(node)
     refuse_conflict_markers(node)
     validate(node, wt, "on the task branch after resolving conflicts")
-
-
-def _merge_base_into_branch(node: Node, wt: Path, base_sha: str) -> bool:
-    message = trailed(node, f"Merge {node.ws.base} into {node.branch} (resolve conflicts)")
-    try:
-        node.ws.git(wt, "merge", "--no-edit", "-m", message, base_sha)
-    except GitError:
-        if not node.ws.in_merge(wt):
-            raise
-        return False
-    worktrees.collect(node.ws, wt)
-    return True
 
 
 def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> None:

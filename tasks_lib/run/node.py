@@ -39,6 +39,8 @@ def run_node(
     dependency_summaries: dict[str, str] | None = None,
     task_paths: Mapping[str, Path] | None = None,
     on_line: Callable[[str], None] | None = None,
+    on_changed: Callable[[list[str]], None] | None = None,
+    on_slot: Callable[[bool], None] | None = None,
     cancel: threading.Event | None = None,
     stop_after_develop: bool = False,
     final_attempt: bool = True,
@@ -52,7 +54,10 @@ def run_node(
     node a parse of the whole tasks folder. ``previous_cause``: why this run's attempt before
     failed; after a conflict the retry is one more conflict round, not a new session.
     ``mask`` hides the run's secrets in the reason and notes before they reach the task file
-    on main or leave the node (an agent may print its key).
+    on main or leave the node (an agent may print its key). ``on_changed`` hears the files
+    the branch changes once the agent has worked (the scheduler keeps others off them);
+    ``on_slot(False)`` that the node no longer needs an agent slot (its branch waits in the
+    merge queue), ``on_slot(True)`` that it needs one again (a conflict round, a retry).
     """
     node = Node(
         ws=workspace,
@@ -66,10 +71,14 @@ def run_node(
         previous_failure=previous_failure,
         final_attempt=final_attempt,
         on_line=on_line or (lambda line: None),
+        on_changed=on_changed or (lambda files: None),
+        on_slot=on_slot or (lambda held: None),
         cancel=cancel or threading.Event(),
         task_paths=task_paths,
     )
     rec = node.record
+    if attempt > 1:  # a retry: its attempt before may have given the slot up to merge
+        node.on_slot(True)
     try:
         try:
             _run(node, dependency_summaries, stop_after_develop, previous_cause)
@@ -92,27 +101,27 @@ def _run(
     stop_after_develop: bool,
     previous_cause: Cause | None,
 ) -> None:
+    # No lock and no fetch here: the task is read at the settled base (the run fetched at its
+    # start, and every merge fetches), and the checkout touches only this task's refs.
     ws, rec = node.ws, node.record
-    with ws.merge_lock:
-        ws.refresh(node.settings.push)
-        on_main = node.on_base()
-        if on_main is None:
-            raise NodeFailed(
-                NodeStatus.FAILED,
-                f"no task file with id {node.task.id!r} under {node.settings.tasks_dir}/ "
-                f"on {ws.base} of {ws.origin}",
-            )
-        if on_main.status == Status.COMPLETED:
-            rec.status, rec.already_done = NodeStatus.COMPLETED, True
-            rec.notes.append(f"already completed on {ws.base}; nothing run")
-            return
-        try:
-            checkout = worktrees.start_task(ws, node.task.id)
-        except worktrees.ForeignBranch as e:
-            raise NodeFailed(NodeStatus.FAILED, str(e), Cause.SETUP) from None
-        node.worktree = checkout.path
-        rec.notes += checkout.notes
-        node.context = prompt_context(node, on_main, summaries, checkout.resumed)
+    on_main = node.on_base()
+    if on_main is None:
+        raise NodeFailed(
+            NodeStatus.FAILED,
+            f"no task file with id {node.task.id!r} under {node.settings.tasks_dir}/ "
+            f"on {ws.base} of {ws.origin}",
+        )
+    if on_main.status == Status.COMPLETED:
+        rec.status, rec.already_done = NodeStatus.COMPLETED, True
+        rec.notes.append(f"already completed on {ws.base}; nothing run")
+        return
+    try:
+        checkout = worktrees.start_task(ws, node.task.id)
+    except worktrees.ForeignBranch as e:
+        raise NodeFailed(NodeStatus.FAILED, str(e), Cause.SETUP) from None
+    node.worktree = checkout.path
+    rec.notes += checkout.notes
+    node.context = prompt_context(node, on_main, summaries, checkout.resumed)
     # A kept branch goes back to the agent (never merely re-validated: the task file may have
     # been fixed since), its commits and the last failure in the prompt; except the retry of
     # an attempt that only lost a merge race: its work was fine, it only needs merging again.

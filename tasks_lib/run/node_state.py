@@ -24,6 +24,16 @@ from tasks_lib.run.prompt import KeptWork, fenced
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
 
 
+@dataclass
+class Landing:
+    """What the merge queue did with a branch: landed, conflicted with these files, or
+    failed (a culprit of its batch, or the push)."""
+
+    landed: bool = False
+    conflicts: list[str] = field(default_factory=list)
+    failure: NodeFailed | None = None
+
+
 class NodeFailed(TgflowError):
     """Ends the node's attempt with this status and reason (the branch is kept)."""
 
@@ -63,8 +73,14 @@ class Node:
     # Where each task's file is, relative to the repository root (from the run's graph):
     # a node re-reads only the files it needs instead of parsing the whole tasks folder.
     task_paths: Mapping[str, Path] | None = None
+    # Told the files the task branch changes (relative paths) once the agent has worked: the
+    # scheduler keeps ready tasks that touch them apart from this one.
+    on_changed: Callable[[list[str]], None] = lambda files: None
+    on_slot: Callable[[bool], None] = lambda held: None  # see run_node
     worktree: Path | None = None
     context: PromptContext | None = None
+    validated_tree: str | None = None  # the tree the last passing validation on the branch saw
+    landing: Landing | None = None  # how the merge queue served the branch, once it has
 
     @property
     def branch(self) -> str:
@@ -80,24 +96,38 @@ class Node:
         return self.worktree
 
     def on_base(self, task_id: str | None = None) -> Task | None:
-        """A task as it is now on the base branch (in the integration worktree)."""
+        """A task as it is now on the base branch: its file at the settled base (no merge
+        still being validated shows), read from git so that no lock is needed; its ``path``
+        is the file in the integration worktree, where tgflow edits it under the lock."""
         task_id = task_id or self.task.id
         known = (self.task_paths or {}).get(task_id)
         own = self.task.path
         if known is None and task_id == self.task.id and own.is_relative_to(self.ws.integration):
             known = own.relative_to(self.ws.integration)
         if known is not None:
-            found = _read(self.ws.integration / known)
-            if found is not None and found.id == task_id:
-                return found
+            text = self.ws.show(self.ws.settled(), known.as_posix())
+            if text is not None:
+                found, _, _ = parse_task(text, self.ws.integration / known)
+                if found is not None and found.id == task_id:
+                    return found
         # Moved or renamed on base since the run started: look through the folder.
         return self.ws.find_task(task_id, self.settings.tasks_dir)
+
+    def _in_worktree(self) -> Task | None:
+        found = self.on_base()
+        if found is not None:
+            found = _read(found.path)
+        if found is not None and found.id == self.task.id:
+            return found
+        return self.ws.find_task(self.task.id, self.settings.tasks_dir)
 
     def write_task_file(
         self, status: Status, *, summary: str | None = None, note: str | None = None
     ) -> bool:
-        """Edit the task file in the integration worktree and commit it on base."""
-        on_main = self.on_base()
+        """Edit the task file in the integration worktree and commit it on base (the caller
+        holds the merge lock: the worktree is base as this change found it, not the settled
+        base ``on_base`` reads)."""
+        on_main = self._in_worktree()
         if on_main is None:
             raise NodeFailed(NodeStatus.FAILED, f"task file of {self.task.id} vanished from main")
         if not update_task_file(on_main.path, status=status, note=note, summary=summary):

@@ -87,6 +87,8 @@ class NodeRecord(BaseModel):
     commits: list[str] = Field(default_factory=list)
     files_changed: list[str] = Field(default_factory=list)
     merge_commit: str | None = None
+    merged_with: list[str] = Field(default_factory=list)  # landed in one batch with these
+    validation_skipped: bool = False  # its merged tree was the one validated on the branch
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost_usd: float | None = None

@@ -23,7 +23,7 @@ from faults.invariants import (
     snapshot,
     survivors,
 )
-from helpers.gitrepos import log, make_origin, show, task_md
+from helpers.gitrepos import log, make_origin, push_change, show, task_md
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE = "test -f README.md"
@@ -40,6 +40,24 @@ def sleeper(label: str) -> str:
     return f"{sys.executable} -c 'import time; time.sleep(300)' '{head}''{tail}'"
 
 
+def waiter(label: str, release: Path) -> str:
+    """Like ``sleeper``, but it ends once ``release`` exists (the test decides when)."""
+    head, tail = label[: len(label) // 2], label[len(label) // 2 :]
+    wait = (
+        "import os, sys, time; "
+        "[time.sleep(0.1) for _ in iter(lambda: os.path.exists(sys.argv[1]), True)]"
+    )
+    return f"{sys.executable} -c '{wait}' {release} '{head}''{tail}'"
+
+
+def wait_for_phase(phase: str) -> None:
+    deadline = time.monotonic() + PHASE_TIMEOUT_S
+    while not survivors(phase):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never reached {phase}")
+        time.sleep(0.1)
+
+
 def run_argv(origin: Path, tmp_path: Path, *validate: str) -> list[str]:
     checks = [arg for command in (VALIDATE, *validate) for arg in ("--validate", command)]
     return [
@@ -48,12 +66,16 @@ def run_argv(origin: Path, tmp_path: Path, *validate: str) -> list[str]:
     ]  # fmt: skip
 
 
-def kill_in_phase(argv: list[str], env: dict[str, str], phase: str) -> str:
-    """Start ``argv``, SIGKILL it once a process labelled ``phase`` runs; its output."""
+def kill_in_phase(
+    argv: list[str], env: dict[str, str], phase: str, meanwhile: Callable[[], None]
+) -> str:
+    """Start ``argv``, run ``meanwhile``, SIGKILL it once a process labelled ``phase`` runs;
+    its output."""
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
+        meanwhile()
         deadline = time.monotonic() + PHASE_TIMEOUT_S
         while not survivors(phase):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -75,13 +97,14 @@ def kill_then_rerun(
     phase: str,
     *validate: str,
     after_kill: Callable[[], None] = lambda: None,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
     """Kill tgflow in ``phase``, rerun it, and check that the rerun completes the graph with
     every agent commit of both runs on the origin and nothing of the killed run alive."""
     before = snapshot(origin)
     env = marked_env(mark, tmp_path / "prefect-home")
     argv = run_argv(origin, tmp_path, *validate)
-    killed_out = kill_in_phase(argv, env, phase)
+    killed_out = kill_in_phase(argv, env, phase, meanwhile)
     after_kill()
     (tmp_path / "killed").touch()  # the rerun's agent and validation do not sleep again
     made = marked_commits([tmp_path / "ws"], mark)
@@ -128,7 +151,8 @@ def test_kill_9_during_post_merge_validation_then_a_rerun_completes_and_loses_no
     tmp_path: Path,
 ) -> None:
     """The validation dies with the killed tgflow, the origin's main gets no half-validated
-    merge, and the rerun merges the task once."""
+    merge, and the rerun merges the task once. (Someone pushes while the branch is
+    validated, so the merged tree is new and validated again: the phase killed.)"""
     mark = f"tgflow-fault-{uuid.uuid4().hex}"
     steps: list[dict] = [{"write": {"path": "a.txt", "content": "a\n"}}, {"commit": mark}]
     origin = make_origin(
@@ -140,14 +164,24 @@ def test_kill_9_during_post_merge_validation_then_a_rerun_completes_and_loses_no
     )
     add_user_refs(origin)
     merged = "git log -1 --format=%s | grep -q '^Merge task'"  # only after the merge
-    stall = f"test -e {tmp_path / 'killed'} || {sleeper(f'{mark}-validating')}"
+    killed = tmp_path / "killed"
+    stall = f"test -e {killed} || {sleeper(f'{mark}-validating')}"
+    release = tmp_path / "released"
+    on_branch = f"test -e {killed} || {waiter(f'{mark}-branch', release)}"
+
+    def someone_pushes_while_the_branch_is_validated() -> None:
+        wait_for_phase(f"{mark}-branch")
+        push_change(origin, tmp_path, "theirs.txt", "theirs\n", "their change")
+        release.touch()
 
     def nothing_merged_on_the_origin() -> None:
         assert not [s for s in log(origin) if s.startswith("Merge task")], log(origin)
 
     kill_then_rerun(
-        tmp_path, origin, mark, f"{mark}-validating", f"if {merged}; then {stall}; fi",
+        tmp_path, origin, mark, f"{mark}-validating",
+        f"if {merged}; then {stall}; else {on_branch}; fi",
         after_kill=nothing_merged_on_the_origin,
+        meanwhile=someone_pushes_while_the_branch_is_validated,
     )  # fmt: skip
 
     assert show(origin, "a.txt") == "a"

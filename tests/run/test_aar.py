@@ -103,7 +103,7 @@ def test_a_troubled_run_names_its_conflicts_retries_failures_and_leftovers() -> 
     assert "Answer ask's question in its Notes" in actions
     assert "report passed on its branch but broke main once merged" in actions
     right = s["What Went Right"]
-    assert "up to 2 node(s) ran at once (limit 2)" in right
+    assert "up to 2 node(s) ran at once (limit 2 agent sessions" in right
     assert "85.0 s of agent time in a makespan of 100.0 s" in right
     assert (
         "Makespan 100.0 s; the planned critical path core → report (estimated cost 6); the "
@@ -172,3 +172,18 @@ def test_each_rule_is_a_finding_on_its_own() -> None:
     ]
     assert skipped(run(nodes)) == [Line(WRONG, "Skipped x, y: upstream a failed")]
     assert conflicts(run(nodes)) == []
+
+
+def test_the_merge_queue_says_what_it_saved() -> None:
+    text = write_aar(
+        run(
+            [
+                node("a", NodeStatus.COMPLETED, 0, 10, merged_with=["b"]),
+                node("b", NodeStatus.COMPLETED, 0, 10, merged_with=["a"]),
+                node("c", NodeStatus.COMPLETED, 0, 20, validation_skipped=True),
+            ]
+        )
+    )
+    right = sections(text)["What Went Right"]
+    assert "Merge queue: 2 branch(es) landed in 1 batch(es)" in right
+    assert "Post-merge validation skipped for c: the merged tree was the one validated" in right

@@ -235,15 +235,17 @@ def test_push_rejected_because_the_origin_moved_is_recovered(tmp_path: Path) -> 
     ws = open_ws(origin, tmp_path / "ws")
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(origin), str(other))
-    # A validation step that, the first time it runs on the merged main, lets someone else
-    # push to the origin: our push that follows is rejected.
+    # A validation step that lets someone else push to the origin: first while the branch is
+    # validated (so the merged tree is new and validated again), then the first time it runs
+    # on the merged main: our push that follows is rejected.
     mover = tmp_path / "move_origin.sh"
     mover.write_text(
-        f"""[ "$(basename "$PWD")" = integration ] || exit 0
-[ -e {tmp_path}/moved ] && exit 0
-touch {tmp_path}/moved
-cd {other} && echo theirs > theirs.txt && git add theirs.txt \\
-  && git -c user.name=O -c user.email=o@x commit -qm "their change" && git push -q origin main
+        f"""where=branch; [ "$(basename "$PWD")" = integration ] && where=merged
+[ -e {tmp_path}/moved-$where ] && exit 0
+touch {tmp_path}/moved-$where
+cd {other} && echo $where > $where.txt && git add $where.txt \\
+  && git -c user.name=O -c user.email=o@x commit -qm "their change on $where" \\
+  && git push -q origin main
 """
     )
     # the validation plays the someone else pushing: outside any sandbox
@@ -255,8 +257,8 @@ cd {other} && echo theirs > theirs.txt && git add theirs.txt \\
     assert any("origin moved" in n for n in record.notes)
     subjects = log(origin)
     assert subjects[:2] == ["chore: update task p status to completed", "Merge task p: Task p"]
-    assert "their change" in subjects
-    assert show(origin, "p.txt") == "p" and show(origin, "theirs.txt") == "theirs"
+    assert "their change on branch" in subjects and "their change on merged" in subjects
+    assert show(origin, "p.txt") == "p" and show(origin, "merged.txt") == "merged"
     assert_nothing_left(ws, origin)
 
 

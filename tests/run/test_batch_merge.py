@@ -1,0 +1,163 @@
+"""The merge queue on real git: batches, bisection, and the post-merge validation skipped only
+for the tree that was validated already."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from helpers.gitrepos import git, log, make_origin, show, task_md
+from helpers.workspaces import open_ws
+
+from tasks_lib.agents.scripted import ScriptedAgent
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.integrate import merge_queue
+from tasks_lib.run.node import run_node
+from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
+
+
+def write(path: str, content: str) -> dict:
+    return {"write": {"path": path, "content": content}}
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def green_check(tmp: Path) -> str:
+    """The build: it breaks when c's and d's files are on one tree (each alone is fine).
+    In the integration clone it logs each run (one line per validation of merged trees); on
+    a task branch it waits for that task's gate, so the test decides the arrival order."""
+    return f"""
+if [ "$(basename "$PWD")" = integration ]; then echo run >> {tmp}/merged-validations
+else touch {tmp}/validating-$(basename "$PWD"); while [ ! -e {tmp}/gate-$(basename "$PWD") ]; do sleep 0.05; done
+fi
+! {{ [ -e c.txt ] && [ -e d.txt ]; }}
+"""
+
+
+def pushed_tips_checker(origin: Path, tmp: Path) -> None:
+    """An update hook on the origin: every commit pushed to main is checked with the same
+    rule the build has, and logged (the origin refuses nothing)."""
+    hook = origin / "hooks" / "update"
+    hook.write_text(
+        f"""#!/bin/sh
+[ "$1" = refs/heads/main ] || exit 0
+files=$(git ls-tree --name-only "$3")
+if echo "$files" | grep -qx c.txt && echo "$files" | grep -qx d.txt
+then echo "red $3" >> {tmp}/pushed; else echo "green $3" >> {tmp}/pushed; fi
+"""
+    )
+    hook.chmod(0o755)
+
+
+def test_one_culprit_among_four_goes_back_and_the_three_others_land_in_one_push(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c", "d"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    pushed_tips_checker(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
+    settings = NodeSettings(
+        validate_commands=[green_check(tmp_path)], sandbox="none", merge_batch=4
+    )
+    records: dict[str, NodeRecord] = {}
+
+    def node(task_id: str) -> None:
+        task = ws.find_task(task_id)
+        assert task is not None
+        records[task_id] = run_node(ws, task, ScriptedAgent(), settings)
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    wait_for(lambda: all((tmp_path / f"validating-{i}").exists() for i in ids), "4 branches")
+    queue = merge_queue(ws)
+    with ws.merge_lock:  # a merge in progress: the branches queue up, in the order let through
+        for n, task_id in enumerate(ids, 1):
+            (tmp_path / f"gate-{task_id}").touch()
+            wait_for(lambda n=n: queue.waiting == n, f"{task_id} in the queue")
+    for t in threads:
+        t.join(120)
+
+    assert {i: records[i].status for i in ids} == {
+        "a": NodeStatus.COMPLETED,
+        "b": NodeStatus.COMPLETED,
+        "c": NodeStatus.COMPLETED,
+        "d": NodeStatus.FAILED,
+    }, {i: records[i].reason for i in ids}
+    d = records["d"]
+    assert d.cause is Cause.VALIDATION and "bisecting found that this branch fails" in d.reason
+    # abcd fails, ab passes, c on ab passes, d on abc is the tree that failed: three runs.
+    assert (tmp_path / "merged-validations").read_text().count("run") == 3
+    assert "merged in a batch with b, c" in " ".join(records["a"].notes)
+    assert show(origin, "c.txt") == "c" and "d.txt" not in git(origin, "ls-tree", "main")
+    assert "tgflow/d" in git(origin, "branch", "--list", "tgflow/d")  # its work is kept
+    subjects = log(origin)
+    assert [s for s in subjects if s.startswith("Merge task")] == [
+        "Merge task c: Task c",
+        "Merge task b: Task b",
+        "Merge task a: Task a",
+    ]
+    pushed = (tmp_path / "pushed").read_text().split("\n")
+    tips = [line for line in pushed if line]
+    assert tips and all(t.startswith("green") for t in tips), tips
+    # one push for the batch, one for d's failure noted in its task file
+    assert len(tips) == 2
+
+
+def run_one(ws: Workspace, task_id: str, settings: NodeSettings) -> NodeRecord:
+    task = ws.find_task(task_id)
+    assert task is not None
+    return run_node(ws, task, ScriptedAgent(), settings)
+
+
+def test_the_post_merge_validation_is_skipped_only_when_the_tree_is_the_one_validated(
+    tmp_path: Path,
+) -> None:
+    origin = make_origin(
+        tmp_path,
+        {
+            "tasks/a.md": task_md("a", steps=[write("a.txt", "a\n")]),
+            "tasks/b.md": task_md("b", steps=[write("b.txt", "b\n")]),
+        },
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    count = f"echo $(basename $PWD) >> {tmp_path}/validations"
+    settings = NodeSettings(validate_commands=[count], sandbox="none")
+
+    first = run_one(ws, "a", settings)
+
+    assert first.status is NodeStatus.COMPLETED, first.reason
+    assert any("post-merge validation skipped" in n for n in first.notes), first.notes
+    assert (tmp_path / "validations").read_text().split() == ["a"]  # the branch only
+
+    # Someone pushes while b's branch is validated: the merged tree is new, so it is validated.
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    mover = tmp_path / "mover.sh"
+    mover.write_text(
+        f"""[ "$(basename "$PWD")" = b ] || exit 0
+[ -e {tmp_path}/moved ] && exit 0
+touch {tmp_path}/moved
+cd {other} && git pull -q && echo x > x.txt && git add x.txt \\
+  && git -c user.name=O -c user.email=o@x commit -qm "their change" && git push -q origin main
+"""
+    )
+    second = run_one(
+        ws, "b", NodeSettings(validate_commands=[count, f"bash {mover}"], sandbox="none")
+    )
+
+    assert second.status is NodeStatus.COMPLETED, second.reason
+    assert not any("post-merge validation skipped" in n for n in second.notes)
+    assert (tmp_path / "validations").read_text().split() == ["a", "b", "integration"]
+    assert show(origin, "x.txt") == "x" and show(origin, "b.txt") == "b"
