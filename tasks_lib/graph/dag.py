@@ -2,7 +2,8 @@
 
 Edges point from a prerequisite to its dependent (``depends_on: [a]`` in b's file gives
 ``a -> b``), so topological order is execution order. Costs come from ``Task.cost`` (scope
-cost, ``DEFAULT_COST`` without a scope).
+cost, ``DEFAULT_COST`` without a scope) unless ``TaskGraph.with_costs`` gives others (a run's
+durations learned from earlier runs, ``tasks_lib.run.durations``).
 
 A real tasks folder is rarely all valid at once, so ``load_graph`` is lenient: each problem
 names the tasks it concerns, and only those and their descendants are held back; the graph is
@@ -15,6 +16,7 @@ has some) and for ``TaskGraph.graph``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import heapq
@@ -262,6 +264,7 @@ class TaskGraph:
             dependents.sort()
         self.order: list[str] = self._lexicographic_order()
         self.warnings = _consistency_warnings(tasks, self.tasks)
+        self._costs: dict[str, int] = {i: t.cost for i, t in self.tasks.items()}
         self._priority = self._longest_to_sink(self.order)
 
     def __len__(self) -> int:
@@ -285,6 +288,26 @@ class TaskGraph:
 
     def descendants(self, task_id: str) -> set[str]:
         return _descendants(self._feeds, task_id)
+
+    def cost(self, task_id: str) -> int:
+        """The task's weight in priorities and the critical path: its scope cost, or what
+        ``with_costs`` gave."""
+        return self._costs[task_id]
+
+    def with_costs(self, costs: Mapping[str, int]) -> TaskGraph:
+        """The same graph weighed by ``costs`` (one per task, all on one scale), priorities
+        computed again once; this graph is left as it was.
+
+        A copy rather than a new ``TaskGraph``: validation is most of building one, and the
+        tasks have not changed.
+        """
+        missing = sorted(set(self.tasks) - set(costs))
+        if missing:
+            raise ValueError(f"no cost for task(s) {', '.join(missing)}")
+        weighed = copy.copy(self)
+        weighed._costs = {i: costs[i] for i in self.tasks}
+        weighed._priority = weighed._longest_to_sink(self.order)
+        return weighed
 
     def priority(self, task_id: str) -> int:
         """Heaviest cost path from this task to a sink, its own cost included.
@@ -354,7 +377,7 @@ class TaskGraph:
         best: dict[str, int] = {}
         for n in reversed(nodes):
             tail = [best[s] for s in self._feeds[n] if s in inside]
-            best[n] = self.tasks[n].cost + max(tail, default=0)
+            best[n] = self._costs[n] + max(tail, default=0)
         return best
 
     def _lexicographic_order(self) -> list[str]:

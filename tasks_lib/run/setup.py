@@ -7,7 +7,8 @@ the same way before Prefect starts, so the most common mistakes fail in a second
 one readable line per problem instead of a flow-run crash and a traceback. A task file's
 problem refuses the run only with ``strict`` (or when it leaves nothing to run); otherwise
 the graph is the rest, and the tasks held back (in ``graph.held_back``) are named in the
-warnings.
+warnings. The run's graph is weighed by the durations earlier runs committed beside their
+reviews (``tasks_lib.run.durations``), when there are any.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tasks_lib.git import WorkspaceError
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph, load_graph
 from tasks_lib.run.config import CONFIG_FILE, ConfigError, RunConfig
+from tasks_lib.run.durations import learned_costs
 from tasks_lib.run.scheduler import unknown_only
 
 
@@ -57,14 +59,17 @@ def prepare(
     """Read and check ``.tgflow.toml`` and the task graph of the base branch.
 
     Without ``ref`` they are read in the integration worktree, which the flow's reconcile has
-    just put on the base branch (the graph's paths then stay valid for the nodes). With a ref
+    just put on the base branch (the graph's paths then stay valid for the nodes), and the
+    graph is weighed by the durations learned from the histories in ``aar_dir``. With a ref
     they are read from that commit without touching the clone (pre-flight runs before the run
     lock is taken); the graph's paths then name a folder already removed: it is for checking
-    only. ``option_prefix`` is how the caller spells settings in messages (``--`` for flags).
+    only, so no history is read for it. ``option_prefix`` is how the caller spells settings in
+    messages (``--`` for flags).
     """
     if ref is None:
         root = ws.integration
-        return _prepare(config, root, lambda path: (root / path).exists(), option_prefix)
+        prepared = _prepare(config, root, lambda path: (root / path).exists(), option_prefix)
+        return _with_learned_costs(prepared, root)
     with tempfile.TemporaryDirectory(prefix="tgflow-preflight-") as tmp:
         dest = Path(tmp)
         return _prepare(config, dest, lambda path: _export(ws, ref, path, dest), option_prefix)
@@ -111,6 +116,15 @@ def _prepare(
     if problem:
         warnings.append(f"agents and validation run without a sandbox: {problem}")
     return Prepared(config, loaded.graph, warnings)
+
+
+def _with_learned_costs(prepared: Prepared, root: Path) -> Prepared:
+    """``prepared`` with its graph weighed by learned durations (unchanged without history),
+    and a warning per history file skipped."""
+    learned = learned_costs(root / prepared.config.aar_dir, prepared.graph)
+    graph = prepared.graph.with_costs(learned.costs) if learned.costs else prepared.graph
+    skipped = [w.replace(f"{root}/", "") for w in learned.warnings]
+    return Prepared(prepared.config, graph, [*prepared.warnings, *skipped])
 
 
 def _export(ws: Workspace, ref: str, path: str, dest: Path) -> bool:

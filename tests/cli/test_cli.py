@@ -46,8 +46,8 @@ def test_plan_json_of_the_real_corpus(shared_dir: Path, capsys: pytest.CaptureFi
 
     pending = "review/complete-library"
     assert plan["generations"] == [[pending]]
-    assert plan["critical_path"] == {"ids": [pending], "cost": 4}  # scope broad
-    assert plan["priorities"] == {pending: 4}
+    assert plan["critical_path"] == {"ids": [pending], "cost": 8}  # scope broad
+    assert plan["priorities"] == {pending: 8}
     assert plan["decompose"] == [
         {
             "id": pending,
@@ -74,7 +74,7 @@ def test_pending_task_is_not_ready_until_its_dependencies_complete(
     assert plan["generations"] == [["api/public-exports"], ["review/complete-library"]]
     assert plan["critical_path"] == {
         "ids": ["api/public-exports", "review/complete-library"],
-        "cost": 2 + 4,  # scopes narrow and broad
+        "cost": 2 + 8,  # scopes narrow and broad
     }
 
 
@@ -90,7 +90,7 @@ def test_plan_tables_in_a_terminal(shared_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "44 tasks" in done.stdout
     assert "completed" in done.stdout and "43" in done.stdout
-    assert "Critical path (cost 4, 1 tasks): review/complete-library" in done.stdout
+    assert "Critical path (cost 8, 1 tasks): review/complete-library" in done.stdout
     assert "Consider splitting" in done.stdout
     assert "status 'done' read as 'completed'" in done.stderr
 

@@ -180,8 +180,8 @@ def test_ready_takes_pending_and_failed_tasks_whose_dependencies_completed(
 
 def test_generations_and_critical_path_cover_remaining_work(diamond: TaskGraph) -> None:
     assert diamond.generations() == [["left", "lone", "right"], ["top"]]
-    assert diamond.critical_path() == (["left", "top"], 6)
-    assert diamond.critical_path(include_completed=True) == (["base", "left", "top"], 7)
+    assert diamond.critical_path() == (["left", "top"], 16 + 1)
+    assert diamond.critical_path(include_completed=True) == (["base", "left", "top"], 1 + 16 + 1)
     done = dict.fromkeys(["base", "left", "right", "top", "lone"], Status.COMPLETED)
     assert diamond.generations(done) == []
     assert diamond.critical_path(done) == ([], 0)
@@ -189,15 +189,34 @@ def test_generations_and_critical_path_cover_remaining_work(diamond: TaskGraph) 
 
 def test_priority_and_neighbours(diamond: TaskGraph) -> None:
     assert [diamond.priority(i) for i in ("base", "left", "right", "top", "lone")] == [
-        7,
-        6,
-        3,
+        1 + 16 + 1,
+        16 + 1,
+        2 + 1,
         1,
-        3,
+        4,  # no scope: moderate's cost
     ]
     assert diamond.descendants("base") == {"left", "right", "top"}
     assert diamond.dependencies("top") == ["left", "right"]
     assert diamond.dependents("base") == ["left", "right"]
+
+
+def test_given_costs_replace_scope_costs_in_priorities_and_the_critical_path(
+    diamond: TaskGraph,
+) -> None:
+    costs = {"base": 5, "left": 10, "right": 300, "top": 20, "lone": 1}
+    weighed = diamond.with_costs(costs)
+    assert [weighed.priority(i) for i in ("base", "left", "right", "top", "lone")] == [
+        5 + 300 + 20,
+        10 + 20,
+        300 + 20,
+        20,
+        1,
+    ]
+    assert weighed.critical_path() == (["right", "top"], 320)
+    assert weighed.ready() == ["right", "left"]
+    assert diamond.ready() == ["left", "right"] and diamond.cost("right") == 2  # unchanged
+    with pytest.raises(ValueError, match=re.escape("no cost for task(s) lone")):
+        diamond.with_costs({k: v for k, v in costs.items() if k != "lone"})
 
 
 def test_plan_counts_and_decomposition_flags(diamond: TaskGraph) -> None:

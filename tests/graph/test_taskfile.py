@@ -129,6 +129,13 @@ def test_depends_on_and_title_spellings_are_accepted(tmp_path: Path) -> None:
     assert tasks["c"].depends_on == ("a",)
 
 
+def test_scope_costs_double_with_each_scope_and_no_scope_costs_as_moderate(tmp_path: Path) -> None:
+    assert [s.cost for s in Scope] == [1, 2, 4, 8, 16]
+    write(tmp_path / "plain.md", "---\nid: plain\nname: Plain\n---\n")
+    (plain,) = load_tasks(tmp_path).tasks
+    assert plain.scope is None and plain.cost == Scope.MODERATE.cost == 4
+
+
 BODY = """---
 id: sections
 name: Sections
