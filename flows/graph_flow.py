@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -48,10 +48,11 @@ from tasks_lib.graph.dag import TaskGraph, branch_slug
 from tasks_lib.graph.taskfile import Level, Status
 from tasks_lib.run.aar import peak_concurrency, ran, write_aar
 from tasks_lib.run.config import RunConfig
+from tasks_lib.run.durations import history_path, run_history
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import NodeRecord, NodeStatus, RunRecord
 from tasks_lib.run.review import run_review
-from tasks_lib.run.scheduler import ScheduleResult, schedule
+from tasks_lib.run.scheduler import ScheduleResult, Slot, schedule
 from tasks_lib.run.setup import Prepared, open_workspace, prepare
 from tasks_lib.run.table import node_table
 
@@ -157,6 +158,8 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                     attempt=attempt, previous_failure=run.failures.get(task_id),
                     previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
                     on_line=on_line, cancel=run.cancel, final_attempt=final, mask=mask,
+                    on_changed=lambda files: run.changed.report(task_id, files),
+                    on_slot=lambda held: run.news.put(Slot(task_id, held)),
                 )  # fmt: skip
         finally:
             flush()
@@ -201,14 +204,18 @@ def submit_graph(
     retry_delay_s: float = 0.0,
     on_submit: Callable[[str], None] = lambda task_id: None,
     on_record: Callable[[NodeRecord], None] = lambda record: None,
+    changed: Callable[[str], Collection[str]] | None = None,
+    news: queue.Queue[NodeRecord | Slot] | None = None,
 ) -> ScheduleResult:
     """Submit ``node`` once per task, ready-first, each run named after its task id.
 
     A node is submitted only when its dependencies completed, with their futures as
     ``wait_for`` (already finished: they only draw the edges in the UI). Retries back off
-    exponentially from ``retry_delay_s``.
+    exponentially from ``retry_delay_s``. ``changed``: what a running node's branch has
+    changed so far, which the pick keeps other nodes off (``schedule``). ``news``: where the
+    records arrive, and the nodes' ``Slot`` news (a node waiting to merge frees its slot).
     """
-    completions: queue.Queue[NodeRecord] = queue.Queue()
+    completions: queue.Queue[NodeRecord | Slot] = queue.Queue() if news is None else news
     futures: dict[str, PrefectFuture[NodeRecord]] = {}
     delays = exponential_backoff(backoff_factor=retry_delay_s)
 
@@ -229,11 +236,15 @@ def submit_graph(
         completions=completions,
         only=only or (),
         on_record=on_record,
+        changed=changed,
     )
 
 
-def commit_aar(ws: Workspace, config: RunConfig, rel_path: str, text: str) -> str | None:
-    """Commit the review on base (and push it): returns a problem, or None.
+def commit_aar(
+    ws: Workspace, config: RunConfig, rel_path: str, text: str, history: str
+) -> str | None:
+    """Commit the review on base (and push it), its run history beside it (what later runs
+    learn durations from: ``durations``): returns a problem, or None.
 
     Reviews hold local paths and failure output, so the same commit marks ``aar_dir``
     ``export-ignore`` in ``.gitattributes`` (if it is not yet): ``git archive``, and the
@@ -245,9 +256,11 @@ def commit_aar(ws: Workspace, config: RunConfig, rel_path: str, text: str) -> st
         path = ws.integration / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+        beside = ws.integration / history_path(rel_path)
+        beside.write_text(history, encoding="utf-8")
         attributes = ws.integration / ".gitattributes"
         old = attributes.read_text(encoding="utf-8") if attributes.exists() else ""
-        paths = [path]
+        paths = [path, beside]
         if ignore not in old.splitlines():
             lead = old if not old or old.endswith("\n") else f"{old}\n"
             attributes.write_text(f"{lead}{ignore}\n", encoding="utf-8")
@@ -383,6 +396,8 @@ def _run_nodes(run: RunState) -> list[NodeRecord]:
             retry_delay_s=config.retry_delay_s,
             on_submit=lambda task_id: run.notify(Event("started", task_id)),
             on_record=on_record,
+            changed=run.changed,
+            news=run.news,
         )
     except BaseException:
         run.cancel.set()  # stop agent sessions still running
@@ -432,7 +447,8 @@ def _publish(run: RunState, record: RunRecord) -> RunRecord:
         record.aar_unsaved = "not committed: aar_commit is false"
     else:
         try:
-            problem = commit_aar(run.workspace, run.config, record.aar_path, aar)
+            history = run_history(record, run.graph.tasks).model_dump_json(indent=1)
+            problem = commit_aar(run.workspace, run.config, record.aar_path, aar, run.mask(history))
         except WorkspaceError as e:
             problem = str(e)
         if problem:

@@ -10,6 +10,7 @@ which pickle the flow, are unaffected.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import Attempt, Cause, NodeRecord, RunRecord, combine
+from tasks_lib.run.scheduler import ChangedFiles, Slot
 from tasks_lib.run.secrets import Masker
 
 
@@ -89,8 +91,9 @@ def observer() -> RunObserver:
 @dataclass
 class RunState:
     """What a Prefect task argument should not carry (the workspace, the run's agents, the
-    cancel event) and what a retry needs from the attempts before (their failure output and
-    their records)."""
+    cancel event), what a retry needs from the attempts before (their failure output and
+    their records), and what the nodes' branches change, which the flow's scheduler reads
+    from its own thread."""
 
     config: RunConfig
     workspace: Workspace
@@ -102,6 +105,8 @@ class RunState:
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # what the next attempt must fix
     causes: dict[str, Cause] = field(default_factory=dict)  # why the last attempt failed
+    changed: ChangedFiles = field(default_factory=ChangedFiles)  # each node's branch, as reported
+    news: queue.Queue[NodeRecord | Slot] = field(default_factory=queue.Queue)  # for schedule()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property

@@ -11,24 +11,64 @@ then id, as ``TaskGraph.ready`` sorts), and a failure walks the graph below it o
 
 Parallel agents editing the same file end in merge conflicts, so a free slot goes to the
 first ready node in that order whose declared files (``Task.declared_files``) overlap no
-running node's; when every ready node overlaps, the first one starts anyway: a slot is never
-left idle for this. A node that declares nothing overlaps nothing, so without declared files
-the order is exactly priority then id.
+running node's files: those it declares and, given ``changed``, those its branch has changed
+so far (a declaration misses files; a change is certain). When every ready node overlaps,
+the first one starts anyway: a slot is never left idle for this. A node that declares
+nothing overlaps nothing, so without declared or changed files the order is exactly
+priority then id.
 """
 
 from __future__ import annotations
 
 import heapq
-import queue
+import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from tasks_lib.graph.dag import STARTABLE, TaskGraph
 from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.records import NodeRecord, NodeStatus
 
 Submit = Callable[[str, list[str]], None]
+
+
+class ChangedFiles:
+    """The files each node's branch changes, as last reported: nodes report from their own
+    threads while they run and the scheduler reads at each pick, hence the lock. Call it with
+    a task id for that node's files (``schedule``'s ``changed``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[str, ...]] = {}
+
+    def report(self, task_id: str, files: Collection[str]) -> None:
+        """Replace, not add: each report is what the branch changes now."""
+        with self._lock:
+            self._files[task_id] = tuple(files)
+
+    def __call__(self, task_id: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._files.get(task_id, ())
+
+
+class News(Protocol):
+    """Where records (and ``Slot`` news) of started nodes arrive, in the order they happen:
+    a ``queue.Queue`` filled from the nodes' threads, or a simulated clock."""
+
+    def get(self) -> NodeRecord | Slot: ...
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A running node's news that it holds an agent slot again (``held``: a retry or a
+    conflict round starts a session) or no longer needs one (its branch waits in the merge
+    queue). Sent on ``completions`` like records; a node that gave its slot up still counts
+    as running (its files stay busy) until its record arrives."""
+
+    task_id: str
+    held: bool
 
 
 @dataclass
@@ -71,9 +111,10 @@ def schedule(
     *,
     max_parallel: int,
     submit: Submit,
-    completions: queue.Queue[NodeRecord],
+    completions: News,
     only: Collection[str] = (),
     on_record: Callable[[NodeRecord], None] = lambda record: None,
+    changed: Callable[[str], Collection[str]] | None = None,
 ) -> ScheduleResult:
     """Run the graph's nodes (or ``only`` those) and return every node's record.
 
@@ -84,6 +125,11 @@ def schedule(
     The graph's held-back tasks get records first (failed for a problem of their own, skipped
     behind one), so the run does not pass for complete; they bypass ``on_record``, which
     follows the graph's nodes (the set-up's warnings already named them).
+    ``max_parallel`` bounds the nodes that hold an agent slot: a node waiting in the merge
+    queue gives its slot up (a ``Slot`` on ``completions``), so the queue never keeps agents
+    idle; one that needs a session again takes it back, over the bound for a while at worst.
+    ``changed`` gives the files a running node's branch has changed so far; it is called from
+    this loop, at each pick, while nodes report from other threads (``ChangedFiles``).
     """
     selected = set(only) if only else {*graph.tasks, *graph.held_back}
     unknown = sorted(selected - set(graph.tasks) - set(graph.held_back))
@@ -130,17 +176,26 @@ def schedule(
             declared[task_id] = graph.tasks[task_id].declared_files
         return declared[task_id]
 
+    def running_files() -> Collection[tuple[str, ...]]:
+        """The files of each running node that has any: declared, then changed so far (read
+        at each pick: nodes report while they run)."""
+        if changed is None:
+            return busy.values()
+        now = ((*busy.get(i, ()), *changed(i)) for i in running)
+        return [files for files in now if files]
+
     def next_start() -> str | None:
         """Pop the first ready node that overlaps no running node's files, else the first
         ready one; the nodes passed over go back on the heap. When no running node declares
-        a file, that is the heap's top (one pop)."""
+        or has changed a file, that is the heap's top (one pop)."""
         passed: list[tuple[int, str]] = []
         chosen: str | None = None
+        theirs = running_files()
         while ready:
             entry = heapq.heappop(ready)
             if entry[1] not in pending:  # skipped since it became ready
                 continue
-            if not busy or not any(overlap(files_of(entry[1]), f) for f in busy.values()):
+            if not theirs or not any(overlap(files_of(entry[1]), f) for f in theirs):
                 chosen = entry[1]
                 break
             passed.append(entry)
@@ -198,26 +253,32 @@ def schedule(
             if not waiting[task_id]:
                 heapq.heappush(ready, (-graph.priority(task_id), task_id))
 
+    slots: set[str] = set()  # running nodes that hold an agent slot (not merely queued)
     while pending or running:
-        while ready and len(running) < max_parallel:
+        while ready and len(slots) < max_parallel:
             start = next_start()
             if start is None:  # only nodes skipped since they became ready were left
                 break
             pending.remove(start)
             running.add(start)
+            slots.add(start)
             if files_of(start):
                 busy[start] = files_of(start)
             result.submitted.append(start)
             submitted.add(start)
             submit(start, [d for d in graph.dependencies(start) if d in submitted])
-        result.peak_running = max(result.peak_running, len(running))
+        result.peak_running = max(result.peak_running, len(slots))
         if not running:
             waits = ", ".join(sorted(pending, key=rank.__getitem__))
             raise RuntimeError(f"nothing can start but {waits} wait (a bug)")
-        record = completions.get()
-        if record.task_id not in running:
-            raise RuntimeError(f"completion for {record.task_id}, which is not running")
-        running.remove(record.task_id)
-        busy.pop(record.task_id, None)
-        finish(record)
+        item = completions.get()
+        if item.task_id not in running:
+            raise RuntimeError(f"news of {item.task_id}, which is not running")
+        if isinstance(item, Slot):
+            (slots.add if item.held else slots.discard)(item.task_id)
+            continue
+        running.remove(item.task_id)
+        slots.discard(item.task_id)
+        busy.pop(item.task_id, None)
+        finish(item)
     return result
