@@ -1,0 +1,405 @@
+"""How close the merge queue brings a run to its lower bound, batching off and on (issue 12).
+
+Post-merge validation is the serial part of a run, so a long one (V) stretches the makespan
+far past what the agents alone need. The yardstick is the lower bound of each scenario, which
+no scheduler and no queue can beat:
+
+    LB = max(longest path of (agent time + V), total agent time / slots + V)
+
+(every node on a path must develop and be validated after its dependencies landed; the
+agents' work must fit in the slots and the last of it still needs one validation).
+
+The simulated part drives tgflow's own code in simulated time: the real ``schedule()``
+starts nodes, and its completions queue is fed from a heap of events in time order; the merge
+server is the real ``land_batch``, whose trials each advance the clock by V. Batch cap 1 is
+the behaviour before the queue (one merge and validation per node). A node holds its agent
+slot while it develops (agent time, lognormal, mean 10) and gives it up when it queues, as
+the real node does (a ``Slot`` on the scheduler's queue); as in ``MergeQueue``, a batch's
+nodes land when the whole batch was served. A branch fails the post-merge validation with
+probability p (each of ``FAILURE_PS``): it is a culprit, goes back to its agent once (it
+takes a slot again for one more agent period) and queues again, and that second version
+passes, so every node completes and the bound counts every agent period there was. Every
+batch cap sees the same scenarios (graph, agent times, culprits), so the ratio of makespans
+between caps is paired. Scheduling
+priorities tie on cost (no scopes): the order is the graph's. Not modelled: the real queue
+skips the validation of a lone branch merged onto the base its own validation saw.
+
+``held`` rows: the same scenarios when a node holds its slot until it landed (tgflow before
+the slot was given up while queued), and their own bound: every node is then in at least one
+trial, so makespan >= (total agent time + tasks * V) / slots, above LB when V is long and the
+graph wide.
+
+The real-git part runs a small graph through ``run_node`` in threads driven by ``schedule()``
+with a validation command that sleeps, once per ``merge_batch``, side by side, and counts the
+validations on the task branches and after merging (there the queue skips the one of a lone
+branch whose tree its own validation saw, hence fewer than nodes even at batch 1).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import queue
+import random
+import shlex
+import statistics
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import Result, table
+from bench.node_bench import OneFileAgent, check_pushed, make_origin
+from tasks_lib.git.reconcile import reconcile
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.dag import TaskGraph, load_graph
+from tasks_lib.graph.taskfile import Task
+from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.merge_queue import BatchOutcome, Trial, land_batch
+from tasks_lib.run.node import run_node
+from tasks_lib.run.records import NodeRecord, NodeStatus
+from tasks_lib.run.scheduler import Slot, schedule
+
+TASKS = 40
+SLOTS = 8
+AGENT_MEAN_S = 10.0
+AGENT_SIGMA = 0.5  # of the agent time's logarithm
+FAILURE_PS = (0.0, 0.1)  # chance that a branch fails the post-merge validation
+VALIDATIONS_S = (0.5, 2.0, 5.0)
+CAPS = (1, 4, 8)
+SEEDS = range(10)
+TARGET = (5.0, 1.25)  # issue 12: at V = 5, makespan / LB at most this with batching on
+
+REAL_TASKS = 6
+REAL_SLOTS = 3
+REAL_VALIDATION_S = 2.0
+REAL_CAPS = (1, 4)
+
+Shape = Callable[[random.Random], list[tuple[str, ...]]]  # each task's dependencies
+
+
+def _independent(rng: random.Random) -> list[tuple[str, ...]]:
+    return [() for _ in range(TASKS)]
+
+
+def _layered(rng: random.Random) -> list[tuple[str, ...]]:
+    """Five layers of eight, each task needing one or two of the layer before."""
+    width = TASKS // 5
+    return [
+        ()
+        if i < width
+        else tuple(
+            f"t{d}"
+            for d in rng.sample(range(i - i % width - width, i - i % width), rng.randint(1, 2))
+        )
+        for i in range(TASKS)
+    ]
+
+
+def _random(rng: random.Random) -> list[tuple[str, ...]]:
+    """Zero to two dependencies among all earlier tasks."""
+    return [
+        tuple(f"t{d}" for d in rng.sample(range(i), min(i, rng.randint(0, 2))))
+        for i in range(TASKS)
+    ]
+
+
+def _chains(rng: random.Random) -> list[tuple[str, ...]]:
+    """Eight chains of five: the critical path is long, the width exactly the slots."""
+    return [() if i < SLOTS else (f"t{i - SLOTS}",) for i in range(TASKS)]
+
+
+SHAPES: dict[str, Shape] = {
+    "independent": _independent,
+    "layered": _layered,
+    "random": _random,
+    "chains": _chains,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One graph and everything random about its run, drawn once for every batch cap."""
+
+    name: str
+    graph: TaskGraph
+    sessions: dict[str, tuple[float, ...]]  # agent time of each develop; two for a culprit
+    failure_p: float
+
+    def lower_bound(self, validation_s: float) -> float:
+        """The module's LB, a culprit's rework counted in its agent time."""
+        work = {i: sum(s) for i, s in self.sessions.items()}
+        path: dict[str, float] = {}
+        for i in self.graph.order:
+            before = max((path[d] for d in self.graph.dependencies(i)), default=0.0)
+            path[i] = before + work[i] + validation_s
+        return max(max(path.values()), sum(work.values()) / SLOTS + validation_s)
+
+    def held_bound(self, validation_s: float) -> float:
+        """The LB of a design where a node holds its slot until it landed (tgflow's): every
+        node is in at least one trial, so the slots must also fit each node's V."""
+        work = sum(sum(s) for s in self.sessions.values()) + len(self.sessions) * validation_s
+        return max(self.lower_bound(validation_s), work / SLOTS)
+
+
+def scenario(shape: str, seed: int, failure_p: float) -> Scenario:
+    """Seeded by shape and seed alone, so each p sees the same graph and agent times."""
+    rng = random.Random(f"{shape}-{seed}")
+    deps = SHAPES[shape](rng)
+    graph = TaskGraph(
+        [
+            Task(id=f"t{i}", name=f"Task {i}", depends_on=d, path=Path(f"t{i}.md"))
+            for i, d in enumerate(deps)
+        ]
+    )
+    mu = math.log(AGENT_MEAN_S) - AGENT_SIGMA**2 / 2  # so the mean is AGENT_MEAN_S
+
+    def sessions() -> tuple[float, ...]:
+        first = rng.lognormvariate(mu, AGENT_SIGMA)
+        rework = rng.lognormvariate(mu, AGENT_SIGMA)  # drawn always: p moves no other draw
+        return (first, rework) if rng.random() < failure_p else (first,)
+
+    return Scenario(f"{shape} seed {seed}", graph, {i: sessions() for i in graph.order}, failure_p)
+
+
+class _Completions(queue.Queue[NodeRecord | Slot]):
+    """The scheduler's completions queue; reading it with nothing in it runs the simulation
+    to the next landing instead of blocking, so records arrive in simulated-time order."""
+
+    def __init__(self, step: Callable[[], None]) -> None:
+        super().__init__()
+        self._step = step
+
+    def get(self, block: bool = True, timeout: float | None = None) -> NodeRecord | Slot:
+        while self.empty():
+            self._step()
+        return super().get(block=False)
+
+
+class Simulation:
+    """One run of a scenario in simulated time (the module's doc): nodes develop, queue and
+    land through ``land_batch``, one batch at a time."""
+
+    def __init__(self, scene: Scenario, validation_s: float, cap: int, held: bool) -> None:
+        self.scene, self.validation_s, self.cap, self.held = scene, validation_s, cap, held
+        self.now = 0.0
+        self.trials = 0
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()  # ties in time go in the order they were planned
+        self._developed: dict[str, int] = dict.fromkeys(scene.graph.order, 0)
+        self._waiting: deque[str] = deque()
+        self._serving = False
+        self.completions = _Completions(self._step)
+
+    def run(self) -> float:
+        """The makespan: when the last node landed."""
+        result = schedule(
+            self.scene.graph,
+            max_parallel=SLOTS,
+            submit=lambda task_id, upstream: self._develop(task_id),
+            completions=self.completions,
+        )
+        failed = [
+            r.task_id for r in result.records.values() if r.status is not NodeStatus.COMPLETED
+        ]
+        assert not failed, f"{self.scene.name}: {failed} did not complete"
+        return self.now
+
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._order), action))
+
+    def _step(self) -> None:
+        if not self._events:
+            raise RuntimeError(f"{self.scene.name}: the scheduler waits on no event (a bug)")
+        self.now, _, action = heapq.heappop(self._events)
+        action()
+
+    def _develop(self, task_id: str) -> None:
+        session = self.scene.sessions[task_id][self._developed[task_id]]
+        self._developed[task_id] += 1
+        self._at(self.now + session, lambda: self._queue(task_id))
+
+    def _queue(self, task_id: str) -> None:
+        if not self.held:
+            self.completions.put(Slot(task_id, held=False))
+        self._waiting.append(task_id)
+        self._serve()
+
+    def _serve(self) -> None:
+        if self._serving or not self._waiting:
+            return
+        batch = [self._waiting.popleft() for _ in range(min(self.cap, len(self._waiting)))]
+        out = land_batch(batch, self._trial)
+        self.trials += out.trials
+        self._serving = True
+        self._at(self.now + out.trials * self.validation_s, lambda: self._served(out))
+
+    def _trial(self, items: Sequence[str]) -> Trial[str]:
+        """A version fails when it is a culprit's first: its rework is the second session."""
+        broken = any(self._developed[i] < len(self.scene.sessions[i]) for i in items)
+        return Trial(passed=not broken, merged=list(items))
+
+    def _served(self, out: BatchOutcome[str]) -> None:
+        self._serving = False
+        for task_id in out.landed:
+            self.completions.put(NodeRecord(task_id=task_id, status=NodeStatus.COMPLETED))
+        for task_id in out.culprits:
+            if not self.held:
+                self.completions.put(Slot(task_id, held=True))
+            self._develop(task_id)
+        self._serve()
+
+
+def simulated() -> list[Result]:
+    results: list[Result] = []
+    for p in FAILURE_PS:
+        scenes = [scenario(shape, seed, p) for shape in SHAPES for seed in SEEDS]
+        for v in VALIDATIONS_S:
+            off = _runs(scenes, v, 1, held=False)
+            for cap in CAPS:
+                runs = off if cap == 1 else _runs(scenes, v, cap, held=False)
+                results += _rows(scenes, v, cap, runs, off, _runs(scenes, v, cap, held=True))
+    return results
+
+
+def _runs(scenes: list[Scenario], v: float, cap: int, held: bool) -> list[tuple[float, int]]:
+    """Each scenario's makespan and validations run."""
+    sims = [Simulation(scene, v, cap, held) for scene in scenes]
+    return [(sim.run(), sim.trials) for sim in sims]
+
+
+def _rows(
+    scenes: list[Scenario],
+    v: float,
+    cap: int,
+    runs: list[tuple[float, int]],
+    off: list[tuple[float, int]],
+    held_runs: list[tuple[float, int]],
+) -> list[Result]:
+    """The rows of one validation time and batch cap; ``off``: the same scenarios at batch 1."""
+    ratios = [m / s.lower_bound(v) for (m, _), s in zip(runs, scenes, strict=True)]
+    worst = max(range(len(scenes)), key=ratios.__getitem__)
+    each = f"p = {scenes[0].failure_p:g}, V = {v:g} s, batch {cap}"
+    rows = [
+        Result(
+            "integration",
+            f"{each}: makespan / LB, median, max; validations per node",
+            f"{statistics.median(ratios):.2f}, {ratios[worst]:.2f} ({scenes[worst].name}); "
+            f"{sum(t for _, t in runs) / (len(scenes) * TASKS):.2f}",
+        )
+    ]
+    held_ratios = [m / s.lower_bound(v) for (m, _), s in zip(held_runs, scenes, strict=True)]
+    rows.append(
+        Result(
+            "integration",
+            f"{each}, held: makespan / LB, median, max",
+            f"{statistics.median(held_ratios):.2f}, {max(held_ratios):.2f}",
+        )
+    )
+    if cap == 1:
+        return rows
+    paired = [a / b for (a, _), (b, _) in zip(runs, off, strict=True)]
+    rows.append(
+        Result(
+            "integration",
+            f"{each} / batch 1: makespan, median (min-max)",
+            f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})",
+        )
+    )
+    if v == TARGET[0]:
+        held = [m / s.held_bound(v) for (m, _), s in zip(held_runs, scenes, strict=True)]
+        verdict = "met" if ratios[worst] <= TARGET[1] else "MISSED"
+        rows += [
+            Result(
+                "integration",
+                f"{each}: max makespan / LB (target ≤ {TARGET[1]:g})",
+                f"{ratios[worst]:.2f}, {verdict}",
+            ),
+            Result(
+                "integration",
+                f"{each}, held: makespan / its slot-held bound, median, max",
+                f"{statistics.median(held):.2f}, {max(held):.2f}",
+            ),
+        ]
+    return rows
+
+
+def real_run(tmp: Path, cap: int) -> tuple[float, int, int]:
+    """Wall seconds of ``REAL_TASKS`` independent one-file nodes in ``REAL_SLOTS`` threads
+    through ``schedule()`` and ``run_node`` (pushed to a bare origin), and the validations
+    run on the task branches and after merging (each run appends its folder to a log)."""
+    origin = make_origin(tmp, files=50, tasks=REAL_TASKS)
+    ws = Workspace.open(str(origin), tmp / "ws")
+    with ws.merge_lock:
+        reconcile(ws, push=True)  # the run's start, before any node
+    graph = load_graph(ws.integration / "tasks").graph
+    paths = {t.id: t.path.relative_to(ws.integration) for t in graph}
+    log = tmp / "validations.log"
+    settings = NodeSettings(
+        validate_commands=[f"pwd >> {shlex.quote(str(log))}; sleep {REAL_VALIDATION_S:g}"],
+        sandbox="none",  # the log is outside the checkout, which a sandbox keeps read-only
+        merge_batch=cap,
+    )
+    completions: queue.Queue[NodeRecord | Slot] = queue.Queue()
+
+    def node(task: Task) -> None:
+        def on_slot(held: bool) -> None:
+            completions.put(Slot(task.id, held))
+
+        record = run_node(ws, task, OneFileAgent(), settings, task_paths=paths, on_slot=on_slot)
+        completions.put(record)
+
+    def submit(task_id: str, upstream: list[str]) -> None:
+        threading.Thread(target=node, args=(graph.tasks[task_id],), daemon=True).start()
+
+    started = time.perf_counter()
+    result = schedule(graph, max_parallel=REAL_SLOTS, submit=submit, completions=completions)
+    wall = time.perf_counter() - started
+    failed = {
+        r.task_id: r.reason for r in result.records.values() if r.status is not NodeStatus.COMPLETED
+    }
+    assert not failed, f"merge_batch {cap}: {failed}"
+    check_pushed(origin, list(graph.tasks))
+    folders = [Path(line).resolve() for line in log.read_text().splitlines()]
+    after_merge = sum(f == ws.integration.resolve() for f in folders)
+    return wall, len(folders) - after_merge, after_merge
+
+
+def real() -> list[Result]:
+    runs: dict[int, float] = {}
+    results: list[Result] = []
+    each = (
+        f"real git, {REAL_TASKS} independent nodes, {REAL_SLOTS} slots, V = {REAL_VALIDATION_S:g} s"
+    )
+    for cap in REAL_CAPS:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs[cap], branch, merged = real_run(Path(tmp), cap)
+        results.append(
+            Result(
+                "integration",
+                f"{each}, merge_batch {cap}: wall; validations on branches, after merging",
+                f"{runs[cap]:.1f} s; {branch}, {merged}",
+            )
+        )
+    first, *others = REAL_CAPS
+    results += [
+        Result(
+            "integration",
+            f"{each}: merge_batch {cap} / merge_batch {first} wall",
+            f"{runs[cap] / runs[first]:.2f}",
+        )
+        for cap in others
+    ]
+    return results
+
+
+def main() -> list[Result]:
+    return simulated() + real()
+
+
+if __name__ == "__main__":
+    print(table(main()))
