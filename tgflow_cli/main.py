@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
+import select
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -79,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     signature = getattr(args, "signature", f"tgflow {args.command}")
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         _say(f"{signature}: interrupted; everything it started was stopped")
         return 130
@@ -95,13 +99,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe_validation_error(e):
             _say(f"{signature}: {line}")
         return UsageError.exit_code
-    except Exception as e:  # a bug or the unforeseen: one line, the traceback on request
-        if args.verbose:
-            traceback.print_exc()
-        _say(f"{signature}: unexpected error: {type(e).__name__}: {e}")
-        if not args.verbose:
-            _say("run with --verbose for the traceback")
+    except BrokenPipeError as e:
+        if not _reader_gone():
+            return _unexpected(e, signature, args.verbose)
+        _quiet_stdout()
         return 1
+    except Exception as e:
+        return _unexpected(e, signature, args.verbose)
+
+
+def _unexpected(e: Exception, signature: str, verbose: bool) -> int:
+    """A bug or the unforeseen: one line, the traceback on request."""
+    if verbose:
+        traceback.print_exc()
+    _say(f"{signature}: unexpected error: {type(e).__name__}: {e}")
+    if not verbose:
+        _say("run with --verbose for the traceback")
+    return 1
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe its reader has closed (``tgflow plan | head``): that is no
+    error, unlike a broken pipe to anything else (an agent's, a server's)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a real file (tests)
+        return False
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail
+    again on the closed pipe (the recipe in Python's signal documentation)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file (tests)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _say(line: str) -> None:
