@@ -20,6 +20,7 @@ tools: $(STAMP)
 	bash scripts/install-agent-clis.sh
 	bash scripts/install-browser.sh
 	bash scripts/install-sandbox.sh
+	bash scripts/install-postgres.sh
 
 test: $(STAMP) tools lint
 	$(BIN)/python -m pytest -q

@@ -45,6 +45,7 @@ HEALTH_TIMEOUT_S = 180.0
 COMMAND_TIMEOUT_S = 300.0
 START_LOCK = "tgflow-server-start.lock"  # in PREFECT_HOME: one server starting at a time
 SERVER_RECORD = "tgflow-server.json"  # in PREFECT_HOME: where a running `tgflow server` serves
+DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"  # Prefect's (PREFECT_API_... is its alias)
 # The line of a log that says what went wrong: an exception's "module.SomeError: ..." line.
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 
@@ -118,6 +119,9 @@ class LocalPrefect:
     port: int = DEFAULT_PORT
     extra_env: dict[str, str] = field(default_factory=dict)
     prefect_file: str = "prefect.yaml"
+    # The server's database (flows/postgres.py), else SQLite under home; only the server's
+    # process is given it, not the workers and flow runs: it holds the database's password.
+    database_url: str | None = field(default=None, repr=False)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -140,14 +144,16 @@ class LocalPrefect:
     def prefect(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prefect", *args]
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], cwd: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path(name).open("ab")
         self._logs.append(log)
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -202,6 +208,7 @@ class LocalPrefect:
             "server",
             self.prefect("server", "start", "--host", HOST, "--port", str(self.port)),
             self.root,
+            {DATABASE_URL: self.database_url} if self.database_url else None,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

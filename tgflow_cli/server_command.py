@@ -1,5 +1,6 @@
 """``tgflow server``: a local Prefect server, the deployments of ``prefect.yaml``, and a
-worker, as one command that stops them all on Ctrl-C (the processes: ``flows.prefect_server``).
+worker, as one command that stops them all on Ctrl-C (the processes: ``flows.prefect_server``);
+with ``--postgres`` the server's database is a private Postgres (``flows.postgres``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from deployments.definitions import NIGHTLY, ProjectFileError, load_project, tgflow_root
+from flows.postgres import local_postgres
 from flows.prefect_server import DEFAULT_PORT, LocalPrefect, announced, server_home
 from tasks_lib.errors import TgflowError
 
@@ -27,7 +29,9 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
             "Start a Prefect server on 127.0.0.1 (SQLite under --home), register the "
             "deployments of tgflow's prefect.yaml, start a process worker for their work pool, "
             "and print the UI address. While it runs, `tgflow run` with the same PREFECT_HOME "
-            "reports to it. Works from any folder. Ctrl-C stops everything."
+            "reports to it. Works from any folder. Ctrl-C stops everything. With --postgres "
+            "the database is a private Postgres instead of SQLite: the one to use when "
+            "workers on other machines report to this server (docs/distributed.md)."
         ),
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
@@ -51,6 +55,13 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument(
         "--no-deploy", action="store_true", help="only the server: no deployments, no worker"
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run the server on a private Postgres (Debian's postgresql: "
+        "scripts/install-postgres.sh) listening on 127.0.0.1 only, its data in HOME/postgres, "
+        "kept between runs; Ctrl-C stops it too",
+    )
     parser.set_defaults(handler=run_server)
 
 
@@ -61,11 +72,23 @@ def run_server(args: argparse.Namespace) -> int:
     origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
     if origin and Path(origin).exists():
         origin = str(Path(origin).resolve())
-    local = LocalPrefect(
-        root=root, home=home, port=args.port, extra_env={"TGFLOW_ORIGIN": origin} if origin else {}
-    )
-    with _stop_on_sigterm(), local:
+    # Unwound in reverse: the Prefect server stops before its database.
+    with _stop_on_sigterm(), contextlib.ExitStack() as running:
         try:
+            database_url = None
+            if args.postgres:
+                print(f"starting Postgres (data: {home / 'postgres'}) ...", flush=True)
+                postgres = running.enter_context(local_postgres(home / "postgres"))
+                print(f"Postgres on 127.0.0.1:{postgres.port}, log: {postgres.log_path}")
+                database_url = postgres.url
+            local = LocalPrefect(
+                root=root,
+                home=home,
+                port=args.port,
+                extra_env={"TGFLOW_ORIGIN": origin} if origin else {},
+                database_url=database_url,
+            )
+            running.enter_context(local)
             _serve(local, root, home, origin, deploy=not args.no_deploy)
         except (ProjectFileError, httpx.HTTPError) as exc:
             raise TgflowError(str(exc)) from None
