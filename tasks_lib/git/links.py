@@ -5,6 +5,9 @@ under ``clones/<slug>.git``, so that the agent deleting or replacing the checkou
 file loses no commit. git would then work on whatever repository it finds there or above (a
 user's checkout holding the workspace, one the agent made): a ``.git`` that does not name the
 checkout's own git dir is moved aside (kept, never deleted) and the link written anew.
+
+A checkout that is done with waits under ``spare/<n>`` (its files only, no ``.git``) for a
+later task to take it (``worktrees``): out of the way of every path derived from a slug.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 CLONES_DIR = "clones"  # beside integration/ and worktrees/: the checkouts' git dirs
 TMP_DIR = "tmp"  # a checkout's (and the integration clone's) temp files while sandboxed
 DISPLACED_DIR = "displaced"  # a .git an agent put in a checkout, kept for a person to look at
+SPARES_DIR = "spare"  # checkouts done with, their files kept for the next task to start
 
 
 def git_dir_of(checkout: Path) -> Path:
@@ -34,6 +38,11 @@ def tmp_dir_of(checkout: Path) -> Path:
     return checkout.parent.parent / TMP_DIR / checkout.name
 
 
+def spares_dir_of(checkout: Path) -> Path:
+    """``<root>/spare`` for the checkout ``<root>/worktrees/<slug>``: no task's name."""
+    return checkout.parent.parent / SPARES_DIR
+
+
 def link_text(checkout: Path) -> str:
     return f"gitdir: {git_dir_of(checkout)}\n"
 
@@ -42,7 +51,7 @@ def ensure_linked(integration: Path, worktrees_dir: Path, cwd: Path) -> None:
     """A task checkout must name its own git dir before git runs in it, or git would work on
     whatever repository it finds instead. A wrong ``.git`` is moved aside and the link
     rewritten; the files stay as they are (the index is reread from the branch)."""
-    if cwd.parent != worktrees_dir or not cwd.is_dir() or _linked(cwd):
+    if cwd.parent != worktrees_dir or not cwd.is_dir() or is_linked(cwd):
         return
     git_dir = git_dir_of(cwd)
     if not (git_dir / "HEAD").is_file():
@@ -62,7 +71,7 @@ def ensure_linked(integration: Path, worktrees_dir: Path, cwd: Path) -> None:
     log.warning("checkout %s had lost its link to its git dir; relinked it%s", cwd, kept)
 
 
-def _linked(cwd: Path) -> bool:
+def is_linked(cwd: Path) -> bool:
     dotgit = cwd / ".git"
     return (
         dotgit.is_file()

@@ -1,11 +1,13 @@
 """Who may move what: one merge at a time per origin within a process, one run at a time per
-clone across processes.
+clone across processes, one writer of the clone's config at a time.
 
-The merge lock guards the shared refs of the clone (creating or removing worktrees and
-branches, merging, pushing); an agent session in its own worktree needs none. It is fair
-(``FairLock``): nodes are served in the order they asked, so no branch waits for ever behind
-busier ones. The run lock keeps a second run (a CLI run beside a deployment run) from
-reconciling, and so retiring the worktrees, under the first one's agents.
+The merge lock guards base and the integration worktree (merging, validating the merged
+tree, committing statuses, pushing base); a task's own refs and checkout need none, nor does
+reading base at its settled commit (``Workspace.settled``). It is fair (``FairLock``): nodes
+are served in the order they asked, so no branch waits for ever behind busier ones; the
+merge queue in front of it batches whoever waits. The run lock keeps a second run (a CLI
+run beside a deployment run) from reconciling, and so retiring the worktrees, under the
+first one's agents.
 """
 
 from __future__ import annotations
@@ -100,6 +102,18 @@ def merge_lock_for(origin: str) -> FairLock:
     key = normalise_origin(origin)
     with _merge_locks_guard:
         return _merge_locks.setdefault(key, FairLock())
+
+
+_config_locks: dict[str, threading.Lock] = {}
+
+
+def config_lock_for(origin: str) -> threading.Lock:
+    """One lock per origin around writes to the clone's config: git gives up at once when
+    another command holds ``config.lock`` (no retry, unlike ref locks), and nodes that hold no
+    merge lock write it too (a branch published, a branch deleted)."""
+    key = normalise_origin(origin)
+    with _merge_locks_guard:
+        return _config_locks.setdefault(key, threading.Lock())
 
 
 @contextmanager

@@ -6,8 +6,10 @@ on ``tgflow/<slug>``, each a clone of the clone with its git dir under ``clones/
 ``worktrees``). Agents work in those checkouts and cannot change the clone's config, refs or
 remotes through them; tgflow still fetches from and pushes to the origin it opened by URL,
 never by the ``origin`` remote, and checks a checkout's link to its git dir before running
-git in it. Nothing here locks: callers hold ``merge_lock`` around anything that moves shared
-refs (see ``locks``).
+git in it. ``spare/<n>`` holds the files of checkouts done with, for the next task to reuse
+(``worktrees``). Nothing here locks: callers hold ``merge_lock`` around anything that moves
+base or touches the integration worktree, and ``config_lock`` around config writes (see
+``locks``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import hashlib
 import logging
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks_lib.git import BRANCH_PREFIX, WorkspaceError
 from tasks_lib.git.links import ensure_linked
-from tasks_lib.git.locks import FairLock, merge_lock_for
+from tasks_lib.git.locks import FairLock, config_lock_for, merge_lock_for
 from tasks_lib.git.origin import (
     default_root,
     normalise_origin,
@@ -150,6 +153,11 @@ class Workspace:
     @property
     def merge_lock(self) -> FairLock:
         return merge_lock_for(self.origin)
+
+    @property
+    def config_lock(self) -> threading.Lock:
+        """Held around every write to the clone's config (``locks.config_lock_for``)."""
+        return config_lock_for(self.origin)
 
     def branch(self, task_id: str) -> str:
         return BRANCH_PREFIX + slug(task_id)
@@ -280,8 +288,11 @@ class Workspace:
         pushurl = [v for k, _, v in values if k == "remote.origin.pushurl"]
         if normalise_origin(url) == self.origin and not pushurl:
             return
-        self.git(self.integration, "config", "remote.origin.url", self.origin)
-        self.git(self.integration, "config", "--unset-all", "remote.origin.pushurl", check=False)
+        with self.config_lock:
+            self.git(self.integration, "config", "remote.origin.url", self.origin)
+            self.git(
+                self.integration, "config", "--unset-all", "remote.origin.pushurl", check=False
+            )
         log.warning(
             "the origin remote of %s had been changed (url %r, pushurl %r), likely by an agent; "
             "restored it to %s",

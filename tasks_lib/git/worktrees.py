@@ -13,20 +13,36 @@ collected, and a branch that holds work not on base is resumed by the next run (
 hands it to the agent again). A branch the user deleted on the origin stays deleted: tgflow
 keeps its copy aside (``backup``), never resumes or pushes it. A branch named like tgflow's
 that tgflow did not make (no commit of it carries the task trailer) is never resumed, merged
-or deleted. Callers hold ``merge_lock`` around what moves shared refs (creating, deleting or
-pushing a branch).
+or deleted. Nothing here needs ``merge_lock``: a task moves only its own refs, starting from
+the settled base, and writes to the clone's config take ``config_lock``.
+
+Checking 5,000 files out costs most of a new checkout, so a checkout that is done with
+(merged, or failed with its work saved) is parked under ``spare/`` instead of deleted, its
+files only: its repository, temp dir and ``.git`` link go as before. The next task takes the
+last one parked: a new repository (cloned without files, exactly as a fresh checkout's), an
+index read from the task's commit (the files are hashed, not rewritten: nothing of the old
+index survives, no assume-unchanged or skip-worktree bit), then ``git clean -ffdx`` and
+``git reset --hard``, and nothing may be left that ``git status`` would show. Whatever goes
+wrong on the way, the spare is put aside and deleted, and the task gets a fresh clone.
+``start_task`` may run in several threads at once (without ``merge_lock``): it only moves
+its own task's refs, and one lock makes taking a spare, and parking one, atomic.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import shutil
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks_lib.git import WorkspaceError
 from tasks_lib.git.backup import set_aside_locally
-from tasks_lib.git.links import git_dir_of, link_text, tmp_dir_of
+from tasks_lib.git.links import git_dir_of, is_linked, link_text, spares_dir_of, tmp_dir_of
 from tasks_lib.git.runner import run_git
 from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace, slug
 
@@ -38,6 +54,12 @@ RESCUED_REFS = "refs/tgflow/rescued/"  # commits an agent left off its task bran
 _SESSION_REFS = "refs/tgflow/session/"  # a checkout's refs while they are being collected
 # What git leaves when a command dies mid-way; after a session nothing of the agent's runs.
 _LOCKS = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "config.lock", "packed-refs.lock")
+# Each spare came from a node that ran, so peak parallelism bounds the pool; this is in case.
+MAX_SPARES = 8
+_POOL_LOCK = threading.Lock()  # taking and parking spares, between the node threads
+_HEAD = re.compile(rb"ref: refs/heads/\S+\n?|[0-9a-f]{40}\n?|[0-9a-f]{64}\n?")
+
+log = logging.getLogger(__name__)
 
 
 class ForeignBranch(WorkspaceError):
@@ -89,8 +111,9 @@ def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
     if resumed:
         notes.append(f"resumed {branch}: it already held {len(kept)} commit(s) not on {ws.base}")
     else:
-        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, ws.base_ref())
-    _clone(ws, branch, path)
+        # From the settled base: base itself may hold a merge still being validated.
+        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, ws.settled())
+    _check_out(ws, branch, path)
     return TaskCheckout(path, branch, resumed, notes)
 
 
@@ -104,19 +127,133 @@ def made_by_tgflow(ws: Workspace, ref: str) -> bool:
     return f"\n{TASK_TRAILER}: " in "\n" + messages
 
 
-def _clone(ws: Workspace, branch: str, path: Path) -> None:
+def _check_out(ws: Workspace, branch: str, path: Path) -> None:
+    """A spare's files when one is there and reusing it works, else a fresh clone: a spare
+    is only ever a saving, so no failure of it reaches the task. Either way the task's temp
+    dir starts empty."""
+    shutil.rmtree(tmp_dir_of(path), ignore_errors=True)
+    staged = _claim(path)
+    if staged is not None:
+        try:
+            if _as_parked(staged):
+                _reuse(ws, branch, path, staged)
+                return
+            log.warning("the spare checkout taken for %s was changed while parked", path.name)
+        except (OSError, WorkspaceError) as e:
+            log.warning("could not reuse a spare checkout for %s: %s", path.name, e)
+        _discard(path)
+    _clone(ws, branch, path)
+
+
+def _claim(path: Path) -> Path | None:
+    """The last spare parked (the likeliest to be close to base), moved into the task's temp
+    dir, where it is made the task's checkout (``_reuse``). The rename is atomic; the lock
+    keeps two threads from picking the same spare."""
+    staged = tmp_dir_of(path) / "spare"
+    with _POOL_LOCK:
+        spares = _spares(spares_dir_of(path))
+        if not spares:
+            return None
+        try:
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            spares[-1].rename(staged)
+        except OSError:
+            return None
+    return staged
+
+
+def _spares(pool: Path) -> list[Path]:
+    """The parked checkouts, in the order they were parked."""
+    if not pool.is_dir():
+        return []
+    return sorted((p for p in pool.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _as_parked(staged: Path) -> bool:
+    """Parking leaves a plain directory without ``.git``: anything else means someone was
+    there since, and git must not run on what they left."""
+    dotgit = staged / ".git"
+    return (
+        staged.is_dir() and not staged.is_symlink() and not (dotgit.exists() or dotgit.is_symlink())
+    )
+
+
+def _reuse(ws: Workspace, branch: str, path: Path, staged: Path) -> None:
+    """A spare's files made exactly the checkout a fresh clone would be: a new repository
+    (nothing of the old one: refs, reflogs, hooks, config, locks), an index read from the
+    branch, every file that differs rewritten and every other one removed. It becomes
+    ``path`` only then: a run killed half-way leaves nothing a later run would take for a
+    checkout with work to save."""
+    _clone(ws, branch, path, files=staged)
+    run_git(staged, "reset", "--quiet")  # the index from HEAD; refreshing it hashes the files
+    run_git(staged, "clean", "-ffdxq")
+    run_git(staged, "reset", "--quiet", "--hard")
+    (git_dir_of(path) / "ORIG_HEAD").unlink()  # the resets' own, not the task's
+    left = run_git(staged, "status", "--porcelain", "--ignored", "--untracked-files=all").out
+    if left:
+        raise WorkspaceError(f"files of the previous task are still there: {left[:200]}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(path)
+    shutil.rmtree(tmp_dir_of(path))
+
+
+def _discard(path: Path) -> None:
+    """A spare that could not be reused leaves the task's paths first (its temp dir holds
+    it), so that what cannot be deleted of it (a file an agent made undeletable) never
+    blocks the fresh clone; then what was made for it goes."""
+    tmp = tmp_dir_of(path)
+    if tmp.exists():
+        aside = spares_dir_of(path) / f"unusable-{time.time_ns()}"
+        tmp.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    _remove(path)
+
+
+def _park(path: Path) -> None:
+    """A checkout done with becomes a spare: its files, without ``.git``, under ``spare/``.
+    Left where it is (to be deleted, as before) when the pool is full or the repository is
+    not as tgflow left it: its link, its HEAD. Only renames: the caller holds the merge lock."""
+    if path.is_symlink() or not is_linked(path) or not _sane_head(git_dir_of(path)):
+        return
+    (path / ".git").unlink()
+    pool = spares_dir_of(path)
+    with _POOL_LOCK:
+        spares = _spares(pool)
+        if len(spares) < MAX_SPARES:
+            with contextlib.suppress(OSError):  # e.g. another file system: deleted then
+                pool.mkdir(exist_ok=True)
+                path.rename(pool / str(int(spares[-1].name) + 1 if spares else 0))
+
+
+def _sane_head(git_dir: Path) -> bool:
+    """HEAD as git writes it (a branch, or a commit): anything else means the repository
+    was broken, by the agent or a git killed mid-way, and its files are not worth keeping."""
+    head = git_dir / "HEAD"
+    if head.is_symlink() or not head.is_file() or head.stat().st_size > 100:
+        return False
+    return _HEAD.fullmatch(head.read_bytes()) is not None
+
+
+def _clone(ws: Workspace, branch: str, path: Path, files: Path | None = None) -> None:
     """The agent's own repository: borrows the clone's objects, holds only the task branch,
-    has no remote (nothing to push to) and a config tgflow wrote (restored after a session)."""
+    has no remote (nothing to push to) and a config tgflow wrote (restored after a session).
+    ``files``: a spare's, to become ``path`` (``_reuse``); git then clones beside them,
+    checking nothing out, and only its git dir is kept."""
     git_dir = git_dir_of(path)
     git_dir.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    into = files.with_name("clone") if files else path
+    into.parent.mkdir(parents=True, exist_ok=True)
     run_git(
-        path.parent, "clone", "--quiet", "--shared", "--no-tags", "--single-branch",
-        "--branch", branch, "--separate-git-dir", str(git_dir), str(ws.integration), str(path),
+        into.parent, "clone", "--quiet", *(["--no-checkout"] if files else []), "--shared",
+        "--no-tags", "--single-branch", "--branch", branch, "--separate-git-dir", str(git_dir),
+        str(ws.integration), str(into),
     )  # fmt: skip
-    (path / ".git").write_text(link_text(path), encoding="utf-8")
-    run_git(path, "remote", "remove", "origin")
-    run_git(path, "config", "gc.auto", "0")  # its objects must stay where tgflow fetches them
+    worktree = files or path
+    if files:
+        shutil.rmtree(into)
+    (worktree / ".git").write_text(link_text(path), encoding="utf-8")
+    run_git(worktree, "remote", "remove", "origin")
+    run_git(worktree, "config", "gc.auto", "0")  # its objects must stay where tgflow fetches them
     exclude = git_dir / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     exclude.write_text(f"/{SAFE_EXIT_DIR}/\n", encoding="utf-8")
@@ -210,7 +347,8 @@ def _refs(ws: Workspace, prefix: str) -> dict[str, str]:
 
 def _mark_published(ws: Workspace, branch: str, ref: str) -> None:
     sha = ws.git(ws.integration, "rev-parse", ref)
-    ws.git(ws.integration, "config", f"branch.{branch}.{PUBLISHED_KEY}", sha)
+    with ws.config_lock:
+        ws.git(ws.integration, "config", f"branch.{branch}.{PUBLISHED_KEY}", sha)
 
 
 def drop_if_deleted_on_origin(ws: Workspace, branch: str) -> str | None:
@@ -327,18 +465,22 @@ def _kept(ws: Workspace, ref: str) -> bool:
 
 
 def delete_branch(ws: Workspace, task_id: str) -> bool:
-    return ws.succeeds(ws.integration, "branch", "-D", ws.branch(task_id))
+    with ws.config_lock:  # git drops the branch's section of the config with it
+        return ws.succeeds(ws.integration, "branch", "-D", ws.branch(task_id))
 
 
 def remove_worktree(ws: Workspace, task_id: str) -> bool:
+    """The checkout is done with (its work collected): parked for a later task to start from
+    when it can be, its repository and temp dir deleted either way."""
     path = ws.worktree_path(task_id)
+    _park(path)
     _remove(path)
     return not path.exists()
 
 
 def cleanup(ws: Workspace, task_id: str, push: bool = True) -> dict[str, bool]:
-    """After a merge: remove the checkout, the local branch and (when pushing: the merge is
-    then on the origin too) the remote branch."""
+    """After a merge: the checkout goes (parked, see ``remove_worktree``), so do the local
+    branch and (when pushing: the merge is then on the origin too) the remote branch."""
     branch = ws.branch(task_id)
     result = {"worktree": remove_worktree(ws, task_id)}
     if ws.ref_exists(f"refs/heads/{branch}"):

@@ -320,7 +320,6 @@ def backup_branch(node: Node) -> None:
     """The workspace is only a cache: the branch is kept on the origin too."""
     if not node.settings.push:
         return
-    with node.ws.merge_lock:
-        ok, output = worktrees.push_branch(node.ws, node.task.id)
+    ok, output = worktrees.push_branch(node.ws, node.task.id)  # its own refs: no lock
     if not ok:
         node.record.notes.append(f"could not back the branch up on the origin: {output}")

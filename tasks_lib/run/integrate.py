@@ -67,7 +67,7 @@ def integrate(node: Node) -> None:
     node.on_slot(False)  # waiting to merge needs no agent: another node may start meanwhile
     merge_queue(ws).land(node, node.settings.merge_batch, serve)
     if _landed(node):
-        return
+        return _clean_up(node)
     for round_ in range(1, rounds + 1):
         node.on_slot(True)
         if round_ < rounds:
@@ -81,7 +81,7 @@ def integrate(node: Node) -> None:
                 node.on_slot(False)
                 serve([node])
         if _landed(node):
-            return
+            return _clean_up(node)
     ws.git(node.wt(), "clean", "-fdq")  # validation's leftovers are no work for a retry
     raise NodeFailed(
         NodeStatus.FAILED,
@@ -91,6 +91,12 @@ def integrate(node: Node) -> None:
         "or raise conflict_rounds (--conflict-rounds)",
         Cause.CONFLICT,
     )
+
+
+def _clean_up(node: Node) -> None:
+    """Landed: the checkout, the local and the remote branch go (the task's own: no lock)."""
+    node.record.cleanup = worktrees.cleanup(node.ws, node.task.id, node.settings.push)
+    node.record.status = NodeStatus.COMPLETED
 
 
 def _landed(node: Node) -> bool:
@@ -110,8 +116,8 @@ def _landed(node: Node) -> bool:
 def serve(batch: list[Node]) -> None:
     """Merge the batch onto base (each ``--no-ff`` in turn), validate once, bisect on a
     failure (``land_batch``), record each task completed on base and push, in one base
-    transaction; then clean up what landed. Every node's verdict goes to ``node.landing``.
-    The caller holds the merge lock."""
+    transaction. Every node's verdict goes to ``node.landing`` (each node cleans up after
+    itself, outside the lock). The caller holds the merge lock."""
     first = batch[0]
     ws, s = first.ws, first.settings
     for node in batch:
@@ -181,8 +187,6 @@ def serve(batch: list[Node]) -> None:
                 f"merged in a batch with {', '.join(others)}, validated together "
                 f"({outcome.trials} validation(s) for {len(batch)} branch(es))"
             )
-        rec.cleanup = worktrees.cleanup(ws, node.task.id, s.push)
-        rec.status = NodeStatus.COMPLETED
         node.landing.landed = True
 
 

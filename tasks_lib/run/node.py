@@ -143,12 +143,11 @@ def wind_down(node: Node) -> None:
             wt,
             trailed(node, f"{WIP_PREFIX}: unfinished work of {node.task.id} ({rec.status.value})"),
         )
-        with ws.merge_lock:
-            rec.cleanup["worktree"] = worktrees.remove_worktree(ws, node.task.id)
-            if ws.commits_ahead(node.branch_ref):
-                rec.notes.append(f"kept branch {node.branch}: it holds work not on {ws.base}")
-            else:
-                rec.cleanup["branch"] = worktrees.delete_branch(ws, node.task.id)
+        rec.cleanup["worktree"] = worktrees.remove_worktree(ws, node.task.id)  # its own: no lock
+        if ws.commits_ahead(node.branch_ref):
+            rec.notes.append(f"kept branch {node.branch}: it holds work not on {ws.base}")
+        else:
+            rec.cleanup["branch"] = worktrees.delete_branch(ws, node.task.id)
         if rec.cleanup.get("branch") is None:
             backup_branch(node)
         elif node.settings.push:  # no branch to keep, but commits the agent left elsewhere

@@ -44,8 +44,10 @@ def test_run_exits_1_until_every_node_completed_then_0(
     out = capsys.readouterr().out
     assert "1 of 2 nodes did not complete (1 failed): bad" in out
     assert "good" in out and "completed" in out
-    reviews = git(origin, "ls-tree", "--name-only", "main", "reviews/").split()
+    listed = git(origin, "ls-tree", "--name-only", "main", "reviews/").split()
+    reviews = [f for f in listed if f.endswith(".md")]
     assert len(reviews) == 1  # aar_dir came from the repository's .tgflow.toml
+    assert listed == sorted([*reviews, reviews[0].removesuffix(".md") + ".json"])
     assert "bad failed after 1 attempt(s)" in show(origin, reviews[0])  # retries = 0 from it too
 
     fixed = show(origin, "tasks/bad.md").replace(

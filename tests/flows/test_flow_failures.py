@@ -12,6 +12,7 @@ flaky and solid have the highest priority, so they start together and meet in SH
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,7 +118,10 @@ def test_retry_failure_skip_rerun_and_flow_run_retry(
 
     aar = artifact(run1, AAR_KEY)
     aar_files = git(origin, "ls-tree", "--name-only", "main", "docs/aar/").split()
-    assert len(aar_files) == 1 and show(origin, aar_files[0]) == aar.strip()
+    reviews = [f for f in aar_files if f.endswith(".md")]
+    assert len(reviews) == 1 and show(origin, reviews[0]) == aar.strip()
+    history = json.loads(show(origin, reviews[0].removesuffix(".md") + ".json"))
+    assert {n["task_id"]: n["status"] for n in history["nodes"]}["broken"] == "failed"
     assert "solid hit a merge conflict (round 1) in SHARED.md" in aar
     assert "flaky and solid changed SHARED.md at the same time" in aar
     assert "flaky needed 2 attempts and then completed: attempt 1 failed" in aar

@@ -36,7 +36,8 @@ def green_check(tmp: Path) -> str:
     a task branch it waits for that task's gate, so the test decides the arrival order."""
     return f"""
 if [ "$(basename "$PWD")" = integration ]; then echo run >> {tmp}/merged-validations
-else touch {tmp}/validating-$(basename "$PWD"); while [ ! -e {tmp}/gate-$(basename "$PWD") ]; do sleep 0.05; done
+else task=$(basename "$PWD"); touch {tmp}/validating-$task
+  while [ ! -e {tmp}/gate-$task ]; do sleep 0.05; done
 fi
 ! {{ [ -e c.txt ] && [ -e d.txt ]; }}
 """

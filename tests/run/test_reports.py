@@ -244,7 +244,8 @@ def test_a_committed_aar_is_kept_out_of_release_archives(
     state = tgflow_run(config, return_state=True)
     assert state.is_completed(), state.message
     assert "reviews export-ignore" in show(origin, ".gitattributes").splitlines()
-    assert len(git(origin, "ls-tree", "--name-only", "main", "reviews/").split()) == 1
+    listed = git(origin, "ls-tree", "--name-only", "main", "reviews/").split()
+    assert len(listed) == 2 and {Path(f).suffix for f in listed} == {".md", ".json"}
     archive = tmp_path / "release.tar"
     git(origin, "archive", "-o", str(archive), "main")
     with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as tar:
