@@ -14,6 +14,7 @@ base or touches the integration worktree, and ``config_lock`` around config writ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -47,6 +48,19 @@ log = logging.getLogger(__name__)
 _PUSHED_TO_BASE: dict[Path, list[str]] = {}
 # The integration config's (inode, mtime, size) when its origin was last found right.
 _CONFIG_CHECKED: dict[Path, tuple[int, int, int]] = {}
+
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _show(integration: Path, rev: str, rel: str) -> str | None:
+    found = run_git(integration, "cat-file", "blob", f"{rev}:{rel}", check=False)
+    return found.out if found.status == 0 else None
+
+
+@functools.lru_cache(maxsize=256)
+def _show_at_commit(integration: Path, sha: str, rel: str) -> str | None:
+    return _show(integration, sha, rel)
 
 
 def parse_identity(text: str) -> tuple[str, str] | None:
@@ -193,22 +207,26 @@ class Workspace:
         ).split()  # fmt: skip
         trailer = f"{TASK_TRAILER}: {task_id}"
         rewritten: dict[str, str] = {}
+        if not new:
+            return 0
+        # One git log for every commit: tree, parents, author, dates, trailer values, message.
+        fields = "%x00".join(
+            ("%T", "%P", "%an", "%ae", "%ad", "%cd", f"%(trailers:key={TASK_TRAILER},valueonly)")
+        )
+        shown = self.git(
+            cwd, "log", "--no-walk=unsorted", "--date=raw", f"--format={fields}%x00%B%x01", *new
+        ).split("\x01")[: len(new)]
         with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
             message_file = Path(tmp) / "message"
-            for sha in new:
-                info = self.git(
-                    cwd, "show", "-s", "--date=raw", "--format=%T%n%P%n%an%n%ae%n%ad%n%cd", sha
-                )
-                tree, parents, name, email, authored, committed = info.split("\n")
-                values = self.git(
-                    cwd, "show", "-s", f"--format=%(trailers:key={TASK_TRAILER},valueonly)", sha
-                ).split("\n")
+            for sha, info in zip(new, shown, strict=True):
+                tree, parents, name, email, authored, committed, trailers, body = info.lstrip(
+                    "\n"
+                ).split("\x00")
+                values = [v.strip() for v in trailers.split("\n")]
                 new_parents = [rewritten.get(p, p) for p in parents.split()]
                 if task_id in values and new_parents == parents.split():
                     continue
-                message_file.write_text(
-                    self.git(cwd, "show", "-s", "--format=%B", sha) + "\n", encoding="utf-8"
-                )
+                message_file.write_text(body.strip() + "\n", encoding="utf-8")
                 if task_id not in values:
                     self.git(
                         cwd,
@@ -356,9 +374,11 @@ class Workspace:
 
     def show(self, rev: str, rel: str) -> str | None:
         """A file's text at ``rev`` (None when it has none): read from git, so it needs no
-        lock on the integration worktree."""
-        found = run_git(self.integration, "cat-file", "blob", f"{rev}:{rel}", check=False)
-        return found.out if found.status == 0 else None
+        lock on the integration worktree. A commit's files never change, so what was read
+        at a commit id is kept (every node reads the conventions at the same settled base)."""
+        if _FULL_SHA.fullmatch(rev):
+            return _show_at_commit(self.integration, rev, rel)
+        return _show(self.integration, rev, rel)
 
     def commits_ahead(self, ref: str) -> list[str]:
         """Commits of ``ref`` not on base, oldest first."""

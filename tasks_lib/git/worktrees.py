@@ -74,10 +74,10 @@ class TaskCheckout:
     notes: list[str] = field(default_factory=list)
 
 
-def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
+def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskCheckout:
     """A checkout for the task: on its existing branch when that holds work (resume), else on
-    a new branch from the current base. The origin's copy counts: the clone is only a cache,
-    so a branch deleted there is set aside, not resumed."""
+    a new branch from ``base`` (by default the settled base). The origin's copy counts: the
+    clone is only a cache, so a branch deleted there is set aside, not resumed."""
     branch, path = ws.branch(task_id), ws.worktree_path(task_id)
     notes: list[str] = []
     if path.exists() or git_dir_of(path).exists():
@@ -112,7 +112,8 @@ def start_task(ws: Workspace, task_id: str) -> TaskCheckout:
         notes.append(f"resumed {branch}: it already held {len(kept)} commit(s) not on {ws.base}")
     else:
         # From the settled base: base itself may hold a merge still being validated.
-        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, ws.settled())
+        start = base or ws.settled()
+        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, start)
     _check_out(ws, branch, path)
     return TaskCheckout(path, branch, resumed, notes)
 

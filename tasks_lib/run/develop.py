@@ -112,7 +112,7 @@ def prompt_context(
             summaries[dep] = (found.section("Summary") or "") if found else ""
     conventions = conventions_file = None
     names = [s.conventions] if s.conventions else list(CONVENTION_FILES)
-    settled = ws.settled()  # read from git: a merge being validated must not show
+    settled = node.start_base or ws.settled()  # from git: a merge being validated must not show
     for name in names:
         conventions = ws.show(settled, name)
         if conventions is not None:

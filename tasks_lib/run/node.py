@@ -104,6 +104,7 @@ def _run(
     # No lock and no fetch here: the task is read at the settled base (the run fetched at its
     # start, and every merge fetches), and the checkout touches only this task's refs.
     ws, rec = node.ws, node.record
+    node.start_base = ws.settled()
     on_main = node.on_base()
     if on_main is None:
         raise NodeFailed(
@@ -116,7 +117,7 @@ def _run(
         rec.notes.append(f"already completed on {ws.base}; nothing run")
         return
     try:
-        checkout = worktrees.start_task(ws, node.task.id)
+        checkout = worktrees.start_task(ws, node.task.id, node.start_base)
     except worktrees.ForeignBranch as e:
         raise NodeFailed(NodeStatus.FAILED, str(e), Cause.SETUP) from None
     node.worktree = checkout.path

@@ -78,6 +78,7 @@ class Node:
     on_changed: Callable[[list[str]], None] = lambda files: None
     on_slot: Callable[[bool], None] = lambda held: None  # see run_node
     worktree: Path | None = None
+    start_base: str | None = None  # the settled base the attempt started from
     context: PromptContext | None = None
     validated_tree: str | None = None  # the tree the last passing validation on the branch saw
     landing: Landing | None = None  # how the merge queue served the branch, once it has
@@ -105,7 +106,7 @@ class Node:
         if known is None and task_id == self.task.id and own.is_relative_to(self.ws.integration):
             known = own.relative_to(self.ws.integration)
         if known is not None:
-            text = self.ws.show(self.ws.settled(), known.as_posix())
+            text = self.ws.show(self.start_base or self.ws.settled(), known.as_posix())
             if text is not None:
                 found, _, _ = parse_task(text, self.ws.integration / known)
                 if found is not None and found.id == task_id:
