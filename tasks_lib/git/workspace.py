@@ -405,6 +405,7 @@ class Workspace:
         self.git(
             self.integration, "fetch", "--quiet", "--prune", self.origin,
             "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tgflow/checkpoint/*:refs/tgflow/origin-checkpoint/*",  # git/checkpoint.py
         )  # fmt: skip
 
     def sync(self) -> str:

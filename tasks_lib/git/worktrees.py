@@ -42,6 +42,7 @@ from pathlib import Path
 
 from tasks_lib.git import WorkspaceError
 from tasks_lib.git.backup import set_aside_locally
+from tasks_lib.git.checkpoint import FETCHED_CHECKPOINTS
 from tasks_lib.git.links import git_dir_of, is_linked, link_text, spares_dir_of, tmp_dir_of
 from tasks_lib.git.runner import run_git
 from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace, slug
@@ -106,6 +107,13 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
             notes.append(f"{branch} and origin/{branch} diverged; continuing from the local one")
         if ws.is_ancestor(remote, local):
             _mark_published(ws, branch, remote)
+    if _checkpoint_ahead(ws, task_id, local if has_local else None):
+        ws.git(ws.integration, "update-ref", local, f"{FETCHED_CHECKPOINTS}{slug(task_id)}")
+        has_local = True
+        notes.append(
+            f"took {branch} from its checkpoint on the origin (what a session had done when "
+            "its run stopped)"
+        )
     kept = ws.commits_ahead(local) if has_local else []
     resumed = bool(kept)
     if resumed:
@@ -116,6 +124,17 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
         ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, start)
     _check_out(ws, branch, path)
     return TaskCheckout(path, branch, resumed, notes)
+
+
+def _checkpoint_ahead(ws: Workspace, task_id: str, local: str | None) -> bool:
+    """The task's checkpoint on the origin (``git/checkpoint.py``) holds work beyond its
+    branch, on top of it: a session's, whose machine stopped before the branch was saved."""
+    checkpointed = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
+    if not ws.ref_exists(checkpointed) or not ws.commits_ahead(checkpointed):
+        return False
+    if local is None:
+        return True
+    return ws.is_ancestor(local, checkpointed) and not ws.is_ancestor(checkpointed, local)
 
 
 def made_by_tgflow(ws: Workspace, ref: str) -> bool:

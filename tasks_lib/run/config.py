@@ -106,6 +106,13 @@ class NodeSettings(BaseModel):
         description="How a task lands on base: 'merge' (--no-ff, the agent's commits kept) or "
         "'squash' (one commit per task).",
     )
+    checkpoint_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="While an agent works, its uncommitted files are copied to the origin "
+        "this often, in seconds (its commits within seconds), so a machine that dies loses "
+        "little; pushing runs only.",
+    )
     merge_batch: int = Field(
         4,
         ge=1,

@@ -14,6 +14,7 @@ from tasks_lib.git import worktrees
 from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import AGENT_EMAIL, TASK_TRAILER, parse_identity
 from tasks_lib.graph.taskfile import Task
+from tasks_lib.run.checkpoints import checkpointing
 from tasks_lib.run.config import CONFIG_FILE
 from tasks_lib.run.isolation import sandbox_for
 from tasks_lib.run.node_state import Node, NodeFailed, PromptContext
@@ -186,20 +187,21 @@ def session(node: Node, text: str) -> SessionResult:
     """One agent session; anything but success (or Safe Exit) ends the node."""
     rec, wt = node.record, node.wt()
     author, before = agent_author(node), node.ws.head(wt)
-    result = node.agent.run(
-        SessionRequest(
-            task_id=node.task.id,
-            worktree=wt,
-            prompt=text,
-            timeout_s=node.settings.agent_timeout_s,
-            idle_timeout_s=node.settings.idle_timeout_s,
-            on_line=node.on_line,
-            cancel=node.cancel,
-            model=node.task.model,
-            env=node.ws.identity_env(author),
-            sandbox=sandbox_for(node.ws, node.settings.sandbox, wt),
+    with checkpointing(node):  # the work reaches the origin while the agent works
+        result = node.agent.run(
+            SessionRequest(
+                task_id=node.task.id,
+                worktree=wt,
+                prompt=text,
+                timeout_s=node.settings.agent_timeout_s,
+                idle_timeout_s=node.settings.idle_timeout_s,
+                on_line=node.on_line,
+                cancel=node.cancel,
+                model=node.task.model,
+                env=node.ws.identity_env(author),
+                sandbox=sandbox_for(node.ws, node.settings.sandbox, wt),
+            )
         )
-    )
     rec.notes += worktrees.reclaim(wt)
     node.ws.add_task_trailer(wt, before, node.task.id)
     rec.notes += worktrees.collect(node.ws, wt)
@@ -316,10 +318,12 @@ def validate(node: Node, cwd: Path, where: str) -> None:
         node.validated_tree = node.ws.git(cwd, "rev-parse", "HEAD^{tree}")
 
 
-def backup_branch(node: Node) -> None:
-    """The workspace is only a cache: the branch is kept on the origin too."""
+def backup_branch(node: Node) -> bool:
+    """The workspace is only a cache: the branch is kept on the origin too. True when it is
+    (False in a run without push)."""
     if not node.settings.push:
-        return
+        return False
     ok, output = worktrees.push_branch(node.ws, node.task.id)  # its own refs: no lock
     if not ok:
         node.record.notes.append(f"could not back the branch up on the origin: {output}")
+    return ok

@@ -16,6 +16,7 @@ from pathlib import Path
 from tasks_lib.agents.base import Agent
 from tasks_lib.git import WorkspaceError, worktrees
 from tasks_lib.git.base import change_base
+from tasks_lib.git.checkpoint import drop_checkpoint
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import WIP_PREFIX
 from tasks_lib.graph.taskfile import Status, Task
@@ -150,7 +151,10 @@ def wind_down(node: Node) -> None:
         else:
             rec.cleanup["branch"] = worktrees.delete_branch(ws, node.task.id)
         if rec.cleanup.get("branch") is None:
-            backup_branch(node)
+            # Once the branch is on the origin it holds the checkpointed work, and more.
+            backed_up = backup_branch(node)
+            if backed_up and not drop_checkpoint(ws, node.task.id, node.checkpoints > 0):
+                rec.cleanup["checkpoint"] = False
         elif node.settings.push:  # no branch to keep, but commits the agent left elsewhere
             rec.notes += worktrees.push_rescued(ws, node.task.id)
     if node.context is None:  # failed before reading the task on main: nothing to record there

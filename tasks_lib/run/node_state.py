@@ -79,6 +79,7 @@ class Node:
     on_slot: Callable[[bool], None] = lambda held: None  # see run_node
     worktree: Path | None = None
     start_base: str | None = None  # the settled base the attempt started from
+    checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)
     context: PromptContext | None = None
     validated_tree: str | None = None  # the tree the last passing validation on the branch saw
     landing: Landing | None = None  # how the merge queue served the branch, once it has

@@ -6,6 +6,7 @@ everything it starts, so what outlives it is found in /proc."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from faults.invariants import (
     snapshot,
     survivors,
 )
-from helpers.gitrepos import log, make_origin, push_change, show, task_md
+from helpers.gitrepos import git, log, make_origin, push_change, show, task_md
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE = "test -f README.md"
@@ -186,3 +187,55 @@ def test_kill_9_during_post_merge_validation_then_a_rerun_completes_and_loses_no
 
     assert show(origin, "a.txt") == "a"
     assert log(origin).count("Merge task a: Task a") == 1
+
+
+def test_kill_9_with_the_machine_lost_then_a_run_elsewhere_resumes_from_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The agent's commit reached the origin while it worked, so a run on another machine (a
+    new workspace, the killed run's deleted with its disk) resumes from it and merges it."""
+    mark = f"tgflow-fault-{uuid.uuid4().hex}"
+    commit = f"git add -A && {{ git diff --cached --quiet || git commit -q -m 'a: {mark}'; }}"
+    steps: list[dict] = [
+        {"write": {"path": "a.txt", "content": "a\n"}},
+        {"run": commit},  # committed work that lives only in the doomed machine's checkout
+        {"run": f"test -e {tmp_path / 'killed'} || {sleeper(f'{mark}-agent')}; true"},
+    ]
+    origin = make_origin(
+        tmp_path,
+        {
+            "README.md": "demo\n",
+            "tasks/a.md": task_md("a", steps=steps, extra_body=f"\n## Notes\n\n{PERSON}\n"),
+        },
+    )
+    add_user_refs(origin)
+    before = snapshot(origin)
+    env = marked_env(mark, tmp_path / "prefect-home")
+    checkpoint = "refs/tgflow/checkpoint/a"
+
+    def checkpointed() -> None:
+        deadline = time.monotonic() + PHASE_TIMEOUT_S
+        while not git(origin, "for-each-ref", checkpoint):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {checkpoint} on the origin")
+            time.sleep(0.2)
+
+    killed_out = kill_in_phase(run_argv(origin, tmp_path), env, f"{mark}-agent", checkpointed)
+    agent_commit = git(origin, "rev-parse", checkpoint)
+    shutil.rmtree(tmp_path / "ws")  # the machine is gone, its disk with it
+    (tmp_path / "killed").touch()
+    elsewhere = run_argv(origin, tmp_path)
+    elsewhere[elsewhere.index("--workspace") + 1] = str(tmp_path / "ws-elsewhere")
+
+    rerun = subprocess.run(
+        elsewhere, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert mark in git(origin, "log", "-1", "--format=%s", f"{agent_commit}")
+    assert show(origin, "a.txt") == "a" and log(origin).count("Merge task a: Task a") == 1
+    assert git(origin, "for-each-ref", "refs/tgflow/checkpoint/") == ""  # dropped once merged
+    assert_invariants(
+        origin, before=before, validate=[VALIDATE], agent_commits={agent_commit}, marker=mark,
+        output=[killed_out, rerun.stdout, rerun.stderr], user_text={"tasks/a.md": PERSON},
+    )  # fmt: skip
