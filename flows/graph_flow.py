@@ -34,6 +34,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows import run_context as run_state
+from flows.merge_limit import merges_across_machines
 from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
@@ -317,9 +318,10 @@ def _run(
         agent_settings=config.agent_settings(),
         observer=run_state.observer(),
     )
-    with run_state.running(run):
-        records = _run_nodes(run)
-    record = _publish(run, _run_record(run, records, run_name, started))
+    with merges_across_machines(ws, config):
+        with run_state.running(run):
+            records = _run_nodes(run)
+        record = _publish(run, _run_record(run, records, run_name, started))
     run.observer.record = record
     return _final_state(record)
 

@@ -124,6 +124,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-strategy", choices=("merge", "squash"),
                         help="how a task lands on base: a --no-ff merge, or one squashed "
                              "commit (merge)")  # fmt: skip
+    parser.add_argument("--merge-lock", choices=("process", "prefect"),
+                        help="serialise merges among this run's nodes (process), or among "
+                             "every run and machine reporting to the same Prefect server, "
+                             "through a global concurrency limit per repository "
+                             "(prefect)")  # fmt: skip
     parser.add_argument("--merge-batch", type=int, metavar="N",
                         help="branches waiting to land that are merged and validated together; "
                              "a failing batch is bisected so only the culprits go back "

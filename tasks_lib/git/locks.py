@@ -16,7 +16,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,15 @@ class FairLock:
         self._changed = threading.Condition(threading.Lock())
         self._queues: tuple[deque[object], deque[object]] = (deque(), deque())  # first, plain
         self._holder: int | None = None
+        self._across: Callable[[], AbstractContextManager[object]] | None = None
+        self._held_across: AbstractContextManager[object] | None = None
+
+    def across_processes(self, lock: Callable[[], AbstractContextManager[object]] | None) -> None:
+        """Also hold ``lock()`` (a lock other processes and machines share, e.g. the flow's
+        Prefect concurrency limit) whenever this lock is held; None: this process only. The
+        local turn comes first, so the threads of one process queue here, in order, and only
+        one of them at a time waits for the others' machines."""
+        self._across = lock
 
     @property
     def waiting(self) -> int:
@@ -63,13 +72,26 @@ class FairLock:
                 raise
             queue.popleft()
             self._holder = threading.get_ident()
+        if self._across is not None:
+            held = self._across()
+            try:
+                held.__enter__()
+            except BaseException:
+                self.release()
+                raise
+            self._held_across = held
 
     def release(self) -> None:
-        with self._changed:
-            if self._holder != threading.get_ident():
-                raise RuntimeError("release of a merge lock this thread has not held")
-            self._holder = None
-            self._changed.notify_all()
+        if self._holder != threading.get_ident():
+            raise RuntimeError("release of a merge lock this thread has not held")
+        held, self._held_across = self._held_across, None
+        try:
+            if held is not None:
+                held.__exit__(None, None, None)
+        finally:
+            with self._changed:
+                self._holder = None
+                self._changed.notify_all()
 
     def _next(self) -> object | None:
         first, plain = self._queues

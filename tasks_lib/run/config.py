@@ -113,6 +113,13 @@ class NodeSettings(BaseModel):
         "this often, in seconds (its commits within seconds), so a machine that dies loses "
         "little; pushing runs only.",
     )
+    merge_lock: Literal["process", "prefect"] = Field(
+        "process",
+        description="Who waits for whose merges: 'process', the nodes of this run; 'prefect', "
+        "every run and machine reporting to the same Prefect server (a global concurrency "
+        "limit per repository, created when the run starts). Git refusing a stale push "
+        "stays the final arbiter either way.",
+    )
     merge_batch: int = Field(
         4,
         ge=1,

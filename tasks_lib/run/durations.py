@@ -1,8 +1,8 @@
 """Durations learned from the repository's earlier runs, for the scheduler's priorities.
 
 Each run commits, beside its after-action review, a small JSON history (``run_history``):
-per node that ran, its status, scope, risk, agent and validation seconds and attempts. Only
-those fields: the review's text holds local paths and failure output, the history nothing
+per node that ran, its status, scope, risk, agent and validation seconds, attempts and when
+it held the merge lock. Only those fields: the review's text holds local paths and failure output, the history nothing
 but ids, enums and numbers. A later run reads the histories on its base branch
 (``learned_costs``) and weighs each task by what such work took before; a repository
 without any history stays on scope costs.
@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -34,7 +35,7 @@ CLASS_SAMPLES = 5
 
 
 class NodeHistory(BaseModel):
-    """One node of one run, as far as scheduling cares."""
+    """One node of one run, as far as scheduling (and the merge lock) cares."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -45,6 +46,10 @@ class NodeHistory(BaseModel):
     agent_seconds: float = Field(ge=0)
     validate_seconds: float = Field(ge=0)
     attempts: int = Field(ge=0)
+    # When it held the merge lock for its landing: where runs on several machines share a
+    # repository, their histories show merges never overlap (``merge_lock = "prefect"``).
+    merge_began: datetime | None = None
+    merge_ended: datetime | None = None
 
     @property
     def seconds(self) -> float:
@@ -79,6 +84,8 @@ def run_history(run: RunRecord, tasks: Mapping[str, Task]) -> RunHistory:
                 agent_seconds=round(node.agent_seconds, 1),
                 validate_seconds=round(node.validate_seconds, 1),
                 attempts=len(node.attempts),
+                merge_began=node.merge_began,
+                merge_ended=node.merge_ended,
             )
         )
     return RunHistory(format=FORMAT, version=1, run_name=run.run_name, nodes=nodes)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks_lib.git import worktrees
@@ -123,7 +124,9 @@ def serve(batch: list[Node]) -> None:
     itself, outside the lock). The caller holds the merge lock."""
     first = batch[0]
     ws, s = first.ws, first.settings
+    began = datetime.now(UTC)
     for node in batch:
+        node.record.merge_began = began
         node.record.commits = _commit_lines(node)
         node.record.files_changed = ws.files_changed(node.branch_ref)
     merged_as: dict[str, str] = {}
@@ -165,7 +168,12 @@ def serve(batch: list[Node]) -> None:
             node.write_task_file(Status.COMPLETED, summary=_summary(node))
         return None if outcome.landed else NOTHING_LANDED
 
-    change = change_base(ws, edit, push=s.push, retries=s.push_retries)
+    try:
+        change = change_base(ws, edit, push=s.push, retries=s.push_retries)
+    finally:
+        ended = datetime.now(UTC)
+        for node in batch:
+            node.record.merge_ended = ended
     pushed = change.reason is None
     for node in outcome.culprits:
         assert node.landing is not None

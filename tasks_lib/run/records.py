@@ -88,6 +88,10 @@ class NodeRecord(BaseModel):
     files_changed: list[str] = Field(default_factory=list)
     merge_commit: str | None = None
     merged_with: list[str] = Field(default_factory=list)  # landed in one batch with these
+    # When the merge lock was held for its (last) landing: merges never overlap, across
+    # machines too (``merge_lock = "prefect"``).
+    merge_began: datetime | None = None
+    merge_ended: datetime | None = None
     validation_skipped: bool = False  # its merged tree was the one validated on the branch
     tokens_in: int | None = None
     tokens_out: int | None = None

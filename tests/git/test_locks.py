@@ -95,3 +95,24 @@ def test_one_fair_lock_per_origin() -> None:
     assert isinstance(lock, FairLock)
     assert merge_lock_for("/some/where/origin.git/") is lock
     assert merge_lock_for("/some/where/else.git") is not lock
+
+
+def test_a_lock_across_processes_is_held_exactly_while_the_local_one_is() -> None:
+    from contextlib import contextmanager
+
+    lock, events = FairLock(), []
+
+    @contextmanager
+    def shared():
+        events.append("across taken")
+        yield
+        events.append("across given back")
+
+    lock.across_processes(shared)
+    with lock:
+        events.append("merging")
+    lock.across_processes(None)
+    with lock:
+        events.append("merging alone")
+
+    assert events == ["across taken", "merging", "across given back", "merging alone"]
