@@ -2,10 +2,10 @@
 
 Each run commits, beside its after-action review, a small JSON history (``run_history``):
 per node that ran, its status, scope, risk, agent and validation seconds, attempts and when
-it held the merge lock. Only those fields: the review's text holds local paths and failure output, the history nothing
-but ids, enums and numbers. A later run reads the histories on its base branch
-(``learned_costs``) and weighs each task by what such work took before; a repository
-without any history stays on scope costs.
+it held the merge lock. Only those fields: the review's text holds local paths and failure
+output, the history nothing but ids, enums, numbers and times. A later run reads the
+histories on its base branch (``learned_costs``) and weighs each task by what such work took
+before; a repository without any history stays on scope costs.
 """
 
 from __future__ import annotations
