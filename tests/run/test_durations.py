@@ -91,6 +91,8 @@ def test_history_keeps_the_nodes_that_ran_and_only_their_numbers(tmp_path: Path)
             "agent_seconds": 82.5,
             "validate_seconds": 27.5,
             "attempts": 2,
+            "merge_began": None,  # it never reached the merge
+            "merge_ended": None,
         }
     ]
     (read,), warnings = read_histories(tmp_path / "docs/aar")
