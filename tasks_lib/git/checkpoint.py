@@ -18,13 +18,12 @@ lacks.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
 from tasks_lib.git.links import git_dir_of
 from tasks_lib.git.runner import run_git
-from tasks_lib.git.workspace import TASK_TRAILER, Workspace, slug
+from tasks_lib.git.workspace import FULL_SHA, TASK_TRAILER, Workspace, slug
 
 CHECKPOINT_REFS = "refs/tgflow/checkpoint/"  # on the origin, one per task
 FETCHED_CHECKPOINTS = "refs/tgflow/origin-checkpoint/"  # the origin's, as last fetched
@@ -32,7 +31,6 @@ FETCHED_CHECKPOINTS = "refs/tgflow/origin-checkpoint/"  # the origin's, as last 
 _BUSY = (
     "index.lock", "HEAD.lock", "MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD"
 )  # fmt: skip
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def checkout_head(path: Path) -> str | None:
@@ -55,7 +53,7 @@ def checkout_head(path: Path) -> str | None:
                 head = found[0] if found else ""
     except (OSError, UnicodeDecodeError):
         return None
-    return head if _SHA.fullmatch(head) else None
+    return head if FULL_SHA.fullmatch(head) else None
 
 
 def checkpoint(ws: Workspace, task_id: str, path: Path, *, with_files: bool) -> str | None:

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -115,15 +116,14 @@ class FairLock:
         self.release()
 
 
+Held = TypeVar("Held")
 _merge_locks: dict[str, FairLock] = {}
-_merge_locks_guard = threading.Lock()
+_merge_locks_guard = threading.Lock()  # guards every per-origin table here
 
 
 def merge_lock_for(origin: str) -> FairLock:
     """One lock per origin for the whole process (importable, so a served flow can share it)."""
-    key = normalise_origin(origin)
-    with _merge_locks_guard:
-        return _merge_locks.setdefault(key, FairLock())
+    return _one_per_origin(_merge_locks, origin, FairLock)
 
 
 _config_locks: dict[str, threading.Lock] = {}
@@ -133,9 +133,15 @@ def config_lock_for(origin: str) -> threading.Lock:
     """One lock per origin around writes to the clone's config: git gives up at once when
     another command holds ``config.lock`` (no retry, unlike ref locks), and nodes that hold no
     merge lock write it too (a branch published, a branch deleted)."""
+    return _one_per_origin(_config_locks, origin, threading.Lock)
+
+
+def _one_per_origin(table: dict[str, Held], origin: str, make: Callable[[], Held]) -> Held:
     key = normalise_origin(origin)
     with _merge_locks_guard:
-        return _config_locks.setdefault(key, threading.Lock())
+        if key not in table:
+            table[key] = make()
+        return table[key]
 
 
 @contextmanager

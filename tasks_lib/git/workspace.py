@@ -50,7 +50,16 @@ _PUSHED_TO_BASE: dict[Path, list[str]] = {}
 _CONFIG_CHECKED: dict[Path, tuple[int, int, int]] = {}
 
 
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a commit id, SHA-1 or SHA-256
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's (inode, mtime, size): it changed when this did (git rewrites by rename)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
 
 
 def _show(integration: Path, rev: str, rel: str) -> str | None:
@@ -282,19 +291,15 @@ class Workspace:
         it back, so a person's ``git fetch`` in the clone and the next ``open`` see the truth.
         Asked of git only when the config file changed since it was last found right."""
         config = self.integration / ".git" / "config"
-        try:
-            stamp = config.stat()
-        except OSError:
-            stamp = None
-        key = (stamp.st_ino, stamp.st_mtime_ns, stamp.st_size) if stamp else None
-        if key is not None and _CONFIG_CHECKED.get(self.root) == key:
+        stamp = _stamp(config)
+        if stamp is not None and _CONFIG_CHECKED.get(self.root) == stamp:
             return
         self._check_origin_url()
-        try:
-            stamp = config.stat()
-            _CONFIG_CHECKED[self.root] = (stamp.st_ino, stamp.st_mtime_ns, stamp.st_size)
-        except OSError:
+        stamp = _stamp(config)
+        if stamp is None:
             _CONFIG_CHECKED.pop(self.root, None)
+        else:
+            _CONFIG_CHECKED[self.root] = stamp
 
     def _check_origin_url(self) -> None:
         listed = self.git(
@@ -341,11 +346,12 @@ class Workspace:
         """The newest commit of base that is not a merge still being validated: what a node
         may start from, or read its task from, without the merge lock (base itself moves
         through merges that are reset when their validation fails)."""
+        return self._settled_ref() or self.git(self.integration, "rev-parse", self.base_ref())
+
+    def _settled_ref(self) -> str | None:
         ref = f"{SETTLED_REF}^{{commit}}"
         found = run_git(self.integration, "rev-parse", "-q", "--verify", ref, check=False)
-        if found.status == 0:
-            return found.out
-        return self.git(self.integration, "rev-parse", self.base_ref())
+        return found.out if found.status == 0 else None
 
     def _settle_at_start(self, push: bool) -> None:
         """What a run may start from: origin's base when pushing. Else the local base, less
@@ -356,16 +362,15 @@ class Workspace:
                 self.integration, "update-ref", SETTLED_REF, f"refs/remotes/origin/{self.base}"
             )
             return
-        ref = f"{SETTLED_REF}^{{commit}}"
-        settled = run_git(self.integration, "rev-parse", "-q", "--verify", ref, check=False)
+        settled = self._settled_ref()
         base = self.git(self.integration, "rev-parse", self.base_ref())
-        if settled.status == 0 and settled.out != base and self.is_ancestor(settled.out, base):
+        if settled is not None and settled != base and self.is_ancestor(settled, base):
             log.warning(
                 "%s held commits of a run that stopped before validating them; dropped them "
-                "(base back at %s)", self.integration, settled.out[:10],
+                "(base back at %s)", self.integration, settled[:10],
             )  # fmt: skip
             self.git(self.integration, "checkout", "--quiet", "--force", self.base)
-            self.reset_to(settled.out)
+            self.reset_to(settled)
         self.settle()
 
     def settle(self) -> None:
@@ -376,7 +381,7 @@ class Workspace:
         """A file's text at ``rev`` (None when it has none): read from git, so it needs no
         lock on the integration worktree. A commit's files never change, so what was read
         at a commit id is kept (every node reads the conventions at the same settled base)."""
-        if _FULL_SHA.fullmatch(rev):
+        if FULL_SHA.fullmatch(rev):
             return _show_at_commit(self.integration, rev, rel)
         return _show(self.integration, rev, rel)
 

@@ -210,8 +210,8 @@ def _validate_merged(merged: list[Node], pre: str) -> str | None:
     since it was merged into the branch): the same files, the same commands."""
     first = merged[0]
     ws, s = first.ws, first.settings
-    tree = ws.git(ws.integration, "rev-parse", "HEAD^{tree}")
-    if len(merged) == 1 and first.validated_tree == tree:
+    tree = ws.git(ws.integration, "rev-parse", "HEAD^{tree}") if len(merged) == 1 else None
+    if tree is not None and first.validated_tree == tree:
         first.record.validation_skipped = True
         first.record.notes.append(
             "post-merge validation skipped: the merged tree is the one validated on the branch "

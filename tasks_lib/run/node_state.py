@@ -102,10 +102,7 @@ class Node:
         still being validated shows), read from git so that no lock is needed; its ``path``
         is the file in the integration worktree, where tgflow edits it under the lock."""
         task_id = task_id or self.task.id
-        known = (self.task_paths or {}).get(task_id)
-        own = self.task.path
-        if known is None and task_id == self.task.id and own.is_relative_to(self.ws.integration):
-            known = own.relative_to(self.ws.integration)
+        known = self._known_path(task_id)
         if known is not None:
             text = self.ws.show(self.start_base or self.ws.settled(), known.as_posix())
             if text is not None:
@@ -115,10 +112,17 @@ class Node:
         # Moved or renamed on base since the run started: look through the folder.
         return self.ws.find_task(task_id, self.settings.tasks_dir)
 
+    def _known_path(self, task_id: str) -> Path | None:
+        """The task's file relative to the repository, as the run's graph found it."""
+        known = (self.task_paths or {}).get(task_id)
+        own = self.task.path
+        if known is None and task_id == self.task.id and own.is_relative_to(self.ws.integration):
+            known = own.relative_to(self.ws.integration)
+        return known
+
     def _in_worktree(self) -> Task | None:
-        found = self.on_base()
-        if found is not None:
-            found = _read(found.path)
+        known = self._known_path(self.task.id)
+        found = _read(self.ws.integration / known) if known is not None else None
         if found is not None and found.id == self.task.id:
             return found
         return self.ws.find_task(self.task.id, self.settings.tasks_dir)

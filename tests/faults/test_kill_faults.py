@@ -122,15 +122,13 @@ def kill_then_rerun(
     )  # fmt: skip
 
 
-def test_kill_9_while_an_agent_works_then_a_rerun_completes_and_loses_nothing(
-    tmp_path: Path,
-) -> None:
-    """The agent dies with the killed tgflow, and the rerun merges the commit it had made."""
-    mark = f"tgflow-fault-{uuid.uuid4().hex}"
+def an_agent_that_commits_then_works_on(tmp_path: Path, mark: str) -> Path:
+    """An origin whose task a's agent commits a.txt (work a kill must not lose), then works
+    on (a sleep labelled ``<mark>-agent``) until the test's ``killed`` file exists."""
     commit = f"git add -A && {{ git diff --cached --quiet || git commit -q -m 'a: {mark}'; }}"
     steps: list[dict] = [
         {"write": {"path": "a.txt", "content": "a\n"}},
-        {"run": commit},  # committed work the kill must not lose
+        {"run": commit},
         {"run": f"test -e {tmp_path / 'killed'} || {sleeper(f'{mark}-agent')}; true"},
     ]
     origin = make_origin(
@@ -141,6 +139,15 @@ def test_kill_9_while_an_agent_works_then_a_rerun_completes_and_loses_nothing(
         },
     )
     add_user_refs(origin)
+    return origin
+
+
+def test_kill_9_while_an_agent_works_then_a_rerun_completes_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """The agent dies with the killed tgflow, and the rerun merges the commit it had made."""
+    mark = f"tgflow-fault-{uuid.uuid4().hex}"
+    origin = an_agent_that_commits_then_works_on(tmp_path, mark)
 
     kill_then_rerun(tmp_path, origin, mark, f"{mark}-agent")
 
@@ -195,20 +202,7 @@ def test_kill_9_with_the_machine_lost_then_a_run_elsewhere_resumes_from_the_chec
     """The agent's commit reached the origin while it worked, so a run on another machine (a
     new workspace, the killed run's deleted with its disk) resumes from it and merges it."""
     mark = f"tgflow-fault-{uuid.uuid4().hex}"
-    commit = f"git add -A && {{ git diff --cached --quiet || git commit -q -m 'a: {mark}'; }}"
-    steps: list[dict] = [
-        {"write": {"path": "a.txt", "content": "a\n"}},
-        {"run": commit},  # committed work that lives only in the doomed machine's checkout
-        {"run": f"test -e {tmp_path / 'killed'} || {sleeper(f'{mark}-agent')}; true"},
-    ]
-    origin = make_origin(
-        tmp_path,
-        {
-            "README.md": "demo\n",
-            "tasks/a.md": task_md("a", steps=steps, extra_body=f"\n## Notes\n\n{PERSON}\n"),
-        },
-    )
-    add_user_refs(origin)
+    origin = an_agent_that_commits_then_works_on(tmp_path, mark)
     before = snapshot(origin)
     env = marked_env(mark, tmp_path / "prefect-home")
     checkpoint = "refs/tgflow/checkpoint/a"

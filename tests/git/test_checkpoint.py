@@ -11,8 +11,16 @@ from helpers.workspaces import open_ws
 
 from tasks_lib.git import worktrees
 from tasks_lib.git.checkpoint import checkout_head, checkpoint, drop_checkpoint
+from tasks_lib.git.workspace import Workspace
 
 ME = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
+
+
+def task_checkout(tmp_path: Path, root: str) -> tuple[Path, Workspace, Path]:
+    """An origin, tgflow's clone of it under ``root`` and the checkout of task t there."""
+    origin = make_origin(tmp_path, {"README.md": "demo\n", "tasks/.keep": ""})
+    ws = open_ws(origin, tmp_path / root)
+    return origin, ws, worktrees.start_task(ws, "t").path
 
 
 def agent_commits(checkout: Path, rel: str, text: str) -> str:
@@ -25,9 +33,7 @@ def agent_commits(checkout: Path, rel: str, text: str) -> str:
 def test_commits_and_uncommitted_files_reach_the_origin_and_another_machine_resumes(
     tmp_path: Path,
 ) -> None:
-    origin = make_origin(tmp_path, {"README.md": "demo\n", "tasks/.keep": ""})
-    ws = open_ws(origin, tmp_path / "machine-1")
-    checkout = worktrees.start_task(ws, "t").path
+    origin, ws, checkout = task_checkout(tmp_path, "machine-1")
     head = agent_commits(checkout, "done.txt", "committed\n")
     (checkout / "draft.txt").write_text("not committed yet\n")
     (checkout / ".gitattributes").write_text("* filter=evil\n")
@@ -64,9 +70,7 @@ def test_commits_and_uncommitted_files_reach_the_origin_and_another_machine_resu
 
 
 def test_a_checkout_in_the_middle_of_a_merge_is_not_checkpointed(tmp_path: Path) -> None:
-    origin = make_origin(tmp_path, {"README.md": "demo\n", "tasks/.keep": ""})
-    ws = open_ws(origin, tmp_path / "ws")
-    checkout = worktrees.start_task(ws, "t").path
+    origin, ws, checkout = task_checkout(tmp_path, "ws")
     agent_commits(checkout, "a.txt", "a\n")
     git_dir = Path(git(checkout, "rev-parse", "--git-dir"))
     (git_dir / "MERGE_HEAD").write_text(git(checkout, "rev-parse", "HEAD") + "\n")
@@ -77,9 +81,7 @@ def test_a_checkout_in_the_middle_of_a_merge_is_not_checkpointed(tmp_path: Path)
 
 
 def test_a_checkpoint_behind_the_branch_is_not_taken(tmp_path: Path) -> None:
-    origin = make_origin(tmp_path, {"README.md": "demo\n", "tasks/.keep": ""})
-    ws = open_ws(origin, tmp_path / "ws")
-    checkout = worktrees.start_task(ws, "t").path
+    _, ws, checkout = task_checkout(tmp_path, "ws")
     agent_commits(checkout, "a.txt", "a\n")
     checkpoint(ws, "t", checkout, with_files=False)
     agent_commits(checkout, "b.txt", "b\n")
