@@ -33,6 +33,22 @@ _BUSY = (
 )  # fmt: skip
 
 
+PACKED_REFS_MAX = 1 << 20  # bytes of packed-refs read at most (a checkout's has a handful)
+
+
+def _agent_file(path: Path, limit: int) -> str:
+    """A file of the agent's git dir, read with suspicion while the agent runs: never through
+    a symlink (to /dev/zero, a fifo, a file of someone else's) and never more than ``limit``
+    bytes; OSError otherwise."""
+    if path.is_symlink() or not path.is_file():
+        raise OSError(f"{path} is not a plain file")
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data.decode("ascii")
+
+
 def checkout_head(path: Path) -> str | None:
     """The checkout's HEAD commit, read from its git dir's files (no git in the agent's
     repository); None while an operation is in progress or when it cannot be told."""
@@ -40,15 +56,16 @@ def checkout_head(path: Path) -> str | None:
     if any((git_dir / name).exists() for name in _BUSY):
         return None
     try:
-        head = (git_dir / "HEAD").read_text(encoding="ascii").strip()
+        head = _agent_file(git_dir / "HEAD", 512).strip()
         if head.startswith("ref: "):
             ref = head.removeprefix("ref: ")
+            if not ref.startswith("refs/") or ".." in ref.split("/"):
+                return None  # not a branch of this repository
             loose = git_dir / ref
             if loose.is_file():
-                head = loose.read_text(encoding="ascii").strip()
+                head = _agent_file(loose, 512).strip()
             else:
-                packed = (git_dir / "packed-refs").read_text(encoding="ascii")
-                lines = packed.splitlines()
+                lines = _agent_file(git_dir / "packed-refs", PACKED_REFS_MAX).splitlines()
                 found = [line.split(" ")[0] for line in lines if line.endswith(f" {ref}")]
                 head = found[0] if found else ""
     except (OSError, UnicodeDecodeError):

@@ -94,3 +94,25 @@ def test_a_checkpoint_behind_the_branch_is_not_taken(tmp_path: Path) -> None:
 
     assert not any("checkpoint" in n for n in again.notes)
     assert (again.path / "b.txt").is_file()
+
+
+def test_a_head_the_agent_pointed_at_an_endless_file_or_outside_is_not_read(
+    tmp_path: Path,
+) -> None:
+    """While the session runs its git dir is the agent's: HEAD may be a symlink to
+    /dev/zero, or name a ref outside the repository; the checkpoint gives up, never hangs."""
+    _, ws, checkout = task_checkout(tmp_path, "ws")
+    agent_commits(checkout, "a.txt", "a\n")
+    git_dir = Path(git(checkout, "rev-parse", "--absolute-git-dir"))
+    head = git_dir / "HEAD"
+    head.unlink()
+    head.symlink_to("/dev/zero")
+
+    assert checkout_head(checkout) is None
+    assert checkpoint(ws, "t", checkout, with_files=True) is None
+
+    head.unlink()
+    outside = tmp_path / "elsewhere"
+    outside.write_text(git(tmp_path / "ws" / "integration", "rev-parse", "HEAD") + "\n")
+    head.write_text("ref: refs/../../../elsewhere\n")
+    assert checkout_head(checkout) is None
