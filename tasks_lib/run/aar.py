@@ -24,6 +24,7 @@ LOW_UTILISATION = 0.6  # below this share of agent capacity in use, say why
 POST_MERGE_MARKERS = ("after merg", "post-merge", "merged tree", "after the merge")
 QUOTE_LINES = 3  # of a failure's output in a bullet; the rest is in the node's log
 RESUMED, KEPT = "resumed ", "kept branch "  # notes of git/worktrees.start_task, run/node.wind_down
+LOST = "its node run "  # a note of flows/node_pool: a node run that crashed, started again
 
 # Why an attempt did not complete, in words, and what to do when a node needed retries for it.
 CAUSES: dict[Cause, tuple[str, str]] = {
@@ -286,6 +287,26 @@ def merge_queue(run: RunRecord) -> list[Line]:
                 f"one validated on the branch ({run.base} had not moved since).",
             )
         )
+    return lines
+
+
+def machines(run: RunRecord) -> list[Line]:
+    """Where the nodes of a node-pool run worked, and which lost their machine mid-run."""
+    on: Counter[str] = Counter(n.ran_on for n in run.nodes if n.ran_on)
+    if not on:
+        return []
+    spread = ", ".join(f"{where} ({count})" for where, count in sorted(on.items()))
+    lines = [Line(RIGHT, f"Nodes ran on {len(on)} machine(s): {spread}.")]
+    for node in run.nodes:
+        lost = [note for note in node.notes if note.startswith(LOST)]
+        if lost:
+            lines.append(
+                Line(
+                    WRONG,
+                    f"{node.task_id} lost its machine {len(lost)} time(s) and started again "
+                    f"elsewhere from its checkpoint: {_first_line(lost[-1])}",
+                )
+            )
     return lines
 
 
@@ -616,6 +637,7 @@ RULES: tuple[Rule, ...] = (
     first_try,
     parallelism,
     merge_queue,
+    machines,
     waiting,
     failures,
     blocked,

@@ -219,7 +219,17 @@ class RunConfig(NodeSettings):
         description="Review tasks (level: review) also run the agent to report against the "
         "acceptance criteria; it changes nothing, only the validation commands decide.",
     )
-    max_parallel: int = Field(2, ge=1, le=64, description="Agent sessions running at once.")
+    max_parallel: int = Field(
+        2, ge=1, le=64, description="Agent sessions running at once (across every machine)."
+    )
+    node_pool: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="A Prefect work pool to run the nodes on, each as a flow run of its own that "
+        "any worker polling the pool picks up, on any machine that can reach the origin (e.g. "
+        "tgflow-nodes; merges then wait on each other through Prefect, merge_lock 'prefect'). "
+        "Unset: every node runs in this run's process.",
+    )
     retries: int = Field(
         1, ge=0, le=10, description="Extra attempts for a node that failed, stalled or timed out."
     )
@@ -337,6 +347,28 @@ class RunConfig(NodeSettings):
         keys = (f"risk:{task.risk}", f"level:{task.level}")
         rules = [self.agent_rules.get(key) for key in keys]
         return not task.agent and not any(rule and rule.agent for rule in rules)
+
+    @model_validator(mode="after")
+    def _pool_merges_through_prefect(self) -> RunConfig:
+        """Nodes on other machines share no process: only Prefect's limit keeps their merges
+        apart, so a pool run takes it unless told otherwise, and telling it otherwise is an
+        error."""
+        if self.node_pool is None:
+            return self
+        if not self.push:
+            raise ValueError(
+                f"node_pool {self.node_pool!r}: machines share only the origin, so nodes on a "
+                "pool need push; drop push false or node_pool"
+            )
+        if self.merge_lock == "prefect":
+            return self
+        if "merge_lock" in self.model_fields_set:
+            raise ValueError(
+                f"node_pool {self.node_pool!r} runs nodes on many machines, whose merges only "
+                "merge_lock 'prefect' keeps apart; drop merge_lock 'process' or node_pool"
+            )
+        self.merge_lock = "prefect"
+        return self
 
     @model_validator(mode="after")
     def _command_given(self) -> RunConfig:

@@ -93,6 +93,8 @@ class NodeRecord(BaseModel):
     merge_began: datetime | None = None
     merge_ended: datetime | None = None
     validation_skipped: bool = False  # its merged tree was the one validated on the branch
+    # The machine its (last) node run worked on, "host:folder of its clones", on a node pool.
+    ran_on: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost_usd: float | None = None

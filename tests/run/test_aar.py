@@ -187,3 +187,23 @@ def test_the_merge_queue_says_what_it_saved() -> None:
     right = sections(text)["What Went Right"]
     assert "Merge queue: 2 branch(es) landed in 1 batch(es)" in right
     assert "Post-merge validation skipped for c: the merged tree was the one validated" in right
+
+
+def test_a_node_pool_run_says_where_nodes_ran_and_which_lost_their_machine() -> None:
+    lost = "its node run a crashed (no heartbeat for 90 s); started again, from its checkpoint"
+    text = write_aar(
+        run(
+            [
+                node("a", NodeStatus.COMPLETED, 0, 10, ran_on="box:/w2", notes=[lost]),
+                node("b", NodeStatus.COMPLETED, 0, 10, ran_on="box:/w1"),
+                node("c", NodeStatus.COMPLETED, 0, 20, ran_on="box:/w2"),
+            ]
+        )
+    )
+    found = sections(text)
+    assert "Nodes ran on 2 machine(s): box:/w1 (1), box:/w2 (2)." in found["What Went Right"]
+    assert (
+        "a lost its machine 1 time(s) and started again elsewhere from its checkpoint: "
+        f"{lost}" in found["What Went Wrong"]
+    )
+    assert "machine" not in write_aar(run([node("d", NodeStatus.COMPLETED, 0, 5)]))

@@ -106,3 +106,20 @@ def test_an_agent_rule_for_an_unknown_risk_is_named(tmp_path: Path) -> None:
     (tmp_path / ".tgflow.toml").write_text('[agent_rules."risk:extreme"]\nmodel = "x"\n')
     with pytest.raises(ConfigError, match=r"\.tgflow\.toml.*unknown rule key\(s\) risk:extreme"):
         RunConfig(origin="o").with_file(tmp_path)
+
+
+def test_a_node_pool_run_merges_through_prefect_and_pushes(tmp_path: Path) -> None:
+    """Machines share only the origin: a pool run takes Prefect's merge limit, even over the
+    repository's file, and refuses what cannot work across machines."""
+    (tmp_path / ".tgflow.toml").write_text('merge_lock = "process"\n')
+    config = RunConfig(origin="o", node_pool="tgflow-nodes")
+    assert config.merge_lock == "prefect"
+    assert config.with_file(tmp_path).merge_lock == "prefect"
+    assert RunConfig.model_validate(config.model_dump()).merge_lock == "prefect"  # as sent
+    with pytest.raises(ValidationError, match="merge_lock 'prefect' keeps apart"):
+        RunConfig(origin="o", node_pool="tgflow-nodes", merge_lock="process")
+    with pytest.raises(ValidationError, match="need push"):
+        RunConfig(origin="o", node_pool="tgflow-nodes", push=False)
+    with pytest.raises(ValidationError, match="node_pool"):
+        RunConfig(origin="o", node_pool="no spaces")
+    assert RunConfig(origin="o").merge_lock == "process"
