@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import queue
-import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,8 @@ from prefect.tasks import exponential_backoff
 
 from flows import run_context as run_state
 from flows.merge_limit import merges_across_machines
+from flows.node_log import node_log
+from flows.node_pool import deploy_nodes, run_on_pool
 from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
@@ -60,9 +61,6 @@ from tasks_lib.run.table import node_table
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
 AAR_KEY = "tgflow-aar"
-LOG_BATCH_LINES = 200  # agent output reaches Prefect's log at most this many lines a record
-LOG_BATCH_S = 0.5  # or this often
-LOGGED_LINES = 5_000  # per node attempt; the node's log file keeps every line
 
 
 def node_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -100,42 +98,13 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
     this_run = flow_context.flow_run  # its id too: two runs can draw the same random name
     run_dir = f"{this_run.name}-{this_run.id.hex[:8]}"
     log = run.workspace.root / "logs" / run_dir / f"{branch_slug(task_id)}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-
-    mask = run.mask
-    batch: list[str] = []
-    logged = over_cap = 0
-    last_flush = time.monotonic()
-
-    def flush() -> None:
-        nonlocal last_flush
-        if batch:
-            logger.info("%s", "\n".join(batch))
-            batch.clear()
-        last_flush = time.monotonic()
-
-    def on_line(line: str) -> None:
-        """To Prefect, the terminal, and the node's log file, secrets masked: the review
-        quotes a few lines of a failure and points there for the rest (every attempt appends
-        to it). Prefect gets batches, and only the first LOGGED_LINES: one record per line of
-        a flooding agent would outlast the node by minutes."""
-        nonlocal logged, over_cap
-        line = mask(line)
-        run.notify(Event("line", task_id, text=line))
-        out.write(line.rstrip("\n") + "\n")
-        if logged >= LOGGED_LINES:
-            over_cap += 1
-            return
-        batch.append(line)
-        logged += 1
-        if len(batch) >= LOG_BATCH_LINES or time.monotonic() - last_flush >= LOG_BATCH_S:
-            flush()
 
     attempt = run.next_attempt(task_id)
     final = attempt > run.config.retries
+    pool = run.config.node_pool if item.level is not Level.REVIEW else None
     try:
         settings = settings_for_task(run.agent_settings, item, run.config.agent_rules)
-        agent = run.agents.get(settings)
+        agent = None if pool else run.agents.get(settings)
     except AgentSettingsError as e:  # bad agent settings in the task file: a retry cannot help
         now = datetime.now(UTC)
         record = NodeRecord(
@@ -143,31 +112,41 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
             started_at=now, finished_at=now,
         )  # fmt: skip
         raise NodeFailed(record, retryable=False) from None
-    # Line-buffered: the log is readable while the node runs; one open file per attempt.
-    with log.open("a", encoding="utf-8", buffering=1) as out:
-        try:
+    if pool:  # its output is in its own flow run's log, on the machine that ran it
+        record = run_on_pool(
+            pool, task_id, attempt,
+            {"config": run.config, "task_id": task_id,
+             "task_path": run.task_paths[task_id].as_posix(), "attempt": attempt,
+             "previous_failure": run.failures.get(task_id),
+             "previous_cause": run.causes.get(task_id), "final_attempt": final},
+            run.cancel,
+        )  # fmt: skip
+    else:
+        assert agent is not None  # every node off a pool has one
+
+        def tell(line: str) -> None:
+            run.notify(Event("line", task_id, text=line))
+
+        with node_log(logger, log, run.mask, tell) as out:
             if item.level is Level.REVIEW:
                 record = run_review(
                     run.workspace, item, run.config,
                     reviewer=agent if run.config.review_agent else None,
-                    attempt=attempt, final_attempt=final, on_line=on_line, cancel=run.cancel,
-                    mask=mask,
+                    attempt=attempt, final_attempt=final, on_line=out.on_line, cancel=run.cancel,
+                    mask=run.mask,
                 )  # fmt: skip
             else:
                 record = run_node(
                     run.workspace, item, agent, run.config,
                     attempt=attempt, previous_failure=run.failures.get(task_id),
                     previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
-                    on_line=on_line, cancel=run.cancel, final_attempt=final, mask=mask,
+                    on_line=out.on_line, cancel=run.cancel, final_attempt=final, mask=run.mask,
                     on_changed=lambda files: run.changed.report(task_id, files),
                     on_slot=lambda held: run.news.put(Slot(task_id, held)),
                 )  # fmt: skip
-        finally:
-            flush()
-            if over_cap:
-                logger.info("… %d more lines in %s", over_cap, log)
     record = run.finish_attempt(task_id, record)
-    record.log_path = str(log) if log.stat().st_size else None  # none when nothing was said
+    said = log.exists() and log.stat().st_size > 0
+    record.log_path = str(log) if said else record.log_path  # none when nothing was said here
     if record.status is NodeStatus.COMPLETED:
         return record
     logger.warning("%s %s: %s", task_id, record.status.value, record.reason)
@@ -318,6 +297,12 @@ def _run(
         agent_settings=config.agent_settings(),
         observer=run_state.observer(),
     )
+    if config.node_pool:
+        try:
+            deploy_nodes(config.node_pool)
+        except Exception as e:  # a server that refuses the deployment: nothing has run yet
+            said = f"node_pool {config.node_pool!r}: cannot deploy the node flow: {e}"
+            return _not_run(ProblemsError([said]), config.base, ws.origin)
     with merges_across_machines(ws, config):
         with run_state.running(run):
             records = _run_nodes(run)

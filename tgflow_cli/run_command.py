@@ -129,6 +129,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "every run and machine reporting to the same Prefect server, "
                              "through a global concurrency limit per repository "
                              "(prefect)")  # fmt: skip
+    parser.add_argument("--node-pool", metavar="POOL",
+                        help="run every node as a flow run of its own on this Prefect work "
+                             "pool, picked up by `prefect worker start --pool POOL` on any "
+                             "machine (merges then wait through Prefect: --merge-lock "
+                             "prefect); needs a Prefect server the workers reach")  # fmt: skip
     parser.add_argument("--merge-batch", type=int, metavar="N",
                         help="branches waiting to land that are merged and validated together; "
                              "a failing batch is bisected so only the culprits go back "
@@ -273,6 +278,12 @@ def run_with_progress(
         stack.enter_context(terse_console(verbose))  # the server's stop too
         if not api_configured():
             found = running_server(server_home()) if reuse_server else None
+            if found is None and config.node_pool:
+                raise ProblemsError(
+                    [f"--node-pool {config.node_pool}: no Prefect server the pool's workers "
+                     "could reach (a temporary one is this process's own); start `tgflow "
+                     "server` (docs/distributed.md) or set PREFECT_API_URL to yours"]
+                )  # fmt: skip
             if found is None:
                 stack.enter_context(temporary_server())
             else:

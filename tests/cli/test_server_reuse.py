@@ -188,6 +188,23 @@ def test_a_stale_record_is_ignored_and_the_run_gets_a_temporary_server(
     assert ran.temporary_servers == 1
 
 
+def test_a_node_pool_run_without_a_server_the_workers_reach_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Nodes on a pool need a server other machines reach; a temporary server is this
+    process's own, so the run is refused before anything starts instead of waiting forever."""
+    home = tmp_path / "home"
+    home.mkdir()
+
+    ran = _tgflow_run(tmp_path, home, "--node-pool", "tgflow-nodes")
+
+    assert ran.returncode != 0 and ran.temporary_servers == 0
+    [line] = [x for x in ran.stderr.splitlines() if "--node-pool" in x]
+    assert "tgflow server" in line and "PREFECT_API_URL" in line, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert show(ran.origin, "tasks/one.md").count("status: pending") == 1  # nothing changed
+
+
 def test_the_record_is_removed_when_the_server_stops(server: Server) -> None:
     """tgflow server removes its record when it stops, so no run looks for it any more.
     (Stops the module's server: the last test here.)"""
@@ -196,3 +213,34 @@ def test_the_record_is_removed_when_the_server_stops(server: Server) -> None:
     assert _stop(server.proc) == 0
 
     assert not (server.home / SERVER_RECORD).exists()
+
+
+def test_server_host_listens_there_and_tells_workers_and_browsers_that_address(
+    tmp_path: Path,
+) -> None:
+    """`--host`: what other machines are given (another loopback address stands for the
+    machine's network address here: the server answers on it and not on 127.0.0.1)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [TGFLOW, "server", "--no-deploy", "--host", "127.0.0.2", "--port", str(port),
+         "--home", str(tmp_path), "--root", str(REPO)],
+        env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        output = "".join(seen)
+        assert proc.poll() is None, output
+        assert f"Prefect UI: http://127.0.0.2:{port}" in output, output
+        assert httpx.get(f"http://127.0.0.2:{port}/api/health", timeout=5).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+        record = json.loads((tmp_path / SERVER_RECORD).read_text())
+        assert record["api_url"] == f"http://127.0.0.2:{port}/api"
+    finally:
+        assert _stop(proc) == 0

@@ -1,0 +1,149 @@
+"""The node flow: one node of a run as a flow run of its own, which any worker polling the
+run's node pool picks up, on any machine that can reach the origin (``node_pool``;
+``flows.node_pool`` starts it and reads its end).
+
+Nothing is shared with the run's machine but the origin and the Prefect API. The node works
+in a clone of the origin on its own machine, one per node run at a time: a machine running
+several node runs at once (a worker's ``--limit``) gives each a slot of its own, a clone kept
+for the next node (``machine_slot``). It starts from the origin's base, takes the
+repository's Prefect merge limit around its merge, and its record travels back as the
+message of its final state (Completed, or Failed for a node that did not complete), which
+``run_deployment`` hands the run with the state: no result storage every machine must reach.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
+
+from flows.merge_limit import merges_across_machines
+from flows.node_log import node_log
+from flows.secrets import export_secrets
+from tasks_lib.agents.registry import AgentPool
+from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
+from tasks_lib.errors import TgflowError
+from tasks_lib.git.origin import default_root
+from tasks_lib.git.workspace import Workspace
+from tasks_lib.graph.dag import branch_slug
+from tasks_lib.graph.taskfile import parse_task
+from tasks_lib.run.config import RunConfig
+from tasks_lib.run.node import run_node
+from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
+from tasks_lib.run.secrets import Masker
+
+NODE_FLOW = "tgflow-node"
+SLOTS = 64  # node runs of one origin at once on one machine, at most
+
+
+@contextmanager
+def machine_slot(origin: str) -> Iterator[Path]:
+    """The root of a clone of ``origin`` on this machine that no other node run uses while
+    this one holds it (a file lock, freed with a process that dies)."""
+    home = default_root(origin)
+    slots = home.with_name(f"{home.name}-nodes")
+    slots.mkdir(parents=True, exist_ok=True)
+    for n in range(SLOTS):
+        lock = FileLock(slots / f"{n}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            yield slots / str(n)
+        finally:
+            lock.release()
+        return
+    raise TgflowError(
+        f"{SLOTS} node runs of {origin} already work on this machine ({slots}); start the "
+        "worker with a lower --limit"
+    )
+
+
+def where(root: Path | None = None) -> str:
+    """This machine, for the record: its host name and its folder of node clones (two
+    workers on one host with homes of their own are two machines to tgflow)."""
+    return f"{socket.gethostname()}:{root.parent}" if root else socket.gethostname()
+
+
+@flow(name=NODE_FLOW, log_prints=True)
+def tgflow_node(
+    config: RunConfig,
+    task_id: str,
+    task_path: str,
+    attempt: int = 1,
+    previous_failure: str | None = None,
+    previous_cause: Cause | None = None,
+    final_attempt: bool = True,
+) -> State[Any]:
+    """Develop and integrate task ``task_id`` (its file ``task_path`` in the repository) for
+    the run that started this flow run; ends Completed when it merged, Failed otherwise, the
+    node's record as the state's message either way."""
+    logger = get_run_logger()
+    if config.agent_api_key_env:
+        export_secrets([config.agent_api_key_env])
+    agents = AgentPool()
+    try:
+        with machine_slot(config.origin) as root:
+            record = _develop_and_integrate(
+                config, task_id, Path(task_path), root, agents,
+                attempt=attempt, previous_failure=previous_failure,
+                previous_cause=previous_cause, final_attempt=final_attempt,
+            )  # fmt: skip
+            record.ran_on = where(root)
+    except TgflowError as e:  # no clone, no task file, no agent: the node could not start
+        now = datetime.now(UTC)
+        record = NodeRecord(
+            task_id=task_id, status=NodeStatus.FAILED, reason=f"the node could not start: {e}",
+            started_at=now, finished_at=now, ran_on=where(),
+        )  # fmt: skip
+    finally:
+        agents.close()
+    logger.info("%s: %s %s", task_id, record.status.value, record.reason[:300])
+    message = record.model_dump_json()
+    return (
+        Completed(message=message)
+        if record.status is NodeStatus.COMPLETED
+        else Failed(message=message)
+    )
+
+
+def _develop_and_integrate(
+    config: RunConfig,
+    task_id: str,
+    task_path: Path,
+    root: Path,
+    agents: AgentPool,
+    *,
+    attempt: int,
+    previous_failure: str | None,
+    previous_cause: Cause | None,
+    final_attempt: bool,
+) -> NodeRecord:
+    ws = Workspace.open(config.origin, root, config.base, push=config.push)
+    text = ws.show(ws.settled(), task_path.as_posix())
+    task, problems, _ = parse_task(text or "", ws.integration / task_path)
+    if task is None or task.id != task_id:
+        said = "; ".join(str(p) for p in problems) or f"it is not task {task_id}"
+        raise TgflowError(f"{task_path} on {config.base} of {config.origin}: {said}")
+    settings = settings_for_task(config.agent_settings(), task, config.agent_rules)
+    mask = Masker.from_env([config.agent_api_key_env, settings.api_key_env])
+    try:
+        agent = agents.get(settings)
+    except AgentSettingsError as e:
+        raise TgflowError(str(e)) from None
+    log = root / "logs" / f"{branch_slug(task_id)}.log"
+    with merges_across_machines(ws, config), node_log(get_run_logger(), log, mask) as out:
+        return run_node(
+            ws, task, agent, config,
+            attempt=attempt, previous_failure=previous_failure, previous_cause=previous_cause,
+            task_paths={task_id: task_path}, on_line=out.on_line, final_attempt=final_attempt,
+            mask=mask,
+        )  # fmt: skip
