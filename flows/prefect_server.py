@@ -60,20 +60,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prefect_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def advertised(host: str) -> str:
+    """The name other machines reach a server listening on ``host`` by: a wildcard address
+    listens everywhere, so the machine's own name stands for it."""
+    return socket.gethostname() if host in ("0.0.0.0", "::") else host
+
+
+def prefect_env(
+    home: Path, port: int, extra: Mapping[str, str] | None = None, host: str = HOST
+) -> dict[str, str]:
     """The environment every process here runs with.
 
     PREFECT_UI_API_URL matters: without it the UI served on a port other than 4200 calls the
-    API on 4200 and shows "Can't connect to Server API".
+    API on 4200 and shows "Can't connect to Server API"; a browser on another machine needs
+    the server's own address in it, not 127.0.0.1.
     """
-    api = f"http://{HOST}:{port}/api"
+    api = f"http://{advertised(host)}:{port}/api"
     env = dict(os.environ)
     env.update(
         {
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": api,
             "PREFECT_UI_API_URL": api,
-            "PREFECT_SERVER_API_HOST": HOST,
+            "PREFECT_SERVER_API_HOST": host,
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_CLI_COLORS": "false",
@@ -117,6 +126,7 @@ class LocalPrefect:
     root: Path
     home: Path
     port: int = DEFAULT_PORT
+    host: str = HOST  # where the server listens: another address serves other machines
     extra_env: dict[str, str] = field(default_factory=dict)
     prefect_file: str = "prefect.yaml"
     # The server's database (flows/postgres.py), else SQLite under home; only the server's
@@ -127,15 +137,15 @@ class LocalPrefect:
 
     @property
     def api_url(self) -> str:
-        return f"http://{HOST}:{self.port}/api"
+        return f"{self.ui_url}/api"
 
     @property
     def ui_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{advertised(self.host)}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
-        return prefect_env(self.home, self.port, self.extra_env)
+        return prefect_env(self.home, self.port, self.extra_env, self.host)
 
     @property
     def log_dir(self) -> Path:
@@ -199,14 +209,15 @@ class LocalPrefect:
             lock.release()
 
     def _start_server(self, timeout_s: float) -> None:
+        reach = advertised(self.host)
         with socket.socket() as sock:
-            if sock.connect_ex((HOST, self.port)) == 0:
+            if sock.connect_ex((reach, self.port)) == 0:
                 raise ServerError(
-                    f"port {self.port} on {HOST} is already in use; pick another with --port"
+                    f"port {self.port} on {reach} is already in use; pick another with --port"
                 )
         proc = self._spawn(
             "server",
-            self.prefect("server", "start", "--host", HOST, "--port", str(self.port)),
+            self.prefect("server", "start", "--host", self.host, "--port", str(self.port)),
             self.root,
             {DATABASE_URL: self.database_url} if self.database_url else None,
         )

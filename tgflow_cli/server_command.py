@@ -17,7 +17,7 @@ import httpx
 
 from deployments.definitions import NIGHTLY, ProjectFileError, load_project, tgflow_root
 from flows.postgres import local_postgres
-from flows.prefect_server import DEFAULT_PORT, LocalPrefect, announced, server_home
+from flows.prefect_server import DEFAULT_PORT, HOST, LocalPrefect, announced, server_home
 from tasks_lib.errors import TgflowError
 
 
@@ -26,7 +26,7 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "server",
         help="run a local Prefect server with the tgflow deployments and a worker",
         description=(
-            "Start a Prefect server on 127.0.0.1 (SQLite under --home), register the "
+            "Start a Prefect server on 127.0.0.1 or --host (SQLite under --home), register the "
             "deployments of tgflow's prefect.yaml, start a process worker for their work pool, "
             "and print the UI address. While it runs, `tgflow run` with the same PREFECT_HOME "
             "reports to it. Works from any folder. Ctrl-C stops everything. With --postgres "
@@ -35,6 +35,14 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         ),
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    parser.add_argument(
+        "--host",
+        default=HOST,
+        help="address the API and UI listen on (default: %(default)s, this machine only); "
+        "the machine's name or IP address serves workers and browsers on other machines "
+        "(they then use http://HOST:PORT/api; 0.0.0.0: every address, shown by the machine's "
+        "name). The API has no login: only on a network you trust",
+    )
     parser.add_argument(
         "--root",
         default=None,
@@ -85,6 +93,7 @@ def run_server(args: argparse.Namespace) -> int:
                 root=root,
                 home=home,
                 port=args.port,
+                host=args.host,
                 extra_env={"TGFLOW_ORIGIN": origin} if origin else {},
                 database_url=database_url,
             )
