@@ -33,6 +33,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows import run_context as run_state
+from flows.approval import approver
 from flows.merge_limit import merges_across_machines
 from flows.node_log import node_log
 from flows.node_pool import deploy_nodes, run_on_pool
@@ -143,6 +144,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                     on_line=out.on_line, cancel=run.cancel, final_attempt=final, mask=run.mask,
                     on_changed=lambda files: run.changed.report(task_id, files),
                     on_slot=lambda held: run.news.put(Slot(task_id, held)),
+                    approve=approver(run.config.approval_timeout_s, run.cancel),
                 )  # fmt: skip
     record = run.finish_attempt(task_id, record)
     said = log.exists() and log.stat().st_size > 0

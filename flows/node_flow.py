@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
+from flows.approval import approver
 from flows.merge_limit import merges_across_machines
 from flows.node_log import node_log
 from flows.secrets import export_secrets
@@ -145,5 +146,5 @@ def _develop_and_integrate(
             ws, task, agent, config,
             attempt=attempt, previous_failure=previous_failure, previous_cause=previous_cause,
             task_paths={task_id: task_path}, on_line=out.on_line, final_attempt=final_attempt,
-            mask=mask,
+            mask=mask, approve=approver(config.approval_timeout_s),
         )  # fmt: skip

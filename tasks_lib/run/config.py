@@ -36,6 +36,7 @@ from pydantic import (
 from tasks_lib.agents.settings import RULE_KEYS, AgentRule, AgentSettings, Preset
 from tasks_lib.errors import UsageError, describe_validation_error
 from tasks_lib.graph.taskfile import Status, Task
+from tasks_lib.run.approval import DEFAULT_RULE, unknown_selectors
 
 CONFIG_FILE = ".tgflow.toml"
 
@@ -126,6 +127,19 @@ class NodeSettings(BaseModel):
         description="Branches waiting to land that are merged and validated together (bisected "
         "when the validation fails, so only the culprits go back); 1: one at a time.",
     )
+    approve_when: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RULE),
+        description="Tasks that wait for a person after their validation passed, before they "
+        "merge: risk:<risk>, level:<level> or task:<id> (default: risk:high, risk:critical; "
+        "[] for none). The node's flow run pauses for the answer in the Prefect UI; a "
+        "rejection or no answer leaves the task blocked, its branch kept.",
+    )
+    approval_timeout_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a node waits for its approval, in seconds, before it is "
+        "blocked (its branch kept).",
+    )
     sandbox: Literal["bwrap", "none"] | None = Field(
         None,
         description="Where agent sessions and validation commands run: 'bwrap' (bubblewrap: "
@@ -138,6 +152,22 @@ class NodeSettings(BaseModel):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("approve_when", mode="before")
+    @classmethod
+    def _one_or_many_selectors(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("approve_when")
+    @classmethod
+    def _known_selectors(cls, v: list[str]) -> list[str]:
+        unknown = unknown_selectors(v)
+        if unknown:
+            raise ValueError(
+                f"unknown approval selector(s) {', '.join(unknown)}; use task:<id>, or one of "
+                f"{', '.join(sorted(RULE_KEYS))}"
+            )
+        return v
 
     @field_validator("validate_commands")
     @classmethod

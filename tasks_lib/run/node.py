@@ -20,6 +20,7 @@ from tasks_lib.git.checkpoint import drop_checkpoint
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import WIP_PREFIX
 from tasks_lib.graph.taskfile import Status, Task
+from tasks_lib.run.approval import ApprovalRequest, Approver, approval_rule
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.develop import backup_branch, develop, prompt_context, trailed
 from tasks_lib.run.integrate import integrate
@@ -42,6 +43,7 @@ def run_node(
     on_line: Callable[[str], None] | None = None,
     on_changed: Callable[[list[str]], None] | None = None,
     on_slot: Callable[[bool], None] | None = None,
+    approve: Approver | None = None,
     cancel: threading.Event | None = None,
     stop_after_develop: bool = False,
     final_attempt: bool = True,
@@ -59,6 +61,8 @@ def run_node(
     the branch changes once the agent has worked (the scheduler keeps others off them);
     ``on_slot(False)`` that the node no longer needs an agent slot (its branch waits in the
     merge queue), ``on_slot(True)`` that it needs one again (a conflict round, a retry).
+    ``approve`` asks a person about a branch that passed its validation, before it merges,
+    when the task matches ``approve_when``; without it nothing waits.
     """
     node = Node(
         ws=workspace,
@@ -82,7 +86,7 @@ def run_node(
         node.on_slot(True)
     try:
         try:
-            _run(node, dependency_summaries, stop_after_develop, previous_cause)
+            _run(node, dependency_summaries, stop_after_develop, previous_cause, approve)
         except NodeFailed as e:
             rec.status, rec.reason, rec.cause = e.status, mask(e.reason), e.cause
             try:  # wind_down writes the reason to the task file on main: masked above
@@ -101,6 +105,7 @@ def _run(
     summaries: dict[str, str] | None,
     stop_after_develop: bool,
     previous_cause: Cause | None,
+    approve: Approver | None,
 ) -> None:
     # No lock and no fetch here: the task is read at the settled base (the run fetched at its
     # start, and every merge fetches), and the checkout touches only this task's refs.
@@ -132,7 +137,50 @@ def _run(
         rec.status = NodeStatus.CANCELLED
         rec.reason = "stopped after develop (as if the run were killed); the branch is kept"
         return
+    why = approval_rule(node.task, node.settings.approve_when) if approve else None
+    if approve is not None and why is not None:
+        _ask(node, approve, why)
     integrate(node)
+
+
+def _ask(node: Node, approve: Approver, why: str) -> None:
+    """Wait for a person's yes before the merge; a no, or none in time, blocks the node (its
+    branch kept, the note on base)."""
+    ws, rec = node.ws, node.record
+    since = node.start_base or ws.settled()
+    commits = ws.git(ws.integration, "log", "--format=%h %s", f"{since}..{node.branch_ref}")
+    validated = node.settings.validate_commands
+    node.on_slot(False)  # a person may take hours: the agents' slot is free meanwhile
+    verdict = approve(
+        ApprovalRequest(
+            task_id=node.task.id,
+            name=node.task.name,
+            branch=node.branch,
+            base=ws.base,
+            why=why,
+            diffstat=ws.git(ws.integration, "diff", "--stat", f"{since}...{node.branch_ref}"),
+            commits=commits.splitlines(),
+            validation=(
+                f"passed on the branch in {rec.validate_seconds:.1f} s: {'; '.join(validated)}"
+                if validated
+                else "no validation commands"
+            ),
+        )
+    )
+    if node.cancel.is_set():
+        raise NodeFailed(NodeStatus.CANCELLED, "cancelled while waiting for approval")
+    if verdict.timed_out:
+        raise NodeFailed(
+            NodeStatus.BLOCKED,
+            f"no approval within {node.settings.approval_timeout_s:g} s ({why}); the branch "
+            f"{node.branch} is kept for a later run",
+        )
+    if not verdict.approved:
+        said = verdict.note.strip() or "no reason given"
+        raise NodeFailed(NodeStatus.BLOCKED, f"rejected before merging ({why}): {said}")
+    rec.notes.append(
+        f"approved before merging ({why})" + (f": {verdict.note.strip()}" if verdict.note else "")
+    )
 
 
 def wind_down(node: Node) -> None:
