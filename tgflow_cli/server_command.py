@@ -17,8 +17,17 @@ import httpx
 
 from deployments.definitions import NIGHTLY, ProjectFileError, load_project, tgflow_root
 from flows.postgres import local_postgres
-from flows.prefect_server import DEFAULT_PORT, HOST, LocalPrefect, announced, server_home
-from tasks_lib.errors import TgflowError
+from flows.prefect_server import (
+    DEFAULT_PORT,
+    HOST,
+    LocalPrefect,
+    announced,
+    reporting_to,
+    server_home,
+)
+from tasks_lib.errors import TgflowError, UsageError
+
+NOTIFY_ENV = "TGFLOW_NOTIFY_WEBHOOK"
 
 
 def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,6 +79,15 @@ def add_server_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "scripts/install-postgres.sh) listening on 127.0.0.1 only, its data in HOME/postgres, "
         "kept between runs; Ctrl-C stops it too",
     )
+    parser.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        default=None,
+        help="send failed runs, blocked nodes and waiting approvals to this webhook (a POST "
+        "of JSON with text, subject, body; Slack and Mattermost show its text) through "
+        f"Prefect automations kept in the server's database (default: ${NOTIFY_ENV}; "
+        "docs/notifications.md)",
+    )
     parser.set_defaults(handler=run_server)
 
 
@@ -80,6 +98,7 @@ def run_server(args: argparse.Namespace) -> int:
     origin = args.origin or os.environ.get("TGFLOW_ORIGIN")
     if origin and Path(origin).exists():
         origin = str(Path(origin).resolve())
+    webhook = _webhook(args.notify_webhook or os.environ.get(NOTIFY_ENV))
     # Unwound in reverse: the Prefect server stops before its database.
     with _stop_on_sigterm(), contextlib.ExitStack() as running:
         try:
@@ -98,7 +117,7 @@ def run_server(args: argparse.Namespace) -> int:
                 database_url=database_url,
             )
             running.enter_context(local)
-            _serve(local, root, home, origin, deploy=not args.no_deploy)
+            _serve(local, root, home, origin, deploy=not args.no_deploy, webhook=webhook)
         except (ProjectFileError, httpx.HTTPError) as exc:
             raise TgflowError(str(exc)) from None
         except KeyboardInterrupt:
@@ -106,11 +125,30 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(local: LocalPrefect, root: Path, home: Path, origin: str | None, deploy: bool) -> None:
+def _webhook(url: str | None) -> str | None:
+    """The webhook to notify, refused before anything starts when it cannot be one."""
+    if url is None or url.startswith(("http://", "https://")):
+        return url
+    raise UsageError(
+        f"--notify-webhook / {NOTIFY_ENV}: {url!r} is not an http:// or https:// URL; "
+        "give the webhook's address, e.g. https://hooks.slack.com/services/..."
+    )
+
+
+def _serve(
+    local: LocalPrefect,
+    root: Path,
+    home: Path,
+    origin: str | None,
+    deploy: bool,
+    webhook: str | None,
+) -> None:
     project = load_project(root)
     print(f"starting Prefect server on {local.ui_url} (PREFECT_HOME={home}) ...", flush=True)
     local.start_server()
     with announced(local):  # from here until it stops, `tgflow run` reports to this server
+        if webhook:
+            _notify(local, webhook)
         if deploy:
             print("registering the deployments of prefect.yaml ...", flush=True)
             local.deploy()
@@ -133,6 +171,20 @@ def _serve(local: LocalPrefect, root: Path, home: Path, origin: str | None, depl
         while True:
             local.check_alive()
             time.sleep(1.0)
+
+
+def _notify(local: LocalPrefect, webhook: str) -> None:
+    """Set up the notifications on the server; Prefect is imported here, only when they are
+    asked for: its import would cost every other start seconds."""
+    from flows.notifications import ensure_notifications
+
+    with reporting_to(local.api_url):
+        names = ensure_notifications(webhook)
+    print(
+        f"notifications: failed runs, blocked nodes and waiting approvals go to the webhook "
+        f"(automations {', '.join(names)})",
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
