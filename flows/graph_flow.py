@@ -37,6 +37,7 @@ from flows.approval import approver
 from flows.merge_limit import merges_across_machines
 from flows.node_log import node_log
 from flows.node_pool import deploy_nodes, run_on_pool
+from flows.notifications import node_finished
 from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
@@ -373,6 +374,7 @@ def _run_nodes(run: RunState) -> list[NodeRecord]:
         update_progress_artifact(progress, 100.0 * len(finished) / max(total, 1))
         logger.info("%s: %s %s", record.task_id, record.status.value, record.reason[:300])
         run.notify(Event("finished", record.task_id, record=record))
+        node_finished(record)  # an event: notifications of a blocked node listen for it
 
     try:
         result = submit_graph(

@@ -31,6 +31,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import Event, ResourceSpecification
 
 from deployments.definitions import FLOW_NAME
+from flows.approval import APPROVAL_FLOW
 from flows.node_flow import NODE_FLOW
 from tasks_lib.run.records import NodeRecord, NodeStatus
 
@@ -162,14 +163,15 @@ def _node_blocked(block_id: UUID) -> AutomationCore:
 
 
 def _approval(block_id: UUID) -> AutomationCore:
-    """A tgflow run or node run that paused (or suspended) for a person's approval; it
-    waits, its timeout running, until someone resumes it from its page."""
+    """An approval that waits for a person (``flows.approval``: a flow run of its own that
+    pauses), or a tgflow run or node run paused by hand; it waits, its timeout running,
+    until someone resumes it from its page."""
     return AutomationCore(
         name=APPROVAL_WAITS,
         description="tell the webhook when a tgflow run or node run waits for approval",
         trigger=_on(
             {"prefect.flow-run.Paused", "prefect.flow-run.Suspended"},
-            match_related=_of_flows(FLOW_NAME, NODE_FLOW),
+            match_related=_of_flows(APPROVAL_FLOW, FLOW_NAME, NODE_FLOW),
         ),
         actions=[
             SendNotification(

@@ -27,7 +27,6 @@ pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[2]
 TGFLOW = str(Path(sys.executable).parent / "tgflow")
-STANDIN_FLOWS = REPO / "tests" / "helpers" / "standin_flows.py"
 DELIVERY_S = (
     120.0  # an automation fires on the server's event stream: seconds, on a busy machine more
 )
@@ -129,16 +128,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
             proc.wait()
 
 
-def _standin(server: Server, *args: str) -> subprocess.Popen[str]:
-    """A flow of ``helpers/standin_flows.py`` reporting to the server."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return subprocess.Popen(
-        [sys.executable, str(STANDIN_FLOWS), *args],
-        env=_env(PREFECT_API_URL=server.api, PYTHONPATH=path),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
 def _automations(server: Server, name: str) -> list[dict[str, Any]]:
     with api_client(server.api) as api:
         found = api.post("/automations/filter", json={"automations": {"name": {"any_": [name]}}})
@@ -194,13 +183,24 @@ def test_a_failed_run_is_sent_to_the_webhook_with_its_state_and_page(
     assert message["text"] == f"{message['subject']}\n{message['body']}"
 
 
+def _run(server: Server, tmp_path: Path, task: str) -> subprocess.Popen[str]:
+    """`tgflow run` of one task file, reporting to the server."""
+    origin = make_origin(tmp_path, {"tasks/one.md": task})
+    return subprocess.Popen(
+        [TGFLOW, "run", "--origin", str(origin), "--workspace", str(tmp_path / "ws"),
+         "--agent", "scripted", "--validate", "true", "--retries", "0", "--json"],
+        env=_env(PREFECT_HOME=str(server.home)), cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
 def test_a_blocked_node_is_sent_with_its_task_and_reason(
-    server: Server, receiver: Receiver
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
     reason = "the task needs the staging database's password, which I do not have"
-    proc = _standin(server, "blocked", "db-migrate", reason)
+    proc = _run(server, tmp_path, task_md("db-migrate", steps=[{"block": reason}]))
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    assert proc.returncode != 0, out
 
     message = receiver.wait_for(lambda m: "db-migrate" in m["subject"])
 
@@ -210,19 +210,24 @@ def test_a_blocked_node_is_sent_with_its_task_and_reason(
 
 
 def test_a_waiting_approval_is_sent_with_the_page_that_resumes_it(
-    server: Server, receiver: Receiver
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """The link in the message is the paused run's page: resuming that run lets it finish."""
-    proc = _standin(server, "approval")
+    """A risky task's branch waits for approval; the link in the message is the page of the
+    paused approval: answering there lets the run merge it."""
+    risky = task_md("risky", steps=[{"write": {"path": "r.txt", "content": "r\n"}}])
+    proc = _run(server, tmp_path, risky.replace("status: pending", "status: pending\nrisk: high"))
     try:
         message = receiver.wait_for(lambda m: "waits for approval" in m["subject"])
+        assert message["subject"] == "tgflow: approve risky waits for approval", message
         assert "is Paused" in message["body"], message
         link = re.search(
             rf"http://127\.0\.0\.1:{server.port}/runs/flow-run/([0-9a-f-]+)", message["body"]
         )
         assert link, message
         with api_client(server.api) as api:
-            resumed = api.post(f"/flow_runs/{link[1]}/resume", json={})
+            resumed = api.post(
+                f"/flow_runs/{link[1]}/resume", json={"run_input": {"decision": "approve"}}
+            )
         resumed.raise_for_status()
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
@@ -233,7 +238,7 @@ def test_a_waiting_approval_is_sent_with_the_page_that_resumes_it(
 
 
 def test_setting_up_again_replaces_the_webhook_and_adds_nothing(
-    server: Server, receiver: Receiver
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
     """As a server started again on the same database with another webhook: one block and one
     automation per case, still, and the messages go to the new webhook. (Changes the
@@ -247,9 +252,9 @@ def test_setting_up_again_replaces_the_webhook_and_adds_nothing(
     for name in (RUN_FAILED, NODE_BLOCKED, APPROVAL_WAITS):
         assert len(_automations(server, name)) == 1, name
     assert len(_blocks(server)) == 1
-    proc = _standin(server, "blocked", "after-the-change", "still blocked")
+    proc = _run(server, tmp_path, task_md("after-the-change", steps=[{"block": "still blocked"}]))
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    assert proc.returncode != 0, out  # blocked
     message = receiver.wait_for(lambda m: "after-the-change" in m["subject"])
     assert message["path"] == "/new-hook"
 
