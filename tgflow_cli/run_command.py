@@ -32,9 +32,11 @@ from tasks_lib.agents.registry import make_agent
 from tasks_lib.agents.settings import PRESETS
 from tasks_lib.errors import ProblemsError, UsageError
 from tasks_lib.git.runner import run_git
+from tasks_lib.graph.taskfile import Status
+from tasks_lib.run.approval import approval_rule
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import RunRecord
-from tasks_lib.run.setup import preflight
+from tasks_lib.run.setup import Prepared, preflight
 from tasks_lib.run.table import node_table
 from tgflow_cli.console_logs import terse_console
 from tgflow_cli.progress import ProgressView, final_table, plain_table
@@ -129,6 +131,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "every run and machine reporting to the same Prefect server, "
                              "through a global concurrency limit per repository "
                              "(prefect)")  # fmt: skip
+    parser.add_argument("--approve-when", action="append", metavar="SELECTOR",
+                        help="tasks whose branch waits for a person's approval in the Prefect "
+                             "UI before it merges: risk:<risk>, level:<level> or task:<id> "
+                             "(repeatable; default: risk:high and risk:critical)")  # fmt: skip
+    parser.add_argument("--no-approval", dest="approve_when", action="store_const", const=[],
+                        help="merge every task that passes its validation, none waits")  # fmt: skip
     parser.add_argument("--node-pool", metavar="POOL",
                         help="run every node as a flow run of its own on this Prefect work "
                              "pool, picked up by `prefect worker start --pool POOL` on any "
@@ -211,8 +219,32 @@ def _run(args: argparse.Namespace) -> int:
         as_json=args.json,
         verbose=args.verbose,
         reuse_server=not args.temporary_server,
+        needs_server=_needs_server(prepared),
     )
     return 0 if ok and record is not None else 1
+
+
+def _needs_server(prepared: Prepared) -> str | None:
+    """Why this run needs a Prefect server other machines or a person reach (a temporary
+    one is this process's own, without a UI), else None."""
+    config = prepared.config
+    if config.node_pool:
+        return (
+            f"--node-pool {config.node_pool}: no Prefect server the pool's workers could reach "
+            "(a temporary one is this process's own)"
+        )
+    waiting = sorted(
+        t.id
+        for t in prepared.graph.tasks.values()
+        if t.status is not Status.COMPLETED and approval_rule(t, config.approve_when)
+    )
+    if waiting:
+        return (
+            f"{', '.join(waiting)} would wait for approval in the Prefect UI (approve_when: "
+            f"{', '.join(config.approve_when)}), which a temporary server does not have; pass "
+            "--no-approval to merge them unasked"
+        )
+    return None
 
 
 def _absent_agent_program(config: RunConfig) -> str | None:
@@ -252,6 +284,7 @@ def run_with_progress(
     as_json: bool = False,
     verbose: bool = False,
     reuse_server: bool = False,
+    needs_server: str | None = None,
 ) -> tuple[RunRecord | None, bool]:
     """Run the flow in this process showing live progress, then the final table.
 
@@ -261,6 +294,7 @@ def run_with_progress(
     ``as_json``: the final table is one JSON object on stdout instead (``console`` should
     then be stderr's, so stdout holds nothing else). A node that does not complete is one
     line; Prefect's reports of it, and tracebacks, reach the terminal only when ``verbose``.
+    ``needs_server``: why a temporary server will not do (the run is refused then).
     """
     from flows.prefect_server import (
         api_configured,
@@ -278,11 +312,10 @@ def run_with_progress(
         stack.enter_context(terse_console(verbose))  # the server's stop too
         if not api_configured():
             found = running_server(server_home()) if reuse_server else None
-            if found is None and config.node_pool:
+            if found is None and needs_server:
                 raise ProblemsError(
-                    [f"--node-pool {config.node_pool}: no Prefect server the pool's workers "
-                     "could reach (a temporary one is this process's own); start `tgflow "
-                     "server` (docs/distributed.md) or set PREFECT_API_URL to yours"]
+                    [f"{needs_server}; start `tgflow server` (docs/deployments.md) or set "
+                     "PREFECT_API_URL to yours"]
                 )  # fmt: skip
             if found is None:
                 stack.enter_context(temporary_server())

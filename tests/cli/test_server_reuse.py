@@ -244,3 +244,28 @@ def test_server_host_listens_there_and_tells_workers_and_browsers_that_address(
         assert record["api_url"] == f"http://127.0.0.2:{port}/api"
     finally:
         assert _stop(proc) == 0
+
+
+def test_a_run_whose_tasks_wait_for_approval_needs_a_server_with_a_ui(tmp_path: Path) -> None:
+    """A temporary server has no UI to approve in: refused before anything starts, saying
+    how to go on (a server, or no approval)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    risky = task_md("one", steps=[{"write": {"path": "one.txt", "content": "1\n"}}])
+    origin = make_origin(
+        tmp_path, {"tasks/one.md": risky.replace("status: pending", "status: pending\nrisk: high")}
+    )
+    argv = [TGFLOW, "run", "--origin", str(origin), "--workspace", str(tmp_path / "ws"),
+            "--agent", "scripted", "--validate", "true", "--json"]  # fmt: skip
+    env = _env(PREFECT_HOME=str(home))
+
+    refused = subprocess.run(argv, env=env, cwd=tmp_path, text=True, capture_output=True)
+
+    assert refused.returncode != 0
+    [line] = [x for x in refused.stderr.splitlines() if "approval" in x]
+    assert "one would wait for approval" in line and "--no-approval" in line, refused.stderr
+    assert "Traceback" not in refused.stderr
+    unasked = subprocess.run([*argv, "--no-approval"], env=env, cwd=tmp_path, text=True,
+                             capture_output=True)  # fmt: skip
+    assert unasked.returncode == 0, unasked.stderr
+    assert show(origin, "one.txt") == "1"
