@@ -20,6 +20,7 @@ from tasks_lib.git.checkpoint import drop_checkpoint
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import WIP_PREFIX
 from tasks_lib.graph.taskfile import Status, Task
+from tasks_lib.run.budget import Ledger, task_budget
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.develop import backup_branch, develop, prompt_context, trailed
 from tasks_lib.run.integrate import integrate
@@ -46,6 +47,7 @@ def run_node(
     stop_after_develop: bool = False,
     final_attempt: bool = True,
     mask: Callable[[str], str] = identity,
+    ledger: Ledger | None = None,
 ) -> NodeRecord:
     """Develop and integrate one task; always returns a record (git trouble included).
 
@@ -59,7 +61,11 @@ def run_node(
     the branch changes once the agent has worked (the scheduler keeps others off them);
     ``on_slot(False)`` that the node no longer needs an agent slot (its branch waits in the
     merge queue), ``on_slot(True)`` that it needs one again (a conflict round, a retry).
+    ``ledger``: the run's spend so far and its budget, which the task's budget (from
+    ``budget_rules`` and its frontmatter) is counted in too; without one, only this
+    attempt's sessions count against the task's budget.
     """
+    budget = task_budget(task, settings.budget_rules)
     node = Node(
         ws=workspace,
         task=task,
@@ -67,7 +73,11 @@ def run_node(
         settings=settings,
         attempt=attempt,
         record=NodeRecord(
-            task_id=task.id, name=task.name, status=NodeStatus.FAILED, agent=agent.name
+            task_id=task.id,
+            name=task.name,
+            status=NodeStatus.FAILED,
+            agent=agent.name,
+            budget=budget,
         ),
         previous_failure=previous_failure,
         final_attempt=final_attempt,
@@ -76,6 +86,8 @@ def run_node(
         on_slot=on_slot or (lambda held: None),
         cancel=cancel or threading.Event(),
         task_paths=task_paths,
+        budget=budget,
+        ledger=ledger or Ledger(),
     )
     rec = node.record
     if attempt > 1:  # a retry: its attempt before may have given the slot up to merge
