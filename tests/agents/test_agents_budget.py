@@ -96,4 +96,3 @@ def test_a_spent_run_budget_cuts_a_running_session_when_told_to(fake: FakeModel,
     assert record.status is NodeStatus.FAILED and record.cause is Cause.BUDGET
     assert record.reason == f"run budget spent: {2 * PER_CALL} tokens spent of 220 (budget_tokens)"
     assert ledger.total().tokens == 2 * PER_CALL == sum(fake.served_usage())
-
