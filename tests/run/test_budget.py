@@ -176,3 +176,14 @@ def test_the_review_says_what_was_spent_against_each_budget_and_which_it_stopped
     assert budgets(within)[0] == Line(
         RIGHT, "Within the run's budget: 110 tokens, $0.2500 of $10.00."
     )
+
+
+def test_the_run_budget_flags_set_the_run_settings() -> None:
+    from tgflow_cli.main import build_parser
+    from tgflow_cli.run_command import _config
+
+    argv = ["run", "--origin", "/o", "--budget-usd", "2.5", "--budget-tokens", "90000"]
+    config = _config(build_parser().parse_args([*argv, "--budget-stop-running"]))
+    assert config.run_budget() == Budget(budget_usd=2.5, budget_tokens=90_000)
+    assert config.budget_stop_running
+    assert not _config(build_parser().parse_args(argv)).budget_stop_running
