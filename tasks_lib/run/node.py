@@ -149,7 +149,8 @@ def _run(
 
 def wind_down(node: Node) -> None:
     """After a failure: keep the work (WIP commit, branch, origin backup), drop the checkout,
-    and record blocked/failed on main when no retry follows."""
+    and record blocked/failed on main when no retry follows (the last attempt, or a failure
+    no retry is made for: a spent budget)."""
     ws, rec, wt = node.ws, node.record, node.worktree
     if wt is not None and wt.exists():
         rec.notes += worktrees.save_work(
@@ -173,7 +174,7 @@ def wind_down(node: Node) -> None:
         return
     if rec.status == NodeStatus.BLOCKED:
         _record_on_main(node, Status.BLOCKED, failure_note("blocked", node.attempt, rec.reason))
-    elif node.final_attempt and rec.status != NodeStatus.CANCELLED:
+    elif (node.final_attempt or not rec.retryable) and rec.status != NodeStatus.CANCELLED:
         _record_on_main(
             node, Status.FAILED, failure_note(rec.status.value, node.attempt, rec.reason)
         )

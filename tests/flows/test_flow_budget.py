@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.agent_helpers import require_cli, write_and_commit
+from helpers.agent_helpers import require_cli, shell_step, write_and_commit
 from helpers.fakemodel import USAGE_IN, USAGE_OUT, FakeModel
 from helpers.gitrepos import make_origin, show
 from helpers.prefect_fixtures import artifact
@@ -81,3 +81,57 @@ def test_a_spent_run_budget_starts_no_new_session_and_fails_the_run(
     )
     assert "a spent 330 tokens of its budget of 10,000 tokens." in aar
     assert f"Skipped b, c: {spent}" in aar
+
+
+def test_a_task_over_its_budget_is_stopped_and_not_retried(
+    prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Three model calls reach the task's 250 tokens; the fourth answer never comes, so only
+    the budget ends the session, and with a retry allowed there is still one session."""
+    from flows.graph_flow import NODES_KEY, tgflow_run
+
+    require_cli("opencode")
+    monkeypatch.setenv("FAKE_API_KEY", "fake-key")
+    origin = make_origin(tmp_path, {"tasks/big.md": task_file("big", "budget_tokens: 250\n")})
+    script = [
+        *(shell_step("opencode", f"echo {n} > {n}.txt") for n in ("one", "two", "three")),
+        {"text": "Done.", "stall": True},
+    ]
+    with FakeModel(script) as fake:
+        config = RunConfig(
+            origin=str(origin),
+            agent="opencode",
+            model="fake-model",
+            agent_base_url=f"{fake.url}/v1",
+            agent_api_key_env="FAKE_API_KEY",
+            validate_commands=["true"],
+            retries=1,
+            retry_delay_s=0,
+            workspace_root=str(tmp_path / "ws"),
+        )
+        state = tgflow_run(config, return_state=True)
+        served = fake.served_usage()
+        sessions = [r for r in fake.scripted_requests() if r["step"] == 0]
+
+    assert state.is_failed()
+    row = artifact(state.state_details.flow_run_id, NODES_KEY)[0]
+    assert (row["status"], row["attempts"], row["sessions"]) == ("failed", 1, 1)
+    assert row["reason"].startswith("budget: 330 tokens spent of 250 (budget_tokens)")
+    assert row["tokens"] == sum(served) == 330 and len(sessions) == 1
+    assert "budget: 330 tokens spent of 250" in show(origin, "tasks/big.md")
+
+
+def test_the_run_form_takes_the_budgets_and_refuses_a_budget_of_nothing() -> None:
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from flows.graph_flow import tgflow_run
+
+    schema = parameter_schema(tgflow_run).model_dump_for_openapi()
+    budgets = {
+        "budget_usd": 20.0, "budget_tokens": 2_000_000, "budget_stop_running": True,
+        "budget_rules": {"risk:high": {"budget_usd": 5}, "level:research": {"budget_tokens": 9}},
+    }  # fmt: skip
+    validate({"config": {"origin": "o", **budgets}}, schema, raise_on_error=True)
+    with pytest.raises(ValidationError):
+        validate({"config": {"origin": "o", "budget_tokens": 0}}, schema, raise_on_error=True)
