@@ -141,4 +141,4 @@ class Ledger:
 
     def run_spent(self) -> str | None:
         """Why no new session may start (the run's budget is spent), or None."""
-        return run_overspent(self.budget, self.total()) if self.budget else None
+        return run_overspent(self.budget, self.total())

@@ -258,10 +258,18 @@ def schedule(
                 heapq.heappush(ready, (-graph.priority(task_id), task_id))
 
     def refuse_all(why: str) -> None:
+        """Every node not started ends here, skipped for ``why``; one completed on the base
+        needed no session, so it stays what it is (already done) rather than skipped."""
         for task_id in sorted(pending, key=rank.__getitem__):
-            refused = _not_run(task_id, graph.tasks[task_id].name, NodeStatus.SKIPPED, why)
-            result.records[task_id] = refused
-            on_record(refused)
+            task = graph.tasks[task_id]
+            if task.status is Status.COMPLETED:
+                record = _not_run(task_id, task.name, NodeStatus.COMPLETED, "")
+                record.already_done = True
+                record.notes.append("already completed on the base branch; nothing run")
+            else:
+                record = _not_run(task_id, task.name, NodeStatus.SKIPPED, why)
+            result.records[task_id] = record
+            on_record(record)
         pending.clear()
         ready.clear()
 

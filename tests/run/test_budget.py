@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tasks_lib.graph.dag import TaskGraph
-from tasks_lib.graph.taskfile import Task, parse_task
+from tasks_lib.graph.taskfile import Status, Task, parse_task
 from tasks_lib.run.aar import ACTIONS, RIGHT, WRONG, Line, budgets
 from tasks_lib.run.budget import Budget, Ledger, Spend, task_budget, task_overspent
 from tasks_lib.run.config import ConfigError, RunConfig
@@ -113,11 +113,12 @@ class OneAtATime:
 
 def test_a_spent_run_budget_starts_no_more_nodes_and_skips_them_saying_why() -> None:
     graph = TaskGraph(
-        [Task(id=i, name=i, path=Path(f"{i}.md"), depends_on=d) for i, d in
-         [("a", ()), ("b", ()), ("c", ()), ("after-c", ("c",))]]
+        [Task(id=i, name=i, path=Path(f"{i}.md"), depends_on=d, status=s) for i, d, s in
+         [("a", (), Status.PENDING), ("b", (), Status.PENDING), ("c", (), Status.PENDING),
+          ("after-c", ("c",), Status.PENDING), ("done", ("after-c",), Status.COMPLETED)]]
     )  # fmt: skip
     ledger = Ledger(Budget(budget_tokens=300))
-    runner = OneAtATime(ledger, Spend(200))
+    runner = OneAtATime(ledger, Spend(300))
 
     result = schedule(
         graph,
@@ -127,10 +128,15 @@ def test_a_spent_run_budget_starts_no_more_nodes_and_skips_them_saying_why() -> 
         spent=ledger.run_spent,
     )
 
-    assert runner.started == ["c", "a"]  # c first (after-c waits on it); a at 200 of 300
-    why = "run budget spent: 400 tokens spent of 300 (budget_tokens)"
-    rest = {i: (r.status, r.reason) for i, r in result.records.items() if i not in ("c", "a")}
-    assert rest == {"after-c": (NodeStatus.SKIPPED, why), "b": (NodeStatus.SKIPPED, why)}
+    assert runner.started == ["c"]  # the most critical; it spent the whole budget
+    why = "run budget spent: 300 tokens spent of 300 (budget_tokens)"
+    rest = {i: (r.status, r.reason) for i, r in result.records.items() if i != "c"}
+    assert rest == {
+        "a": (NodeStatus.SKIPPED, why), "b": (NodeStatus.SKIPPED, why),
+        "after-c": (NodeStatus.SKIPPED, why),
+        "done": (NodeStatus.COMPLETED, ""),  # completed on the base: no session to refuse
+    }  # fmt: skip
+    assert result.records["done"].already_done
 
 
 def test_the_review_says_what_was_spent_against_each_budget_and_which_it_stopped() -> None:
