@@ -17,7 +17,7 @@ from helpers.gitrepos import make_origin, show
 
 from tasks_lib.agents.registry import make_agent
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.run.budget import Budget, Ledger
+from tasks_lib.run.budget import Budget, Ledger, Spend
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.node import run_node
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
@@ -96,3 +96,16 @@ def test_a_spent_run_budget_cuts_a_running_session_when_told_to(fake: FakeModel,
     assert record.status is NodeStatus.FAILED and record.cause is Cause.BUDGET
     assert record.reason == f"run budget spent: {2 * PER_CALL} tokens spent of 220 (budget_tokens)"
     assert ledger.total().tokens == 2 * PER_CALL == sum(fake.served_usage())
+
+
+def test_what_earlier_attempts_spent_counts_and_a_spent_budget_starts_no_session(
+    fake: FakeModel, tmp_path: Path
+):
+    ledger = Ledger()
+    ledger.settle("costly", Spend(3 * PER_CALL))  # what this run's first attempt spent
+
+    record = run(tmp_path, fake, task_file("budget_tokens: 250\n"), ledger)
+
+    assert record.status is NodeStatus.FAILED and record.cause is Cause.BUDGET
+    assert record.reason.startswith("budget: 330 tokens spent of 250 (budget_tokens)")
+    assert record.sessions == 0 and fake.scripted_requests() == []
