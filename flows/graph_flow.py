@@ -51,6 +51,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph, branch_slug
 from tasks_lib.graph.taskfile import Level, Status
 from tasks_lib.run.aar import peak_concurrency, ran, write_aar
+from tasks_lib.run.budget import Ledger, run_overspent
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.durations import history_path, run_history
 from tasks_lib.run.node import run_node
@@ -146,14 +147,17 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                     on_changed=lambda files: run.changed.report(task_id, files),
                     on_slot=lambda held: run.news.put(Slot(task_id, held)),
                     approve=approver(run.config.approval_timeout_s, run.cancel),
+                    ledger=run.ledger,
                 )  # fmt: skip
+    if pool or item.level is Level.REVIEW:  # its sessions did not report to the run's ledger
+        run.ledger.settle(task_id, record.spend)
     record = run.finish_attempt(task_id, record)
     said = log.exists() and log.stat().st_size > 0
     record.log_path = str(log) if said else record.log_path  # none when nothing was said here
     if record.status is NodeStatus.COMPLETED:
         return record
     logger.warning("%s %s: %s", task_id, record.status.value, record.reason)
-    raise NodeFailed(record, retryable=record.status.retryable)
+    raise NodeFailed(record, retryable=record.retryable)
 
 
 def _record_of(future: PrefectFuture[NodeRecord], task_id: str) -> NodeRecord:
@@ -189,6 +193,7 @@ def submit_graph(
     on_record: Callable[[NodeRecord], None] = lambda record: None,
     changed: Callable[[str], Collection[str]] | None = None,
     news: queue.Queue[NodeRecord | Slot] | None = None,
+    spent: Callable[[], str | None] = lambda: None,
 ) -> ScheduleResult:
     """Submit ``node`` once per task, ready-first, each run named after its task id.
 
@@ -197,6 +202,7 @@ def submit_graph(
     exponentially from ``retry_delay_s``. ``changed``: what a running node's branch has
     changed so far, which the pick keeps other nodes off (``schedule``). ``news``: where the
     records arrive, and the nodes' ``Slot`` news (a node waiting to merge frees its slot).
+    ``spent``: why no node may start any more (the run's budget), or None.
     """
     completions: queue.Queue[NodeRecord | Slot] = queue.Queue() if news is None else news
     futures: dict[str, PrefectFuture[NodeRecord]] = {}
@@ -220,6 +226,7 @@ def submit_graph(
         only=only or (),
         on_record=on_record,
         changed=changed,
+        spent=spent,
     )
 
 
@@ -299,6 +306,7 @@ def _run(
         graph=prepared.graph,
         agent_settings=config.agent_settings(),
         observer=run_state.observer(),
+        ledger=Ledger(config.run_budget(), config.budget_stop_running),
     )
     if config.node_pool:
         try:
@@ -389,6 +397,7 @@ def _run_nodes(run: RunState) -> list[NodeRecord]:
             on_record=on_record,
             changed=run.changed,
             news=run.news,
+            spent=run.ledger.run_spent,
         )
     except BaseException:
         run.cancel.set()  # stop agent sessions still running
@@ -416,6 +425,7 @@ def _run_record(
         critical_path_cost=cost,
         depends_on={t: graph.dependencies(t) for t in graph.order},
         max_concurrent=peak_concurrency(records),
+        budget=run.config.run_budget(),
         aar_path=f"{run.config.aar_dir.rstrip('/')}/{run_name}.md",
     )
 
@@ -451,14 +461,18 @@ def _publish(run: RunState, record: RunRecord) -> RunRecord:
 
 
 def _final_state(record: RunRecord) -> RunRecord | State[Any]:
+    """Completed when every node completed within the run's budget; else Failed, saying
+    first that the budget was spent (the reason the nodes not started did not run)."""
     undone = [r for r in record.nodes if r.status is not NodeStatus.COMPLETED]
+    spent = run_overspent(record.budget, record.spend)
     if not undone:
-        return record
+        return record if spent is None else Failed(message=f"{spent}; every node completed")
     counts: dict[str, int] = {}
     for r in undone:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return Failed(
-        message=f"{len(undone)} of {len(record.nodes)} nodes did not complete ({detail}): "
+        message=("" if spent is None else f"{spent}; ")
+        + f"{len(undone)} of {len(record.nodes)} nodes did not complete ({detail}): "
         + ", ".join(r.task_id for r in undone)
     )

@@ -25,6 +25,7 @@ from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.errors import TgflowError
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph
+from tasks_lib.run.budget import Ledger
 from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import Attempt, Cause, NodeRecord, RunRecord, combine
 from tasks_lib.run.scheduler import ChangedFiles, Slot
@@ -107,6 +108,7 @@ class RunState:
     causes: dict[str, Cause] = field(default_factory=dict)  # why the last attempt failed
     changed: ChangedFiles = field(default_factory=ChangedFiles)  # each node's branch, as reported
     news: queue.Queue[NodeRecord | Slot] = field(default_factory=queue.Queue)  # for schedule()
+    ledger: Ledger = field(default_factory=Ledger)  # what the sessions spent, live; the budget
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property

@@ -117,6 +117,7 @@ HEADERS = {
     "agent_s": "agent s",
     "validate_s": "valid. s",
     "cost_usd": "$",
+    "tokens": "tokens",
 }
 # The plain table's columns, named as in the artifact and --json; the reason, last, is not
 # padded, so it is whole however long it is.
@@ -133,8 +134,8 @@ def final_table(records: list[NodeRecord]) -> Table:
     columns = [
         "task", "status", "attempts", "duration_s", "agent_s", "validate_s", "conflicts", "reason",
     ]  # fmt: skip
-    if any(row["cost_usd"] is not None for row in rows):
-        columns.insert(6, "cost_usd")
+    measured = ("cost_usd", "tokens", "budget")  # shown when some node has a figure
+    columns[6:6] = [c for c in measured if any(row[c] is not None for row in rows)]
     if not any(row["reason"] for row in rows):
         columns.remove("reason")
     for column in columns:

@@ -116,6 +116,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
             flag, dest=field, type=float, metavar="S",
             help=f"{info.description} ({info.default:g})",
         )  # fmt: skip
+    parser.add_argument("--budget-usd", type=float, metavar="USD",
+                        help="what the whole run may spend on agent sessions, in dollars as the "
+                             "agents report: once spent no new session starts and the run "
+                             "fails (a task's own: budget_usd: in its frontmatter)")  # fmt: skip
+    parser.add_argument("--budget-tokens", type=int, metavar="N",
+                        help="the same in tokens, in + out (a task's own: budget_tokens: in "
+                             "its frontmatter)")  # fmt: skip
+    parser.add_argument("--budget-stop-running", action="store_true", default=None,
+                        help="once the run's budget is spent, also stop the sessions running "
+                             "then (default: they finish)")  # fmt: skip
     parser.add_argument("--workspace", dest="workspace_root", metavar="DIR",
                         help="folder for tgflow's clone and worktrees")  # fmt: skip
     parser.add_argument("--aar-dir", metavar="DIR", help="folder for the review on main")

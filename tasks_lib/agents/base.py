@@ -38,7 +38,10 @@ class Outcome(StrEnum):
 @dataclass
 class SessionRequest:
     """What one agent session needs. ``on_line`` receives output as it arrives; with a
-    ``sandbox`` the session's processes run inside it."""
+    ``sandbox`` the session's processes run inside it. ``over_budget`` hears the session's
+    spend so far (tokens in + out, dollars) each time the backend learns more, and answers
+    why the session must stop now (a budget is spent), or None: budgets are tgflow's to
+    keep, not the agent's."""
 
     task_id: str
     worktree: Path
@@ -50,6 +53,7 @@ class SessionRequest:
     model: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     sandbox: Sandbox | None = None
+    over_budget: Callable[[int, float], str | None] = lambda tokens, usd: None
 
 
 @dataclass

@@ -185,7 +185,9 @@ class CliAgent(CommandAgent):
 
         def on_line(line: str) -> None:
             self.preset.parse(line, live)
-            if self.preset.should_stop(live):
+            if live.cut is None and not live.finished:  # a finished turn is paid for: let it end
+                live.cut = request.over_budget(*live.spent())
+            if live.cut is not None or self.preset.should_stop(live):
                 stop.set()
             request.on_line(line)
 
@@ -213,7 +215,7 @@ class CliAgent(CommandAgent):
         if outer is not None and outer.is_set():
             outcome, reason = Outcome.CANCELLED, "cancelled"
         elif proc.cancelled:  # we cut it: the tally says why
-            outcome, reason = Outcome.FAILED, tally.error or f"{self.name} stopped"
+            outcome, reason = Outcome.FAILED, tally.cut or tally.error or f"{self.name} stopped"
         elif proc.timed_out:
             outcome = Outcome.TIMED_OUT
             reason = f"{self.name}: no result within {request.timeout_s:g} s"

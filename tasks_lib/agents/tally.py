@@ -24,6 +24,11 @@ class Tally:
     cost_usd: float | None = None
     tool_errors: int = 0
     provider_retries: int = 0
+    cut: str | None = None  # why tgflow stopped the session (its budget), not the agent
+
+    def spent(self) -> tuple[int, float]:
+        """Tokens in + out and dollars so far (unreported counts as none spent)."""
+        return (self.tokens_in or 0) + (self.tokens_out or 0), self.cost_usd or 0.0
 
     def add_usage(
         self, tokens_in: int | None, tokens_out: int | None, cost: float | None = None

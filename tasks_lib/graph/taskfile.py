@@ -146,6 +146,9 @@ class Task(BaseModel):
     # Not in the taskgraph format either: the repository paths (a folder ends in '/') the task
     # will change, for the scheduler's conflict-aware pick (see ``declared_files``).
     files: tuple[Annotated[str, AfterValidator(_inside_the_repository)], ...] = ()
+    # Nor this: what the task's agent sessions may spend in a run (``tasks_lib.run.budget``).
+    budget_usd: float | None = Field(None, gt=0)
+    budget_tokens: int | None = Field(None, gt=0)
 
     path: Path = Field(exclude=True)
     body: str = Field(default="", exclude=True, repr=False)

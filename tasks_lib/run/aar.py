@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from tasks_lib.run.budget import RUN_SPENT, run_overspent
 from tasks_lib.run.records import Attempt, Cause, NodeRecord, NodeStatus, RunRecord
 
 LOW_UTILISATION = 0.6  # below this share of agent capacity in use, say why
@@ -45,6 +46,11 @@ CAUSES: dict[Cause, tuple[str, str]] = {
     ),
     Cause.GIT: ("git", "check that the origin is reachable and accepts pushes"),
     Cause.SETUP: ("setup", "fix the task's agent settings, prompt template or conventions file"),
+    Cause.BUDGET: (
+        "budget spent",
+        "raise the budget (budget_tokens/budget_usd: the task's frontmatter, budget_rules or "
+        "the run's) or split the task",
+    ),
 }
 
 
@@ -623,6 +629,44 @@ def tokens(run: RunRecord) -> list[Line]:
     return [Line(BETTER, line)]
 
 
+def budgets(run: RunRecord) -> list[Line]:
+    """What was spent against each budget set, and which budget stopped which node."""
+    lines = []
+    if run.budget:
+        spent = run_overspent(run.budget, run.spend)
+        if spent is None:
+            lines.append(Line(RIGHT, f"Within the run's budget: {run.spend} of {run.budget}."))
+        else:
+            stopped = [n.task_id for n in run.nodes if n.reason.startswith(RUN_SPENT)]
+            lines.append(
+                Line(
+                    WRONG,
+                    f"The run's budget was spent: {run.spend} of {run.budget}"
+                    + (f"; stopped or not started: {_and(stopped)}" if stopped else "")
+                    + ".",
+                )
+            )
+            lines.append(
+                Line(
+                    ACTIONS,
+                    "Raise the run's budget (budget_tokens/budget_usd) or give its tasks "
+                    "smaller ones, then run again: only the unfinished nodes run.",
+                )
+            )
+    for n in run.nodes:
+        if not n.budget:
+            continue
+        hit = n.cause is Cause.BUDGET and not n.reason.startswith(RUN_SPENT)
+        lines.append(
+            Line(
+                WRONG if hit else RIGHT,
+                f"{n.task_id} spent {n.spend} of its budget of {n.budget}"
+                + ("; the budget stopped it and it was not retried." if hit else "."),
+            )
+        )
+    return lines
+
+
 def tool_errors(run: RunRecord) -> list[Line]:
     total = sum(n.tool_errors for n in run.nodes)
     if not total:
@@ -652,6 +696,7 @@ RULES: tuple[Rule, ...] = (
     slow_validation,
     slowest,
     tokens,
+    budgets,
     tool_errors,
 )
 

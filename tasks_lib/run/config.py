@@ -37,6 +37,7 @@ from tasks_lib.agents.settings import RULE_KEYS, AgentRule, AgentSettings, Prese
 from tasks_lib.errors import UsageError, describe_validation_error
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.approval import DEFAULT_RULE, unknown_selectors
+from tasks_lib.run.budget import Budget
 
 CONFIG_FILE = ".tgflow.toml"
 
@@ -148,6 +149,19 @@ class NodeSettings(BaseModel):
         "with a warning.",
     )
 
+    budget_rules: dict[str, Budget] = Field(
+        default_factory=dict,
+        description='What a task may spend, by its risk or level, e.g. {"risk:high": '
+        '{"budget_usd": 5}, "level:research": {"budget_tokens": 200000}}: a task over it is '
+        "stopped mid-session and fails, not retried. A task file's own budget_usd:/"
+        "budget_tokens: wins over these.",
+    )
+
+    @field_validator("budget_rules")
+    @classmethod
+    def _budget_rule_keys(cls, v: dict[str, Budget]) -> dict[str, Budget]:
+        return _known_rule_keys(v)
+
     @field_validator("validate_commands", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
@@ -181,6 +195,16 @@ class NodeSettings(BaseModel):
     @classmethod
     def _tasks_inside_repo(cls, v: str) -> str:
         return _folder_inside_repo(v, "tasks")
+
+
+def _known_rule_keys(rules: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(rules) - RULE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown rule key(s) {', '.join(unknown)}; use risk:<risk> or level:<level>, "
+            f"one of {', '.join(sorted(RULE_KEYS))}"
+        )
+    return rules
 
 
 def _folder_inside_repo(v: str, example: str) -> str:
@@ -272,6 +296,23 @@ class RunConfig(NodeSettings):
         '"strong-model"}, "level:research": {"agent": "claude"}}. A task file\'s own '
         "agent:/model: wins over these, these over the run's agent and model.",
     )
+    budget_usd: float | None = Field(
+        None,
+        gt=0,
+        description="What the whole run may spend on agent sessions, in dollars as the agents "
+        "report: once spent no new session starts (the nodes not started are skipped) and the "
+        "run fails. Unset: no limit.",
+    )
+    budget_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="The same in tokens (in + out, as the agents report). Unset: no limit.",
+    )
+    budget_stop_running: bool = Field(
+        False,
+        description="Once the run's budget is spent, also stop the sessions running then "
+        "(default: they finish, and only new ones are refused).",
+    )
     only: list[str] = Field(
         default_factory=list,
         description="Run only these task ids (their dependencies must be completed or listed).",
@@ -319,13 +360,10 @@ class RunConfig(NodeSettings):
     @field_validator("agent_rules")
     @classmethod
     def _rule_keys(cls, v: dict[str, AgentRule]) -> dict[str, AgentRule]:
-        unknown = sorted(set(v) - RULE_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown rule key(s) {', '.join(unknown)}; use risk:<risk> or level:<level>, "
-                f"one of {', '.join(sorted(RULE_KEYS))}"
-            )
-        return v
+        return _known_rule_keys(v)
+
+    def run_budget(self) -> Budget:
+        return Budget(budget_usd=self.budget_usd, budget_tokens=self.budget_tokens)
 
     def agent_settings(self) -> AgentSettings:
         """The run's default agent (a task's rules and frontmatter refine it per task).

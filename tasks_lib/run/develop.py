@@ -14,6 +14,7 @@ from tasks_lib.git import worktrees
 from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import AGENT_EMAIL, TASK_TRAILER, parse_identity
 from tasks_lib.graph.taskfile import Task
+from tasks_lib.run.budget import Spend
 from tasks_lib.run.checkpoints import checkpointing
 from tasks_lib.run.config import CONFIG_FILE
 from tasks_lib.run.isolation import sandbox_for
@@ -184,8 +185,12 @@ def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
 
 
 def session(node: Node, text: str) -> SessionResult:
-    """One agent session; anything but success (or Safe Exit) ends the node."""
+    """One agent session; anything but success (or Safe Exit) ends the node, and so does a
+    spent budget: none starts then, and one running is cut (``Node.spending``)."""
     rec, wt = node.record, node.wt()
+    refused = node.no_more_sessions()
+    if refused:
+        raise NodeFailed(NodeStatus.FAILED, refused, Cause.BUDGET)
     author, before = agent_author(node), node.ws.head(wt)
     with checkpointing(node):  # the work reaches the origin while the agent works
         result = node.agent.run(
@@ -200,8 +205,10 @@ def session(node: Node, text: str) -> SessionResult:
                 model=node.task.model,
                 env=node.ws.identity_env(author),
                 sandbox=sandbox_for(node.ws, node.settings.sandbox, wt),
+                over_budget=node.spending,
             )
         )
+    node.ledger.settle(node.task.id, Spend.of(result.tokens_in, result.tokens_out, result.cost_usd))
     rec.notes += worktrees.reclaim(wt)
     node.ws.add_task_trailer(wt, before, node.task.id)
     rec.notes += worktrees.collect(node.ws, wt)
@@ -223,6 +230,9 @@ def session(node: Node, text: str) -> SessionResult:
     if result.outcome == Outcome.BLOCKED:
         raise NodeFailed(NodeStatus.BLOCKED, result.reason or "the agent gave no reason")
     if result.outcome != Outcome.SUCCEEDED:
+        cut = node.cut_for()  # the session was cut for it, or ended over it: no retry either
+        if cut:
+            raise NodeFailed(NodeStatus.FAILED, cut, Cause.BUDGET)
         raise NodeFailed(
             _OUTCOME_STATUS[result.outcome],
             f"agent {result.outcome.value}: {result.reason or result.tail}",

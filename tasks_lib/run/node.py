@@ -21,6 +21,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import WIP_PREFIX
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.approval import ApprovalRequest, Approver, approval_rule
+from tasks_lib.run.budget import Ledger, task_budget
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.develop import backup_branch, develop, prompt_context, trailed
 from tasks_lib.run.integrate import integrate
@@ -48,6 +49,7 @@ def run_node(
     stop_after_develop: bool = False,
     final_attempt: bool = True,
     mask: Callable[[str], str] = identity,
+    ledger: Ledger | None = None,
 ) -> NodeRecord:
     """Develop and integrate one task; always returns a record (git trouble included).
 
@@ -63,7 +65,11 @@ def run_node(
     merge queue), ``on_slot(True)`` that it needs one again (a conflict round, a retry).
     ``approve`` asks a person about a branch that passed its validation, before it merges,
     when the task matches ``approve_when``; without it nothing waits.
+    ``ledger``: the run's spend so far and its budget, which the task's budget (from
+    ``budget_rules`` and its frontmatter) is counted in too; without one, only this
+    attempt's sessions count against the task's budget.
     """
+    budget = task_budget(task, settings.budget_rules)
     node = Node(
         ws=workspace,
         task=task,
@@ -71,7 +77,11 @@ def run_node(
         settings=settings,
         attempt=attempt,
         record=NodeRecord(
-            task_id=task.id, name=task.name, status=NodeStatus.FAILED, agent=agent.name
+            task_id=task.id,
+            name=task.name,
+            status=NodeStatus.FAILED,
+            agent=agent.name,
+            budget=budget,
         ),
         previous_failure=previous_failure,
         final_attempt=final_attempt,
@@ -80,6 +90,8 @@ def run_node(
         on_slot=on_slot or (lambda held: None),
         cancel=cancel or threading.Event(),
         task_paths=task_paths,
+        budget=budget,
+        ledger=ledger or Ledger(),
     )
     rec = node.record
     if attempt > 1:  # a retry: its attempt before may have given the slot up to merge
@@ -185,7 +197,8 @@ def _ask(node: Node, approve: Approver, why: str) -> None:
 
 def wind_down(node: Node) -> None:
     """After a failure: keep the work (WIP commit, branch, origin backup), drop the checkout,
-    and record blocked/failed on main when no retry follows."""
+    and record blocked/failed on main when no retry follows (the last attempt, or a failure
+    no retry is made for: a spent budget)."""
     ws, rec, wt = node.ws, node.record, node.worktree
     if wt is not None and wt.exists():
         rec.notes += worktrees.save_work(
@@ -209,7 +222,7 @@ def wind_down(node: Node) -> None:
         return
     if rec.status == NodeStatus.BLOCKED:
         _record_on_main(node, Status.BLOCKED, failure_note("blocked", node.attempt, rec.reason))
-    elif node.final_attempt and rec.status != NodeStatus.CANCELLED:
+    elif (node.final_attempt or not rec.retryable) and rec.status != NodeStatus.CANCELLED:
         _record_on_main(
             node, Status.FAILED, failure_note(rec.status.value, node.attempt, rec.reason)
         )

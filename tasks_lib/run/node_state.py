@@ -19,6 +19,7 @@ from tasks_lib.git.base import commit_paths
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import Status, Task, parse_task
+from tasks_lib.run.budget import Budget, Ledger, Spend, task_overspent
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.prompt import KeptWork, fenced
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
@@ -77,6 +78,8 @@ class Node:
     # scheduler keeps ready tasks that touch them apart from this one.
     on_changed: Callable[[list[str]], None] = lambda files: None
     on_slot: Callable[[bool], None] = lambda held: None  # see run_node
+    budget: Budget = field(default_factory=Budget)  # the task's (``task_budget``)
+    ledger: Ledger = field(default_factory=Ledger)  # the run's spend, and its budget
     worktree: Path | None = None
     start_base: str | None = None  # the settled base the attempt started from
     checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)
@@ -91,6 +94,21 @@ class Node:
     @property
     def branch_ref(self) -> str:
         return f"refs/heads/{self.branch}"
+
+    def no_more_sessions(self) -> str | None:
+        """Why this node may start no session now: its budget or the run's is spent."""
+        return task_overspent(self.budget, self.ledger.of(self.task.id)) or self.ledger.run_spent()
+
+    def spending(self, tokens: int, usd: float) -> str | None:
+        """A running session has spent this much so far: why it must stop now (the task's
+        budget, or the run's when running sessions stop too), or None."""
+        self.ledger.report(self.task.id, Spend(tokens, usd))
+        return self.cut_for()
+
+    def cut_for(self) -> str | None:
+        """Why a running session of this node is (or was) cut, from the ledger."""
+        over = task_overspent(self.budget, self.ledger.of(self.task.id))
+        return over or (self.ledger.run_spent() if self.ledger.stop_running else None)
 
     def wt(self) -> Path:
         if self.worktree is None:

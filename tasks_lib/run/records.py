@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
+from tasks_lib.run.budget import Budget, Spend
+
 Number = TypeVar("Number", int, float)
 
 
@@ -39,6 +41,7 @@ class Cause(StrEnum):
     NO_CHANGE = "no change"  # the agent finished without committing anything
     GIT = "git"  # a git operation failed (origin unreachable, push refused, …)
     SETUP = "setup"  # the task's settings, prompt template or conventions file are wrong
+    BUDGET = "budget"  # the task's or the run's budget is spent: a retry would spend more
 
 
 class Conflict(BaseModel):
@@ -99,6 +102,7 @@ class NodeRecord(BaseModel):
     tokens_out: int | None = None
     cost_usd: float | None = None
     tool_errors: int = 0
+    budget: Budget = Field(default_factory=Budget)  # what the task may spend in this run
     notes: list[str] = Field(default_factory=list)  # things the orchestrator did and says so
     cleanup: dict[str, bool] = Field(default_factory=dict)  # worktree/branch/remote → removed
     already_done: bool = False  # found completed on main; nothing was run
@@ -108,6 +112,15 @@ class NodeRecord(BaseModel):
     def duration_s(self) -> float:
         end = self.finished_at or datetime.now(UTC)
         return (end - self.started_at).total_seconds()
+
+    @property
+    def retryable(self) -> bool:
+        """A transient outcome, and not a spent budget (a retry would only spend more)."""
+        return self.status.retryable and self.cause is not Cause.BUDGET
+
+    @property
+    def spend(self) -> Spend:
+        return Spend.of(self.tokens_in, self.tokens_out, self.cost_usd)
 
     def close_attempt(self, number: int) -> NodeRecord:
         """Stamp the finish time and keep this try's measures as attempt ``number`` (nodes
@@ -178,5 +191,10 @@ class RunRecord(BaseModel):
     critical_path_cost: float = 0.0
     depends_on: dict[str, list[str]] = Field(default_factory=dict)  # to measure chains as run
     max_concurrent: int = 0  # peak number of agent sessions running at once
+    budget: Budget = Field(default_factory=Budget)  # what the whole run may spend
     aar_path: str | None = None
     aar_unsaved: str = ""  # why the review is only an artifact, when it is not on the base
+
+    @property
+    def spend(self) -> Spend:
+        return sum((n.spend for n in self.nodes), Spend())

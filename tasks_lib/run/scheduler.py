@@ -115,6 +115,7 @@ def schedule(
     only: Collection[str] = (),
     on_record: Callable[[NodeRecord], None] = lambda record: None,
     changed: Callable[[str], Collection[str]] | None = None,
+    spent: Callable[[], str | None] = lambda: None,
 ) -> ScheduleResult:
     """Run the graph's nodes (or ``only`` those) and return every node's record.
 
@@ -130,6 +131,9 @@ def schedule(
     idle; one that needs a session again takes it back, over the bound for a while at worst.
     ``changed`` gives the files a running node's branch has changed so far; it is called from
     this loop, at each pick, while nodes report from other threads (``ChangedFiles``).
+    ``spent`` says why no node may start any more (the run's budget is spent), asked before
+    each start: then every node not started is skipped with that reason, and the running
+    ones are waited for.
     """
     selected = set(only) if only else {*graph.tasks, *graph.held_back}
     unknown = sorted(selected - set(graph.tasks) - set(graph.held_back))
@@ -253,8 +257,29 @@ def schedule(
             if not waiting[task_id]:
                 heapq.heappush(ready, (-graph.priority(task_id), task_id))
 
+    def refuse_all(why: str) -> None:
+        """Every node not started ends here, skipped for ``why``; one completed on the base
+        needed no session, so it stays what it is (already done) rather than skipped."""
+        for task_id in sorted(pending, key=rank.__getitem__):
+            task = graph.tasks[task_id]
+            if task.status is Status.COMPLETED:
+                record = _not_run(task_id, task.name, NodeStatus.COMPLETED, "")
+                record.already_done = True
+                record.notes.append("already completed on the base branch; nothing run")
+            else:
+                record = _not_run(task_id, task.name, NodeStatus.SKIPPED, why)
+            result.records[task_id] = record
+            on_record(record)
+        pending.clear()
+        ready.clear()
+
     slots: set[str] = set()  # running nodes that hold an agent slot (not merely queued)
     while pending or running:
+        why = spent() if ready and len(slots) < max_parallel else None
+        if why:
+            refuse_all(why)
+            if not running:
+                break
         while ready and len(slots) < max_parallel:
             start = next_start()
             if start is None:  # only nodes skipped since they became ready were left

@@ -24,6 +24,7 @@ def node_table(records: list[NodeRecord]) -> list[dict[str, Any]]:
                 "conflicts": ", ".join(files),
                 "cost_usd": r.cost_usd,
                 "tokens": (r.tokens_in or 0) + (r.tokens_out or 0) if r.tokens_in else None,
+                "budget": str(r.budget) if r.budget else None,
                 "log": r.log_path,
                 "reason": r.reason.strip().splitlines()[0] if r.reason.strip() else "",
             }

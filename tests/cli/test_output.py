@@ -89,3 +89,24 @@ def test_the_terminal_table_has_the_validation_time_too() -> None:
     console.print(final_table([record.close_attempt(1)]))
     text = console.export_text()
     assert "valid. s" in text and "4.2" in text
+
+
+def test_the_terminal_table_shows_what_was_spent_against_the_budget() -> None:
+    from rich.console import Console
+
+    from tasks_lib.run.budget import Budget
+    from tasks_lib.run.records import NodeRecord, NodeStatus
+    from tgflow_cli.progress import final_table
+
+    spent = NodeRecord(
+        task_id="a", status=NodeStatus.FAILED, tokens_in=300, tokens_out=30,
+        budget=Budget(budget_tokens=250), reason="budget: 330 tokens spent of 250",
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(final_table([spent.close_attempt(1)]))
+    lines = console.export_text().splitlines()
+    header, row = next(x for x in lines if "task" in x), next(x for x in lines if " a " in x)
+    cells = {h.strip(): c.strip() for h, c in zip(header.split("┃"), row.split("│"), strict=True)}
+    assert (cells["tokens"], cells["budget"]) == ("330", "250 tokens")
+    console.print(final_table([NodeRecord(task_id="b", status=NodeStatus.COMPLETED)]))
+    assert "budget" not in console.export_text()

@@ -92,6 +92,13 @@ class FakeModel:
         """Requests that carried tools (real agent turns, not title generation)."""
         return [r for r in self.requests if r["step"] is not None]
 
+    def served_usage(self) -> tuple[int, int]:
+        """Tokens in and out the agent turns were charged: USAGE_IN/USAGE_OUT for each answer
+        sent in full (an error, a stall or a client gone mid-answer reports no usage)."""
+        with self._lock:
+            served = sum(1 for r in self.requests if r["step"] is not None and r.get("served"))
+        return served * USAGE_IN, served * USAGE_OUT
+
     def _log(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(entry)
@@ -162,9 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         has_tools = bool(body.get("tools"))
         index = _assistant_items(api, body) if has_tools else None
-        self.fake._log(
-            {"time": time.time(), "path": self.path, "api": api, "step": index, "body": body}
-        )
+        entry = {"time": time.time(), "path": self.path, "api": api, "step": index, "body": body}
+        self.fake._log(entry)
         step = self.fake.step_for(index) if index is not None else {"text": CANNED}
         if "error" in step:
             self._error(api, int(step.get("status", 500)), str(step["error"]))
@@ -173,6 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         stream = body.get("stream", api == "responses")
         if not stream:
             self._json(200, _whole(api, step, str(body.get("model", "fake-model"))))
+            entry["served"] = True
             return
         events = _EVENTS[api](step, str(body.get("model", "fake-model")))
         self.send_response(200)
@@ -190,7 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk.encode())
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            return
+        entry["served"] = True
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
