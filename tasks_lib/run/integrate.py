@@ -28,7 +28,6 @@ from pathlib import Path
 
 from tasks_lib.git import worktrees
 from tasks_lib.git.base import change_base, merge
-from tasks_lib.git.checkpoint import drop_checkpoint
 from tasks_lib.git.locks import FairLock
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status
@@ -97,9 +96,9 @@ def integrate(node: Node) -> None:
 
 def _clean_up(node: Node) -> None:
     """Landed: the checkout, the local and the remote branch go (the task's own: no lock)."""
-    node.record.cleanup = worktrees.cleanup(node.ws, node.task.id, node.settings.push)
-    if node.settings.push and not drop_checkpoint(node.ws, node.task.id, node.checkpoints > 0):
-        node.record.cleanup["checkpoint"] = False
+    node.record.cleanup = worktrees.cleanup(
+        node.ws, node.task.id, node.settings.push, checkpointed=node.checkpoints > 0
+    )
     node.record.status = NodeStatus.COMPLETED
 
 
