@@ -134,20 +134,24 @@ def serve(batch: list[Node]) -> None:
 
     def trial(items: Sequence[Node]) -> Trial[Node]:
         pre = ws.head()
+        head, tree = pre, None  # where base stands as the merges go (a conflict stays put)
         merged: list[Node] = []
         conflicted: list[Node] = []
         for node in items:
-            done = merge(ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node))
+            done = merge(
+                ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node), at=head
+            )
             if done.merged and done.sha is not None:
                 merged.append(node)
                 merged_as[node.task.id] = done.sha
+                head, tree = done.sha, done.tree
             else:
                 conflicted.append(node)
                 assert node.landing is not None
                 node.landing.conflicts = done.conflicts
         if not merged:
             return Trial(True, [], conflicted)
-        problem = _validate_merged(merged, pre)
+        problem = _validate_merged(merged, pre, tree)
         if problem is None:
             return Trial(True, merged, conflicted)
         for node in merged:
@@ -203,13 +207,14 @@ def serve(batch: list[Node]) -> None:
 NOTHING_LANDED = "nothing of the batch landed"
 
 
-def _validate_merged(merged: list[Node], pre: str) -> str | None:
+def _validate_merged(merged: list[Node], pre: str, tree: str | None) -> str | None:
     """The merged tree's validation, once for the batch; None when it passes. Skipped when
-    one branch merged and the tree is the one its own validation passed (base had not moved
-    since it was merged into the branch): the same files, the same commands."""
+    one branch merged and the tree (``tree``, base's now) is the one its own validation
+    passed (base had not moved since it was merged into the branch): the same files, the
+    same commands."""
     first = merged[0]
     ws, s = first.ws, first.settings
-    tree = ws.git(ws.integration, "rev-parse", "HEAD^{tree}") if len(merged) == 1 else None
+    tree = tree if len(merged) == 1 else None
     if tree is not None and first.validated_tree == tree:
         first.record.validation_skipped = True
         first.record.notes.append(
