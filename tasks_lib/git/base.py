@@ -105,12 +105,12 @@ def merge(
     return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
 
 
-def commit_paths(ws: Workspace, paths: list[Path], message: str) -> str:
-    """Commit these files of the integration worktree on base (status updates)."""
+def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
+    """Commit these files of the integration worktree on base (status updates). The commit is
+    not read here: ``change_base`` reads HEAD once after the whole edit."""
     rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
     ws.git(ws.integration, "add", "--", *rel)
     ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *rel)
-    return ws.head()
 
 
 def _push_base(
