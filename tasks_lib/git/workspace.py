@@ -213,7 +213,6 @@ class Workspace:
         However many commits there are, one ``git log`` lists them (oldest first) with all
         they need and one ``interpret-trailers`` gives every message that lacks it the
         trailer; then one ``commit-tree`` per commit rewritten."""
-        head = self.head(cwd)
         base_sha = self.git(self.integration, "rev-parse", self.base_ref())  # cwd borrows it
         # Commit, tree, parents, author, dates, trailer values, message.
         fields = "%x00".join(
@@ -222,7 +221,7 @@ class Workspace:
         )  # fmt: skip
         shown = self.git(
             cwd, "log", "--reverse", "--topo-order", "--date=raw", f"--format={fields}%x00%B%x01",
-            head, "--not", since, base_sha, "--remotes",
+            "HEAD", "--not", since, base_sha, "--remotes",
         )  # fmt: skip
         # Each ends in \x01: the last piece is what follows the last commit (nothing).
         commits = [info.lstrip("\n").split("\x00", 8) for info in shown.split("\x01")[:-1]]
@@ -230,6 +229,9 @@ class Workspace:
         rewritten: dict[str, str] = {}
         if not commits:
             return 0
+        # The one tip comes first in topological order, so last here; ``update-ref`` below
+        # moves HEAD only from it.
+        head = commits[-1][0]
         with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
             files, lacking = [], []
             for n, info in enumerate(commits):

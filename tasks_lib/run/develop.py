@@ -56,35 +56,40 @@ def develop(node: Node, needs_agent: bool) -> None:
     # again between two checks would only be another moment of those merges.
     base_sha, settled = ws.base_and_settled()
     revert_protected_paths(node, base_sha)
-    if not ws.commits_ahead(node.branch_ref):
+    # A branch that changes files holds commits not on base; only one that changes none is
+    # asked for its commits.
+    changed = ws.files_changed(node.branch_ref)
+    if not changed and not ws.commits_ahead(node.branch_ref):
         raise NodeFailed(
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
         )
-    _merge_settled_base(node, settled)
-    changed = ws.files_changed(node.branch_ref)
+    if _merge_settled_base(node, settled):
+        changed = ws.files_changed(node.branch_ref)
     node.on_changed(changed)
     backup_branch(node)
     refuse_conflict_markers(node, changed)
     validate(node, wt, "on the task branch")
 
 
-def _merge_settled_base(node: Node, settled: str) -> None:
+def _merge_settled_base(node: Node, settled: str) -> bool:
     """Base (``settled``) merged into the branch before it is validated, so the tree validated
     is the one the merge will make (unless base moves meanwhile): the post-merge validation can
     then be skipped, and a clash with what landed since shows on the branch. A conflict here is
-    left to the merge (which hands it to the agent), so this never costs a session."""
+    left to the merge (which hands it to the agent), so this never costs a session. True when
+    the branch moved."""
     ws, wt = node.ws, node.wt()
     if ws.is_ancestor(settled, node.branch_ref):
-        return
+        return False
     if merge_base_into_branch(node, wt, settled):
         node.record.notes.append(
             f"merged {ws.base} ({settled[:10]}) into the branch before validating it"
         )
-    else:
-        ws.git(wt, "merge", "--abort")
-        node.record.notes.append(
-            f"{ws.base} ({settled[:10]}) conflicts with the branch; left to the merge"
-        )
+        return True
+    ws.git(wt, "merge", "--abort")
+    node.record.notes.append(
+        f"{ws.base} ({settled[:10]}) conflicts with the branch; left to the merge"
+    )
+    return False
 
 
 def merge_base_into_branch(node: Node, wt: Path, base_sha: str, why: str = "") -> bool:
