@@ -273,18 +273,23 @@ class Workspace:
         ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=False).status == 0
 
-    def push(self, refspec: str) -> GitResult:
-        """``git push`` of one refspec (``src:dst`` or ``:dst``) to the origin; the caller
-        reads the verdict. Pushed to the URL, so the tracking ref is updated here."""
+    def push(self, *refspecs: str) -> GitResult:
+        """``git push`` of these refspecs (``[+]src:dst`` or ``:dst``) to the origin, in one
+        ``--atomic`` push when there are several (all land or none); the caller reads the
+        verdict. Pushed to the URL, so the tracking refs are updated here (one transaction)."""
         self._restore_origin_url()
-        pushed = run_git(self.integration, "push", "--porcelain", self.origin, refspec, check=False)
-        src, _, dst = refspec.rpartition(":")
-        if pushed.status == 0 and dst.startswith("refs/heads/"):
-            tracking = "refs/remotes/origin/" + dst.removeprefix("refs/heads/")
-            if src:
-                self.git(self.integration, "update-ref", tracking, f"{src}^{{commit}}")
-            else:
-                self.git(self.integration, "update-ref", "-d", tracking)
+        atomic = ["--atomic"] if len(refspecs) > 1 else []
+        pushed = run_git(
+            self.integration, "push", "--porcelain", *atomic, self.origin, *refspecs, check=False
+        )
+        tracking: dict[str, str | None] = {}
+        for refspec in refspecs:
+            src, _, dst = refspec.removeprefix("+").rpartition(":")
+            if dst.startswith("refs/heads/"):
+                name = "refs/remotes/origin/" + dst.removeprefix("refs/heads/")
+                tracking[name] = f"{src}^{{commit}}" if src else None
+        if pushed.status == 0:
+            self.update_refs(tracking)
         return pushed
 
     def _restore_origin_url(self) -> None:

@@ -232,6 +232,28 @@ def test_update_refs_changes_all_or_nothing(origin: Path, tmp_path: Path) -> Non
     assert len(commands) == 1
 
 
+def test_a_rewritten_branch_replaces_its_backup_once_the_old_commits_are_rescued(
+    origin: Path, tmp_path: Path
+) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    checkout = worktrees.start_task(ws, "r")
+    write_files(checkout.path, {"r.txt": "r\n"})
+    worktrees.commit_all(ws, checkout.path, "r work\n\nTgflow-Task: r")
+    assert worktrees.push_branch(ws, "r")[0]
+    first = git(origin, "rev-parse", "refs/heads/tgflow/r")
+    git(checkout.path, "commit", "-q", "--amend", "-m", "r work, amended\n\nTgflow-Task: r")
+    notes = worktrees.collect(ws, checkout.path)  # the old tip is rescued: it is not lost
+    assert any("refs/tgflow/rescued/r/" in n for n in notes)
+
+    ok, output = worktrees.push_branch(ws, "r")  # a forced push (``+sha:ref``)
+
+    assert ok, output
+    amended = git(checkout.path, "rev-parse", "HEAD")
+    assert git(origin, "rev-parse", "refs/heads/tgflow/r") == amended != first
+    assert git(ws.integration, "rev-parse", "refs/remotes/origin/tgflow/r") == amended
+    assert git(origin, "rev-parse", f"refs/tgflow/rescued/r/{first[:12]}") == first
+
+
 @contextmanager
 def counting() -> Iterator[list[list[str]]]:
     """The git commands run inside (every one goes through GitPython's ``Git.execute``)."""
