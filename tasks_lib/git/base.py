@@ -37,15 +37,26 @@ class BaseChange:
 
     reason: str | None
     attempts: int = 1
+    with_base: list[str] = field(default_factory=list)  # the ``also`` refspecs pushed with it
 
 
 def change_base(
-    ws: Workspace, edit: Callable[[], str | None], *, push: bool, retries: int
+    ws: Workspace,
+    edit: Callable[[], str | None],
+    *,
+    push: bool,
+    retries: int,
+    also: Callable[[], list[str]] | None = None,
 ) -> BaseChange:
     """Refresh, run ``edit()`` (it commits on base; returns a failure reason or None), push
     when asked with ``edit`` as the redo on a moved origin. On a failure, or an exception
     (re-raised), base goes back to origin's base when pushing, else to the pre-edit commit.
-    An edit that commits nothing pushes nothing."""
+    An edit that commits nothing pushes nothing.
+
+    ``also()``, asked after each edit: refspecs to push in the same push as base, atomically
+    (e.g. deleting the branches merged: one push where there would be one more per branch).
+    A push of them all that fails, whatever for, is not judged: base is pushed alone, exactly
+    as without them, and they are not in ``with_base`` (the caller pushes them itself)."""
     pre = ws.refresh(push)
     fallback = f"refs/remotes/origin/{ws.base}" if push else pre
     try:
@@ -55,7 +66,7 @@ def change_base(
         if change.reason is None and push:
             head = ws.head()
             if head != pre:
-                change = _push_base(ws, edit, retries, head)
+                change = _push_base(ws, edit, retries, head, also or list)
     except BaseException:
         ws.reset_to(fallback)
         ws.settle()
@@ -114,17 +125,24 @@ def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
 
 
 def _push_base(
-    ws: Workspace, redo: Callable[[], str | None], retries: int, head: str
+    ws: Workspace,
+    redo: Callable[[], str | None],
+    retries: int,
+    head: str,
+    also: Callable[[], list[str]],
 ) -> BaseChange:
-    """Push base, at ``head`` (the commit the integration worktree, on base, stands on). A
-    rejected push (origin moved) means: fetch, stand on origin/base, ``redo()`` our work there
-    (re-merge, re-validate, re-commit; it returns a failure reason or None), push again.
-    Bounded; never forced."""
+    """Push base, at ``head`` (the commit the integration worktree, on base, stands on), with
+    ``also()`` (see ``change_base``). A rejected push (origin moved) means: fetch, stand on
+    origin/base, ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
+    failure reason or None), push again. Bounded; never forced."""
     for attempt in range(1, retries + 2):
-        pushed = ws.push(f"{head}:{ws.base_ref()}")
+        base, extra = f"{head}:{ws.base_ref()}", also()
+        pushed = ws.push(base, *extra)
+        if pushed.status != 0 and extra:  # atomic: nothing landed; base alone decides
+            pushed, extra = ws.push(base), []
         if pushed.status == 0:
             ws.remember_pushed(head)
-            return BaseChange(None, attempt)
+            return BaseChange(None, attempt, extra)
         if not _rejected(pushed.output):
             said = pushed.remote_message or pushed.output.replace("\n", "; ")
             return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)

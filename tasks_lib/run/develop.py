@@ -332,6 +332,7 @@ def backup_branch(node: Node) -> bool:
     if not node.settings.push:
         return False
     ok, output = worktrees.push_branch(node.ws, node.task.id)  # its own refs: no lock
+    node.backed_up = node.backed_up or ok
     if not ok:
         node.record.notes.append(f"could not back the branch up on the origin: {output}")
     return ok

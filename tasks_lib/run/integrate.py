@@ -99,6 +99,8 @@ def _clean_up(node: Node) -> None:
     node.record.cleanup = worktrees.cleanup(
         node.ws, node.task.id, node.settings.push, checkpointed=node.checkpoints > 0
     )
+    if node.landing is not None and node.landing.branch_deleted:  # with base, in ``serve``
+        node.record.cleanup["remote_branch"] = True
     node.record.status = NodeStatus.COMPLETED
 
 
@@ -171,8 +173,12 @@ def serve(batch: list[Node]) -> None:
             node.write_task_file(Status.COMPLETED, summary=_summary(node))
         return None if outcome.landed else NOTHING_LANDED
 
+    def with_base() -> list[str]:
+        """The landed branches the origin holds go in the push of base: their work is in it."""
+        return [f":{node.branch_ref}" for node in outcome.landed if node.backed_up]
+
     try:
-        change = change_base(ws, edit, push=s.push, retries=s.push_retries)
+        change = change_base(ws, edit, push=s.push, retries=s.push_retries, also=with_base)
     finally:
         ended = datetime.now(UTC)
         for node in batch:
@@ -194,6 +200,7 @@ def serve(batch: list[Node]) -> None:
                 "the origin moved during the merge; re-merged and pushed "
                 f"(attempt {change.attempts})"
             )
+        node.landing.branch_deleted = f":{node.branch_ref}" in change.with_base
         others = [n.task.id for n in outcome.landed if n is not node]
         rec.merged_with = others
         if others:
