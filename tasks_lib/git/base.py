@@ -18,7 +18,7 @@ from typing import Literal
 
 from tasks_lib.git import BaseRewound
 from tasks_lib.git.runner import GitError
-from tasks_lib.git.workspace import TASK_TRAILER, Workspace
+from tasks_lib.git.workspace import SETTLED_REF, TASK_TRAILER, Workspace
 
 
 @dataclass
@@ -38,6 +38,7 @@ class BaseChange:
     reason: str | None
     attempts: int = 1
     with_base: list[str] = field(default_factory=list)  # the ``also`` refspecs pushed with it
+    settled: bool = False  # base was pushed, and settled with its tracking ref
 
 
 def change_base(
@@ -73,7 +74,8 @@ def change_base(
         raise
     if change.reason is not None:
         ws.reset_to(fallback)
-    ws.settle()
+    if not change.settled:
+        ws.settle()
     return change
 
 
@@ -136,13 +138,13 @@ def _push_base(
     origin/base, ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
     failure reason or None), push again. Bounded; never forced."""
     for attempt in range(1, retries + 2):
-        base, extra = f"{head}:{ws.base_ref()}", also()
-        pushed = ws.push(base, *extra)
+        base, extra, settled = f"{head}:{ws.base_ref()}", also(), {SETTLED_REF: head}
+        pushed = ws.push(base, *extra, with_refs=settled)
         if pushed.status != 0 and extra:  # atomic: nothing landed; base alone decides
-            pushed, extra = ws.push(base), []
+            pushed, extra = ws.push(base, with_refs=settled), []
         if pushed.status == 0:
             ws.remember_pushed(head)
-            return BaseChange(None, attempt, extra)
+            return BaseChange(None, attempt, extra, settled=True)
         if not _rejected(pushed.output):
             said = pushed.remote_message or pushed.output.replace("\n", "; ")
             return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)

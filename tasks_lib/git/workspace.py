@@ -273,10 +273,11 @@ class Workspace:
         ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=False).status == 0
 
-    def push(self, *refspecs: str) -> GitResult:
+    def push(self, *refspecs: str, with_refs: Mapping[str, str] | None = None) -> GitResult:
         """``git push`` of these refspecs (``[+]src:dst`` or ``:dst``) to the origin, in one
         ``--atomic`` push when there are several (all land or none); the caller reads the
-        verdict. Pushed to the URL, so the tracking refs are updated here (one transaction)."""
+        verdict. Pushed to the URL, so the tracking refs are updated here, in one transaction
+        with ``with_refs`` (ref -> commit: what the caller would set next, on success)."""
         self._restore_origin_url()
         atomic = ["--atomic"] if len(refspecs) > 1 else []
         pushed = run_git(
@@ -289,7 +290,7 @@ class Workspace:
                 name = "refs/remotes/origin/" + dst.removeprefix("refs/heads/")
                 tracking[name] = f"{src}^{{commit}}" if src else None
         if pushed.status == 0:
-            self.update_refs(tracking)
+            self.update_refs({**tracking, **(with_refs or {})})
         return pushed
 
     def _restore_origin_url(self) -> None:
@@ -423,7 +424,8 @@ class Workspace:
         self.settle()
 
     def settle(self) -> None:
-        """Base, as it stands now, is settled (the caller holds the merge lock)."""
+        """Base, as it stands now, is settled (the caller holds the merge lock). A push of
+        base settles it itself (``push(with_refs=)``, in ``base._push_base``)."""
         self.git(self.integration, "update-ref", SETTLED_REF, self.base_ref())
 
     def show(self, rev: str, rel: str) -> str | None:
