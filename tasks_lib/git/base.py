@@ -18,7 +18,7 @@ from typing import Literal
 
 from tasks_lib.git import BaseRewound
 from tasks_lib.git.runner import GitError
-from tasks_lib.git.workspace import TASK_TRAILER, Workspace
+from tasks_lib.git.workspace import SETTLED_REF, TASK_TRAILER, Workspace
 
 
 @dataclass
@@ -27,6 +27,7 @@ class MergeResult:
     pre_sha: str
     sha: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    tree: str | None = None  # the merge commit's tree (read with ``sha``, in one command)
 
 
 @dataclass
@@ -36,30 +37,45 @@ class BaseChange:
 
     reason: str | None
     attempts: int = 1
+    with_base: list[str] = field(default_factory=list)  # the ``also`` refspecs pushed with it
+    settled: bool = False  # base was pushed, and settled with its tracking ref
 
 
 def change_base(
-    ws: Workspace, edit: Callable[[], str | None], *, push: bool, retries: int
+    ws: Workspace,
+    edit: Callable[[], str | None],
+    *,
+    push: bool,
+    retries: int,
+    also: Callable[[], list[str]] | None = None,
 ) -> BaseChange:
     """Refresh, run ``edit()`` (it commits on base; returns a failure reason or None), push
     when asked with ``edit`` as the redo on a moved origin. On a failure, or an exception
     (re-raised), base goes back to origin's base when pushing, else to the pre-edit commit.
-    An edit that commits nothing pushes nothing."""
+    An edit that commits nothing pushes nothing.
+
+    ``also()``, asked after each edit: refspecs to push in the same push as base, atomically
+    (e.g. deleting the branches merged: one push where there would be one more per branch).
+    A push of them all that fails, whatever for, is not judged: base is pushed alone, exactly
+    as without them, and they are not in ``with_base`` (the caller pushes them itself)."""
     pre = ws.refresh(push)
     fallback = f"refs/remotes/origin/{ws.base}" if push else pre
     try:
         if push:
-            _refuse_rewound(ws)
+            _refuse_rewound(ws, pre)
         change = BaseChange(edit())
-        if change.reason is None and push and ws.head() != pre:
-            change = _push_base(ws, edit, retries)
+        if change.reason is None and push:
+            head = ws.head()
+            if head != pre:
+                change = _push_base(ws, edit, retries, head, also or list)
     except BaseException:
         ws.reset_to(fallback)
         ws.settle()
         raise
     if change.reason is not None:
         ws.reset_to(fallback)
-    ws.settle()
+    if not change.settled:
+        ws.settle()
     return change
 
 
@@ -69,14 +85,16 @@ def merge(
     name: str,
     strategy: Literal["merge", "squash"] = "merge",
     author: tuple[str, str] | None = None,
+    at: str | None = None,
 ) -> MergeResult:
     """Land the task branch on base; a conflict is aborted, never left.
 
     ``merge``: a ``--no-ff`` merge commit by tgflow, the agent's commits kept beneath it.
     ``squash``: one commit with the branch's whole change, authored by ``author`` (the agent,
     whose work it is) and committed by tgflow, with the task trailer: the history of base
-    reads one commit per task."""
-    pre, branch = ws.head(), ws.branch(task_id)
+    reads one commit per task. ``at``: HEAD's commit, when the caller knows it (it holds the
+    merge lock, so nothing else moves HEAD)."""
+    pre, branch = at or ws.head(), ws.branch(task_id)
     try:
         if strategy == "merge":
             message = f"Merge task {task_id}: {name}"
@@ -96,26 +114,37 @@ def merge(
         if not conflicts:
             raise
         return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts.split("\n"))
-    return MergeResult(merged=True, pre_sha=pre, sha=ws.head())
+    sha, tree = ws.git(ws.integration, "rev-parse", "HEAD", "HEAD^{tree}").split()
+    return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
 
 
-def commit_paths(ws: Workspace, paths: list[Path], message: str) -> str:
-    """Commit these files of the integration worktree on base (status updates)."""
+def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
+    """Commit these files of the integration worktree on base (status updates). The commit is
+    not read here: ``change_base`` reads HEAD once after the whole edit."""
     rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
     ws.git(ws.integration, "add", "--", *rel)
     ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *rel)
-    return ws.head()
 
 
-def _push_base(ws: Workspace, redo: Callable[[], str | None], retries: int) -> BaseChange:
-    """Push base. A rejected push (origin moved) means: fetch, stand on origin/base, ``redo()``
-    our work there (re-merge, re-validate, re-commit; it returns a failure reason or None),
-    push again. Bounded; never forced."""
+def _push_base(
+    ws: Workspace,
+    redo: Callable[[], str | None],
+    retries: int,
+    head: str,
+    also: Callable[[], list[str]],
+) -> BaseChange:
+    """Push base, at ``head`` (the commit the integration worktree, on base, stands on), with
+    ``also()`` (see ``change_base``). A rejected push (origin moved) means: fetch, stand on
+    origin/base, ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
+    failure reason or None), push again. Bounded; never forced."""
     for attempt in range(1, retries + 2):
-        pushed = ws.push(f"{ws.base_ref()}:{ws.base_ref()}")
+        base, extra, settled = f"{head}:{ws.base_ref()}", also(), {SETTLED_REF: head}
+        pushed = ws.push(base, *extra, with_refs=settled)
+        if pushed.status != 0 and extra:  # atomic: nothing landed; base alone decides
+            pushed, extra = ws.push(base, with_refs=settled), []
         if pushed.status == 0:
-            ws.remember_pushed(ws.head())
-            return BaseChange(None, attempt)
+            ws.remember_pushed(head)
+            return BaseChange(None, attempt, extra, settled=True)
         if not _rejected(pushed.output):
             said = pushed.remote_message or pushed.output.replace("\n", "; ")
             return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)
@@ -125,6 +154,7 @@ def _push_base(ws: Workspace, redo: Callable[[], str | None], retries: int) -> B
         reason = redo()
         if reason is not None:
             return BaseChange(reason, attempt)
+        head = ws.head()
     return BaseChange(
         f"push of {ws.base} rejected {retries + 1} times (the origin keeps moving)", retries + 1
     )
@@ -134,13 +164,15 @@ def _rejected(push_output: str) -> bool:
     return any(w in push_output for w in ("[rejected]", "non-fast-forward", "fetch first"))
 
 
-def _refuse_rewound(ws: Workspace) -> None:
-    """Raise ``BaseRewound`` when origin's base (just fetched) no longer holds the last commit
-    this run pushed there. The lost commits stay reachable from ``refs/tgflow/lost/<UTC>``, in
-    the clone and on the origin; nothing is forced back, a person decides."""
+def _refuse_rewound(ws: Workspace, at: str) -> None:
+    """Raise ``BaseRewound`` when origin's base (just fetched; ``at``, its commit) no longer
+    holds the last commit this run pushed there. The lost commits stay reachable from
+    ``refs/tgflow/lost/<UTC>``, in the clone and on the origin; nothing is forced back, a
+    person decides. No git is asked when it is still that commit (as when only this run
+    pushes)."""
     pushed = ws.pushed_to_base()
     remote = f"refs/remotes/origin/{ws.base}"
-    if not pushed or ws.is_ancestor(pushed[-1], remote):
+    if not pushed or pushed[-1] == at or ws.is_ancestor(pushed[-1], remote):
         return
     last = pushed[-1]
     lost = ws.git(ws.integration, "log", "--first-parent", "--format=%h %s", last, f"^{remote}")

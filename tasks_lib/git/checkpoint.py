@@ -113,13 +113,14 @@ def _snapshot(ws: Workspace, task_id: str, path: Path, head: str, lent: dict[str
         ).out
 
 
-def drop_checkpoint(ws: Workspace, task_id: str, pushed: bool) -> bool:
+def drop_checkpoint(ws: Workspace, task_id: str, pushed: bool, seen: bool | None = None) -> bool:
     """The task's checkpoint is no longer needed (its work landed, or is on its branch):
     deleted on the origin and here, when this attempt ``pushed`` one or the last fetch saw
-    one. False when the origin would not delete it."""
+    one (``seen``: whether it did, when the caller has read that ref). False when the origin
+    would not delete it."""
     name = slug(task_id)
     fetched = f"{FETCHED_CHECKPOINTS}{name}"
-    if not pushed and not ws.ref_exists(fetched):
+    if not pushed and not (ws.ref_exists(fetched) if seen is None else seen):
         return True
     deleted = ws.push(f":{CHECKPOINT_REFS}{name}").status == 0
     ws.git(ws.integration, "update-ref", "-d", fetched, check=False)

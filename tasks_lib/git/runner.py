@@ -1,9 +1,9 @@
 """The one way tgflow runs git, so every command gets the same environment and the same errors.
 
-GitPython's ``Git.execute`` runs them (stdin closed; its timeout watchdog also kills the
-command's children). Nothing may wait on a person: a run may have no terminal in front of it
-(a deployment, a served flow), so git never prompts for credentials. Output is parsed (push
-verdicts, ``fatal:`` lines), so git speaks the C locale.
+GitPython's ``Git.execute`` runs them (stdin closed, or a file holding ``input``; its timeout
+watchdog also kills the command's children). Nothing may wait on a person: a run may have no
+terminal in front of it (a deployment, a served flow), so git never prompts for credentials.
+Output is parsed (push verdicts, ``fatal:`` lines), so git speaks the C locale.
 
 An agent shares tgflow's clone (its worktree's config is the clone's), so nothing the
 repository controls may run code in tgflow's commands: no hooks (``core.hooksPath`` is
@@ -14,9 +14,12 @@ given, so a worktree whose ``.git`` is gone fails instead of finding an enclosin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import git
 
@@ -72,25 +75,42 @@ def run_git(
     check: bool = True,
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    input: str | None = None,
 ) -> GitResult:
     """Run ``git args`` in ``cwd``. ``identity`` (name, email) is passed per command and never
     written to any config; ``check`` raises ``GitError`` on a non-zero exit. A timeout always
-    raises (``GitTimeout``): there is no exit status to hand back."""
+    raises (``GitTimeout``): there is no exit status to hand back. ``input`` is the command's
+    standard input (``update-ref --stdin``: many ref changes in one command), from a file so
+    that no amount of it can block on a pipe."""
     prefix = (
         ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"] if identity else []
     )
     # git may look at cwd itself but never above it (a ceiling is never entered).
     ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(cwd).resolve().parent)}
-    status, out, err = git.Git(str(cwd)).execute(
-        ["git", *PINNED, *prefix, *args],
-        with_extended_output=True,
-        with_exceptions=False,
-        env={**ENV, **ceiling, **(env or {})},  # on top of os.environ
-        kill_after_timeout=timeout_s,
-    )
+    with _stdin(input) as stdin:
+        status, out, err = git.Git(str(cwd)).execute(
+            ["git", *PINNED, *prefix, *args],
+            istream=stdin,
+            with_extended_output=True,
+            with_exceptions=False,
+            env={**ENV, **ceiling, **(env or {})},  # on top of os.environ
+            kill_after_timeout=timeout_s,
+        )
     if timeout_s is not None and status != 0 and err.startswith("Timeout:"):
         raise GitTimeout(list(args), cwd, timeout_s)
     result = GitResult(status, out.strip(), err.strip())
     if check and result.status != 0:
         raise GitError(list(args), cwd, result.status, result.output)
     return result
+
+
+@contextlib.contextmanager
+def _stdin(text: str | None) -> Iterator[BinaryIO | None]:
+    """None (stdin closed), or an unlinked file holding ``text``."""
+    if text is None:
+        yield None
+        return
+    with tempfile.TemporaryFile() as f:
+        f.write(text.encode("utf-8"))
+        f.seek(0)
+        yield f

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tasks_lib.git import WorkspaceError
 from tasks_lib.git.backup import set_aside_locally
-from tasks_lib.git.checkpoint import FETCHED_CHECKPOINTS
+from tasks_lib.git.checkpoint import FETCHED_CHECKPOINTS, drop_checkpoint
 from tasks_lib.git.links import git_dir_of, is_linked, link_text, spares_dir_of, tmp_dir_of
 from tasks_lib.git.runner import run_git
 from tasks_lib.git.workspace import BRANCH_PREFIX, SAFE_EXIT_DIR, TASK_TRAILER, Workspace, slug
@@ -84,13 +84,18 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
     if path.exists() or git_dir_of(path).exists():
         notes += retire_worktree(ws, path)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
-    dropped = drop_if_deleted_on_origin(ws, branch)
+    checkpointed = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
+    found = ws.commits_of(local, remote, checkpointed)  # one command for the three
+    # Only a branch the origin no longer has can have been deleted there.
+    gone = local in found and remote not in found
+    dropped = drop_if_deleted_on_origin(ws, branch) if gone else None
     if dropped:
+        found.pop(local)
         notes.append(
             f"{branch} was deleted on the origin: not resumed, its commits kept in tgflow's "
             f"clone as {dropped}; starting afresh from {ws.base}"
         )
-    has_local, has_remote = ws.ref_exists(local), ws.ref_exists(remote)
+    has_local, has_remote = local in found, remote in found
     if has_remote and not made_by_tgflow(ws, remote):
         raise ForeignBranch(
             f"the origin has a branch {branch} that tgflow did not make (no commit of it "
@@ -106,9 +111,9 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
         elif not ws.is_ancestor(remote, local):
             notes.append(f"{branch} and origin/{branch} diverged; continuing from the local one")
         if ws.is_ancestor(remote, local):
-            _mark_published(ws, branch, remote)
-    if _checkpoint_ahead(ws, task_id, local if has_local else None):
-        ws.git(ws.integration, "update-ref", local, f"{FETCHED_CHECKPOINTS}{slug(task_id)}")
+            _mark_published(ws, branch, found[remote])
+    if checkpointed in found and _checkpoint_ahead(ws, task_id, local if has_local else None):
+        ws.git(ws.integration, "update-ref", local, checkpointed)
         has_local = True
         notes.append(
             f"took {branch} from its checkpoint on the origin (what a session had done when "
@@ -127,10 +132,11 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
 
 
 def _checkpoint_ahead(ws: Workspace, task_id: str, local: str | None) -> bool:
-    """The task's checkpoint on the origin (``git/checkpoint.py``) holds work beyond its
-    branch, on top of it: a session's, whose machine stopped before the branch was saved."""
+    """The task's checkpoint on the origin (``git/checkpoint.py``), which the caller found,
+    holds work beyond its branch, on top of it: a session's, whose machine stopped before the
+    branch was saved."""
     checkpointed = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
-    if not ws.ref_exists(checkpointed) or not ws.commits_ahead(checkpointed):
+    if not ws.commits_ahead(checkpointed):
         return False
     if local is None:
         return True
@@ -266,6 +272,7 @@ def _clone(ws: Workspace, branch: str, path: Path, files: Path | None = None) ->
     run_git(
         into.parent, "clone", "--quiet", *(["--no-checkout"] if files else []), "--shared",
         "--no-tags", "--single-branch", "--branch", branch, "--separate-git-dir", str(git_dir),
+        "--config", "gc.auto=0",  # its objects must stay where tgflow fetches them
         str(ws.integration), str(into),
     )  # fmt: skip
     worktree = files or path
@@ -273,7 +280,6 @@ def _clone(ws: Workspace, branch: str, path: Path, files: Path | None = None) ->
         shutil.rmtree(into)
     (worktree / ".git").write_text(link_text(path), encoding="utf-8")
     run_git(worktree, "remote", "remove", "origin")
-    run_git(worktree, "config", "gc.auto", "0")  # its objects must stay where tgflow fetches them
     exclude = git_dir / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     exclude.write_text(f"/{SAFE_EXIT_DIR}/\n", encoding="utf-8")
@@ -311,62 +317,70 @@ def collect(ws: Workspace, path: Path) -> list[str]:
     longer contains) are kept under ``refs/tgflow/rescued/`` and on the origin."""
     git_dir, name = git_dir_of(path), path.name
     branch = f"refs/heads/{BRANCH_PREFIX}{name}"
-    if not (git_dir / "HEAD").is_file() or not ws.ref_exists(branch):
+    if not (git_dir / "HEAD").is_file():
         return []
     staged = f"{_SESSION_REFS}{name}/"
     fetched = run_git(
         ws.integration, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(git_dir),
         f"+HEAD:{staged}HEAD", f"+refs/heads/*:{staged}heads/*", check=False,
     )  # fmt: skip
-    found = _refs(ws, staged)  # ref -> sha, one command for all of them
+    listed = _refs(ws, staged, branch)  # the branch and what was fetched, one command
+    found = {ref: sha for ref, sha in listed.items() if ref.startswith(staged)}
+    start = listed.get(branch)  # None: no task branch, nothing to collect into
+    changes: dict[str, str | None] = dict.fromkeys(found)  # what was fetched goes, always
     notes: list[str] = []
     head = found.get(f"{staged}HEAD")
-    if fetched.status != 0 or head is None:
+    if start is not None and (fetched.status != 0 or head is None):
         notes.append(f"could not collect the work in {path} (its HEAD is unborn or broken)")
-    else:
-        start = ws.git(ws.integration, "rev-parse", branch)
+    elif start is not None and head is not None:
         if head != start:
             if not ws.is_ancestor(start, head):
-                notes.append(_rescue(ws, name, start, "the task branch before the session"))
-            ws.git(ws.integration, "update-ref", branch, head)
+                notes.append(_rescue(changes, name, start, "the task branch before the session"))
+            changes[branch] = head
         for ref, sha in found.items():
             if not ref.startswith(f"{staged}heads/") or sha == head:
                 continue
-            if ws.git(ws.integration, "rev-list", "-1", sha, "--not", branch, ws.base_ref()):
-                notes.append(
-                    _rescue(ws, name, sha, f"branch {ref.removeprefix(staged + 'heads/')}")
-                )
-    for ref in found:
-        ws.git(ws.integration, "update-ref", "-d", ref)
+            # ``head``: the branch, once the changes below are made
+            if ws.git(ws.integration, "rev-list", "-1", sha, "--not", head, ws.base_ref()):
+                what = f"branch {ref.removeprefix(staged + 'heads/')}"
+                notes.append(_rescue(changes, name, sha, what))
+    # One transaction: the branch moves only from where it was read, rescues come with it.
+    ws.update_refs(changes, {branch: start} if start is not None and branch in changes else None)
     return notes
 
 
-def _rescue(ws: Workspace, name: str, sha: str, what: str) -> str:
-    """Kept in the clone; ``push_branch`` (``push_rescued``) backs it up on the origin."""
+def _rescue(changes: dict[str, str | None], name: str, sha: str, what: str) -> str:
+    """Kept in the clone (``changes`` gets the ref); ``push_branch`` (``push_rescued``) backs
+    it up on the origin."""
     ref = f"{RESCUED_REFS}{name}/{sha[:12]}"
-    ws.git(ws.integration, "update-ref", ref, sha)
+    changes[ref] = sha
     return f"kept commits the agent left off the task branch ({what}) as {ref}"
 
 
-def push_rescued(ws: Workspace, task_id: str) -> list[str]:
+def push_rescued(ws: Workspace, task_id: str, refs: Sequence[str] | None = None) -> list[str]:
     """The task's rescued commits onto the origin, under the same refs (pushing one the
-    origin has is a no-op); what could not be pushed, one line each."""
+    origin has is a no-op); what could not be pushed, one line each. ``refs``: the task's
+    rescue refs, when the caller has listed them."""
     refused = []
-    for ref in _refs(ws, f"{RESCUED_REFS}{slug(task_id)}/"):
+    for ref in _refs(ws, rescued_prefix(task_id)) if refs is None else refs:
         pushed = ws.push(f"{ref}:{ref}")
         if pushed.status != 0:
             refused.append(f"could not back {ref} up on the origin: {pushed.output}")
     return refused
 
 
-def _refs(ws: Workspace, prefix: str) -> dict[str, str]:
-    """Ref name -> sha of the refs under ``prefix``."""
-    out = ws.git(ws.integration, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+def rescued_prefix(task_id: str) -> str:
+    return f"{RESCUED_REFS}{slug(task_id)}/"
+
+
+def _refs(ws: Workspace, *patterns: str) -> dict[str, str]:
+    """Ref name -> sha of the refs these ``for-each-ref`` patterns match (a ref, and the refs
+    under it)."""
+    out = ws.git(ws.integration, "for-each-ref", "--format=%(refname) %(objectname)", *patterns)
     return dict(line.split(" ", 1) for line in out.split("\n") if line)
 
 
-def _mark_published(ws: Workspace, branch: str, ref: str) -> None:
-    sha = ws.git(ws.integration, "rev-parse", ref)
+def _mark_published(ws: Workspace, branch: str, sha: str) -> None:
     with ws.config_lock:
         ws.git(ws.integration, "config", f"branch.{branch}.{PUBLISHED_KEY}", sha)
 
@@ -389,7 +403,12 @@ def commit_all(
     ws: Workspace, cwd: Path, message: str, author: tuple[str, str] | None = None
 ) -> str | None:
     """Commit everything the checkout holds (the Safe Exit folder is excluded) and collect
-    it. ``author``: whose work it is, when not tgflow's (tgflow is the committer either way)."""
+    it. ``author``: whose work it is, when not tgflow's (tgflow is the committer either way).
+    Usually there is nothing: one ``git status`` (shown in full: every untracked file, every
+    submodule change) says so, where adding and asking the index would be two commands."""
+    shown = ["--porcelain", "--untracked-files=normal", "--ignore-submodules=none"]
+    if not ws.git(cwd, "status", *shown):
+        return None
     ws.git(cwd, "add", "-A")
     if not ws.git(cwd, "diff", "--cached", "--name-only"):
         return None
@@ -445,15 +464,22 @@ def _remove(path: Path) -> None:
     _clean_config(path).unlink(missing_ok=True)
 
 
-def revert_paths(ws: Workspace, cwd: Path, pathspecs: Sequence[str], message: str) -> list[str]:
+def revert_paths(
+    ws: Workspace, cwd: Path, pathspecs: Sequence[str], message: str, base_sha: str | None = None
+) -> list[str]:
     """Undo, in one commit, the branch's changes (since it left base) to the files these git
-    pathspecs match (a folder, a file); returns those files."""
-    base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())  # the checkout borrows it
-    mb = ws.git(cwd, "merge-base", base_sha, "HEAD")
-    diff = ws.git(cwd, "diff", "--no-renames", "--name-only", mb, "HEAD", "--", *pathspecs)
+    pathspecs match (a folder, a file); returns those files. ``base_sha``: base's commit, when
+    the caller has read it."""
+    if base_sha is None:
+        base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())  # the checkout borrows it
+    # ``A...HEAD``: from their merge base, as ``git merge-base`` finds it.
+    diff = ws.git(
+        cwd, "diff", "--no-renames", "--name-only", f"{base_sha}...HEAD", "--", *pathspecs
+    )
     changed = [p for p in diff.split("\n") if p]
     if not changed:
         return []
+    mb = ws.git(cwd, "merge-base", base_sha, "HEAD")
     for rel in changed:
         if ws.succeeds(cwd, "cat-file", "-e", f"{mb}:{rel}"):
             ws.git(cwd, "checkout", mb, "--", rel)
@@ -468,13 +494,20 @@ def push_branch(ws: Workspace, task_id: str) -> tuple[bool, str]:
     """Back the task branch up on the origin (the workspace is only a cache). A branch the
     agent rewrote (amend, rebase) replaces the origin's copy only when that copy's commits
     are kept elsewhere: in the new tip, or rescued."""
-    branch = ws.branch(task_id)
+    branch, rescued = ws.branch(task_id), rescued_prefix(task_id)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
-    force = ws.ref_exists(remote) and not ws.is_ancestor(remote, local) and _kept(ws, remote)
-    refused = push_rescued(ws, task_id)  # first: a forced push below relies on them
-    pushed = ws.push(f"{'+' if force else ''}{local}:{local}")
-    if pushed.status == 0:
-        _mark_published(ws, branch, local)
+    found = _refs(ws, local, remote, rescued)  # one command for what is asked below
+    sha = found.get(local)
+    force = (
+        remote in found
+        and (sha is None or not ws.is_ancestor(found[remote], sha))
+        and _kept(ws, remote)
+    )
+    # First: a forced push below relies on them.
+    refused = push_rescued(ws, task_id, [ref for ref in found if ref.startswith(rescued)])
+    pushed = ws.push(f"{'+' if force else ''}{sha or local}:{local}")  # the commit read above
+    if pushed.status == 0 and sha is not None:
+        _mark_published(ws, branch, sha)
     return pushed.status == 0 and not refused, "; ".join([*refused, pushed.output])
 
 
@@ -498,13 +531,26 @@ def remove_worktree(ws: Workspace, task_id: str) -> bool:
     return not path.exists()
 
 
-def cleanup(ws: Workspace, task_id: str, push: bool = True) -> dict[str, bool]:
+def cleanup(
+    ws: Workspace, task_id: str, push: bool = True, checkpointed: bool | None = None
+) -> dict[str, bool]:
     """After a merge: the checkout goes (parked, see ``remove_worktree``), so do the local
-    branch and (when pushing: the merge is then on the origin too) the remote branch."""
+    branch and (when pushing: the merge is then on the origin too) the remote branch and,
+    with ``checkpointed`` (whether this attempt pushed a checkpoint), the task's checkpoint
+    (``drop_checkpoint``); the three refs are read in one command."""
     branch = ws.branch(task_id)
+    local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
+    fetched = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
+    found = ws.commits_of(local, remote, fetched)
     result = {"worktree": remove_worktree(ws, task_id)}
-    if ws.ref_exists(f"refs/heads/{branch}"):
+    if local in found:
         result["branch"] = delete_branch(ws, task_id)
-    if push and ws.ref_exists(f"refs/remotes/origin/{branch}"):
+    if push and remote in found:
         result["remote_branch"] = ws.push(f":refs/heads/{branch}").status == 0
+    if (
+        push
+        and checkpointed is not None
+        and not drop_checkpoint(ws, task_id, checkpointed, fetched in found)
+    ):
+        result["checkpoint"] = False
     return result

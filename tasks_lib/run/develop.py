@@ -53,37 +53,44 @@ def develop(node: Node, needs_agent: bool) -> None:
     leftovers = trailed(node, f"tgflow: commit uncommitted work of {node.task.id}")
     if worktrees.commit_all(ws, wt, leftovers, agent_author(node)):
         rec.notes.append("committed work the agent left uncommitted")
-    revert_protected_paths(node)
-    if not ws.commits_ahead(node.branch_ref):
+    # Read once for the checks below: only other nodes' merges move them, and reading them
+    # again between two checks would only be another moment of those merges.
+    base_sha, settled = ws.base_and_settled()
+    revert_protected_paths(node, base_sha)
+    # A branch that changes files holds commits not on base; only one that changes none is
+    # asked for its commits.
+    changed = ws.files_changed(node.branch_ref)
+    if not changed and not ws.commits_ahead(node.branch_ref):
         raise NodeFailed(
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
         )
-    _merge_settled_base(node)
-    changed = ws.files_changed(node.branch_ref)
+    if _merge_settled_base(node, settled):
+        changed = ws.files_changed(node.branch_ref)
     node.on_changed(changed)
     backup_branch(node)
     refuse_conflict_markers(node, changed)
     validate(node, wt, "on the task branch")
 
 
-def _merge_settled_base(node: Node) -> None:
-    """Base merged into the branch before it is validated, so the tree validated is the one
-    the merge will make (unless base moves meanwhile): the post-merge validation can then be
-    skipped, and a clash with what landed since shows on the branch. A conflict here is left
-    to the merge (which hands it to the agent), so this never costs a session."""
+def _merge_settled_base(node: Node, settled: str) -> bool:
+    """Base (``settled``) merged into the branch before it is validated, so the tree validated
+    is the one the merge will make (unless base moves meanwhile): the post-merge validation can
+    then be skipped, and a clash with what landed since shows on the branch. A conflict here is
+    left to the merge (which hands it to the agent), so this never costs a session. True when
+    the branch moved."""
     ws, wt = node.ws, node.wt()
-    settled = ws.settled()
     if ws.is_ancestor(settled, node.branch_ref):
-        return
+        return False
     if merge_base_into_branch(node, wt, settled):
         node.record.notes.append(
             f"merged {ws.base} ({settled[:10]}) into the branch before validating it"
         )
-    else:
-        ws.git(wt, "merge", "--abort")
-        node.record.notes.append(
-            f"{ws.base} ({settled[:10]}) conflicts with the branch; left to the merge"
-        )
+        return True
+    ws.git(wt, "merge", "--abort")
+    node.record.notes.append(
+        f"{ws.base} ({settled[:10]}) conflicts with the branch; left to the merge"
+    )
+    return False
 
 
 def merge_base_into_branch(node: Node, wt: Path, base_sha: str, why: str = "") -> bool:
@@ -241,16 +248,17 @@ def session(node: Node, text: str) -> SessionResult:
     return result
 
 
-def revert_protected_paths(node: Node) -> None:
+def revert_protected_paths(node: Node, base_sha: str | None = None) -> None:
     """Only tgflow updates task files, and an agent must not weaken the checks of every later
     run (the repository's .tgflow.toml, its CI): the branch's edits there are undone, in one
-    commit, before anything is validated."""
+    commit, before anything is validated. ``base_sha``: base's commit, when already read."""
     s = node.settings
     reverted = worktrees.revert_paths(
         node.ws,
         node.wt(),
         [s.tasks_dir, CONFIG_FILE, *s.protected_paths],
         trailed(node, f"tgflow: revert the agent's edits to protected paths for {node.task.id}"),
+        base_sha,
     )
     if reverted:
         node.record.notes.append(
@@ -334,6 +342,7 @@ def backup_branch(node: Node) -> bool:
     if not node.settings.push:
         return False
     ok, output = worktrees.push_branch(node.ws, node.task.id)  # its own refs: no lock
+    node.backed_up = node.backed_up or ok
     if not ok:
         node.record.notes.append(f"could not back the branch up on the origin: {output}")
     return ok

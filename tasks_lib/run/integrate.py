@@ -28,7 +28,6 @@ from pathlib import Path
 
 from tasks_lib.git import worktrees
 from tasks_lib.git.base import change_base, merge
-from tasks_lib.git.checkpoint import drop_checkpoint
 from tasks_lib.git.locks import FairLock
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status
@@ -97,9 +96,11 @@ def integrate(node: Node) -> None:
 
 def _clean_up(node: Node) -> None:
     """Landed: the checkout, the local and the remote branch go (the task's own: no lock)."""
-    node.record.cleanup = worktrees.cleanup(node.ws, node.task.id, node.settings.push)
-    if node.settings.push and not drop_checkpoint(node.ws, node.task.id, node.checkpoints > 0):
-        node.record.cleanup["checkpoint"] = False
+    node.record.cleanup = worktrees.cleanup(
+        node.ws, node.task.id, node.settings.push, checkpointed=node.checkpoints > 0
+    )
+    if node.landing is not None and node.landing.branch_deleted:  # with base, in ``serve``
+        node.record.cleanup["remote_branch"] = True
     node.record.status = NodeStatus.COMPLETED
 
 
@@ -135,20 +136,24 @@ def serve(batch: list[Node]) -> None:
 
     def trial(items: Sequence[Node]) -> Trial[Node]:
         pre = ws.head()
+        head, tree = pre, None  # where base stands as the merges go (a conflict stays put)
         merged: list[Node] = []
         conflicted: list[Node] = []
         for node in items:
-            done = merge(ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node))
+            done = merge(
+                ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node), at=head
+            )
             if done.merged and done.sha is not None:
                 merged.append(node)
                 merged_as[node.task.id] = done.sha
+                head, tree = done.sha, done.tree
             else:
                 conflicted.append(node)
                 assert node.landing is not None
                 node.landing.conflicts = done.conflicts
         if not merged:
             return Trial(True, [], conflicted)
-        problem = _validate_merged(merged, pre)
+        problem = _validate_merged(merged, pre, tree)
         if problem is None:
             return Trial(True, merged, conflicted)
         for node in merged:
@@ -168,8 +173,12 @@ def serve(batch: list[Node]) -> None:
             node.write_task_file(Status.COMPLETED, summary=_summary(node))
         return None if outcome.landed else NOTHING_LANDED
 
+    def with_base() -> list[str]:
+        """The landed branches the origin holds go in the push of base: their work is in it."""
+        return [f":{node.branch_ref}" for node in outcome.landed if node.backed_up]
+
     try:
-        change = change_base(ws, edit, push=s.push, retries=s.push_retries)
+        change = change_base(ws, edit, push=s.push, retries=s.push_retries, also=with_base)
     finally:
         ended = datetime.now(UTC)
         for node in batch:
@@ -191,6 +200,7 @@ def serve(batch: list[Node]) -> None:
                 "the origin moved during the merge; re-merged and pushed "
                 f"(attempt {change.attempts})"
             )
+        node.landing.branch_deleted = f":{node.branch_ref}" in change.with_base
         others = [n.task.id for n in outcome.landed if n is not node]
         rec.merged_with = others
         if others:
@@ -204,13 +214,14 @@ def serve(batch: list[Node]) -> None:
 NOTHING_LANDED = "nothing of the batch landed"
 
 
-def _validate_merged(merged: list[Node], pre: str) -> str | None:
+def _validate_merged(merged: list[Node], pre: str, tree: str | None) -> str | None:
     """The merged tree's validation, once for the batch; None when it passes. Skipped when
-    one branch merged and the tree is the one its own validation passed (base had not moved
-    since it was merged into the branch): the same files, the same commands."""
+    one branch merged and the tree (``tree``, base's now) is the one its own validation
+    passed (base had not moved since it was merged into the branch): the same files, the
+    same commands."""
     first = merged[0]
     ws, s = first.ws, first.settings
-    tree = ws.git(ws.integration, "rev-parse", "HEAD^{tree}") if len(merged) == 1 else None
+    tree = tree if len(merged) == 1 else None
     if tree is not None and first.validated_tree == tree:
         first.record.validation_skipped = True
         first.record.notes.append(

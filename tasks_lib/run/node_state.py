@@ -33,6 +33,7 @@ class Landing:
     landed: bool = False
     conflicts: list[str] = field(default_factory=list)
     failure: NodeFailed | None = None
+    branch_deleted: bool = False  # its branch on the origin went in the same push as base
 
 
 class NodeFailed(TgflowError):
@@ -83,6 +84,7 @@ class Node:
     worktree: Path | None = None
     start_base: str | None = None  # the settled base the attempt started from
     checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)
+    backed_up: bool = False  # this attempt pushed the branch to the origin (``backup_branch``)
     context: PromptContext | None = None
     validated_tree: str | None = None  # the tree the last passing validation on the branch saw
     landing: Landing | None = None  # how the merge queue served the branch, once it has

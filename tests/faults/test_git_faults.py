@@ -175,6 +175,34 @@ def test_push_refused_by_a_pre_receive_hook_quotes_the_origins_message(tmp_path:
     assert "\n" not in (record.reason or "")
 
 
+def test_origin_refusing_to_delete_branches_still_gets_main_and_keeps_the_branch(
+    tmp_path: Path,
+) -> None:
+    """The merged branch is deleted on the origin in the push of main (one atomic push); an
+    origin that refuses the deletion makes that push fail whole: main is pushed alone, the
+    node completes, and the branch the origin keeps is reported, not lost."""
+    origin = make_origin(tmp_path, {"tasks/a.md": task_md("a", steps=[write("a.txt", "a\n")])})
+    hook = origin / "hooks" / "update"
+    hook.write_text(
+        "#!/bin/sh\n"
+        'if [ "$3" = 0000000000000000000000000000000000000000 ]; then\n'
+        "  echo 'policy: branches are never deleted here' >&2; exit 1\n"
+        "fi\nexit 0\n",
+        encoding="utf-8",
+    )
+    hook.chmod(0o755)
+    ws = open_ws(origin, tmp_path / "ws")
+    record = run(ws, "a")
+    assert record.status == NodeStatus.COMPLETED, record.reason
+    assert show(origin, "a.txt") == "a"
+    assert record.cleanup["remote_branch"] is False
+    assert "a.txt" in git(origin, "ls-tree", "-r", "--name-only", "refs/heads/tgflow/a")
+    # the tracking ref still says what the origin holds
+    assert git(ws.integration, "rev-parse", "refs/remotes/origin/tgflow/a") == git(
+        origin, "rev-parse", "refs/heads/tgflow/a"
+    )
+
+
 def test_checkout_git_replaced_or_repointed_is_relinked_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:

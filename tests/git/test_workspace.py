@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
+import git as gitpython
 import pytest
 from helpers.gitrepos import branches, git, make_origin, write_files
 
@@ -12,6 +17,7 @@ from tasks_lib.git import WorkspaceError, worktrees
 from tasks_lib.git.base import commit_paths, merge
 from tasks_lib.git.locks import merge_lock_for, run_lock
 from tasks_lib.git.reconcile import reconcile
+from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import Workspace
 
 
@@ -138,7 +144,8 @@ def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_
     ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
     reconcile(ws, push=False)
     write_files(ws.integration, {"local.txt": "merged without push\n"})
-    unpushed = commit_paths(ws, [ws.integration / "local.txt"], "a merge that was never pushed")
+    commit_paths(ws, [ws.integration / "local.txt"], "a merge that was never pushed")
+    unpushed = ws.head()
 
     # a later run without push goes on from its own merges
     assert reconcile(ws, push=False).kept_unpushed is None
@@ -186,3 +193,76 @@ def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_pa
     with run_lock(ws.root, waited_for.append):  # free again: no waiting
         pass
     assert len(waited_for) == 1 and time.monotonic() - start < 1
+
+
+def test_commits_of_reads_several_refs_in_one_command(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    main = ws.head()
+    git(ws.integration, "update-ref", "refs/tgflow/x/below", main)  # under a name asked for
+    git(ws.integration, "tag", "-a", "-m", "a tag", "v1", main)
+    git(ws.integration, "update-ref", "refs/tgflow/tagged", "refs/tags/v1")  # names a tag
+    asked = ("refs/heads/main", "refs/tgflow/x", "refs/tgflow/tagged", "refs/heads/none")
+
+    with counting() as commands:
+        found = ws.commits_of(*asked)
+
+    # A ref that names nothing is left out, the refs below an asked name are not it, a tag
+    # is peeled to its commit (as rev-parse ^{commit} does, one more command for it).
+    assert found == {"refs/heads/main": main, "refs/tgflow/tagged": main}
+    assert len(commands) == 2
+    assert {ref: ws.ref_exists(ref) for ref in asked} == {ref: ref in found for ref in asked}
+
+
+def test_update_refs_changes_all_or_nothing(origin: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    main = ws.head()
+    git(ws.integration, "update-ref", "refs/tgflow/old", main)
+
+    with pytest.raises(GitError):  # one ref has moved from where the caller read it
+        ws.update_refs(
+            {"refs/tgflow/new": main, "refs/tgflow/old": None}, {"refs/tgflow/old": "0" * 40}
+        )
+    assert ws.commits_of("refs/tgflow/new", "refs/tgflow/old") == {"refs/tgflow/old": main}
+
+    with counting() as commands:
+        ws.update_refs(
+            {"refs/tgflow/new": main, "refs/tgflow/old": None}, {"refs/tgflow/old": main}
+        )
+    assert ws.commits_of("refs/tgflow/new", "refs/tgflow/old") == {"refs/tgflow/new": main}
+    assert len(commands) == 1
+
+
+def test_a_rewritten_branch_replaces_its_backup_once_the_old_commits_are_rescued(
+    origin: Path, tmp_path: Path
+) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    checkout = worktrees.start_task(ws, "r")
+    write_files(checkout.path, {"r.txt": "r\n"})
+    worktrees.commit_all(ws, checkout.path, "r work\n\nTgflow-Task: r")
+    assert worktrees.push_branch(ws, "r")[0]
+    first = git(origin, "rev-parse", "refs/heads/tgflow/r")
+    git(checkout.path, "commit", "-q", "--amend", "-m", "r work, amended\n\nTgflow-Task: r")
+    notes = worktrees.collect(ws, checkout.path)  # the old tip is rescued: it is not lost
+    assert any("refs/tgflow/rescued/r/" in n for n in notes)
+
+    ok, output = worktrees.push_branch(ws, "r")  # a forced push (``+sha:ref``)
+
+    assert ok, output
+    amended = git(checkout.path, "rev-parse", "HEAD")
+    assert git(origin, "rev-parse", "refs/heads/tgflow/r") == amended != first
+    assert git(ws.integration, "rev-parse", "refs/remotes/origin/tgflow/r") == amended
+    assert git(origin, "rev-parse", f"refs/tgflow/rescued/r/{first[:12]}") == first
+
+
+@contextmanager
+def counting() -> Iterator[list[list[str]]]:
+    """The git commands run inside (every one goes through GitPython's ``Git.execute``)."""
+    commands: list[list[str]] = []
+    original = gitpython.Git.execute
+
+    def execute(cmd: gitpython.Git, command: list[str], *args: Any, **kwargs: Any) -> Any:
+        commands.append(command)
+        return original(cmd, command, *args, **kwargs)
+
+    with mock.patch.object(gitpython.Git, "execute", execute):
+        yield commands
