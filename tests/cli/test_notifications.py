@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from helpers.gitrepos import make_origin, task_md
+from helpers.processes import started_server
 
 from flows.notifications import APPROVAL_WAITS, BLOCK, NODE_BLOCKED, RUN_FAILED
 from flows.prefect_server import api_client, free_port
@@ -103,22 +104,13 @@ def _env(**extra: str) -> dict[str, str]:
 def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("server-home")
     port = free_port()
-    proc = subprocess.Popen(
+    proc, started = started_server(
         [TGFLOW, "server", "--no-deploy", "--port", str(port), "--home", str(home),
          "--root", str(REPO), "--notify-webhook", receiver.url],
-        env=_env(), cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        env=_env(), cwd=home,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        assert proc.poll() is None, "".join(seen)
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        yield Server(proc, home, port, "".join(seen))
+        yield Server(proc, home, port, started)
     finally:
         proc.terminate()  # SIGTERM: a clean stop, like Ctrl-C
         try:

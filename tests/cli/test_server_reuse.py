@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.gitrepos import make_origin, show, task_md
-from helpers.processes import children
+from helpers.processes import children, started_server
 
 from flows.prefect_server import SERVER_RECORD, free_port
 from tasks_lib.agents.process import descendants
@@ -60,21 +60,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real `tgflow server` (only the server: no deployments or worker are needed here)."""
     home = tmp_path_factory.mktemp("server-home")
     port = free_port()
-    proc = subprocess.Popen(
+    proc, _ = started_server(
         [TGFLOW, "server", "--no-deploy", "--port", str(port), "--home", str(home),
          "--root", str(REPO)],
-        env=_env(), cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        env=_env(), cwd=home,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        assert proc.poll() is None, "".join(seen)
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
         yield Server(proc, home, port)
     finally:
         _stop(proc)
@@ -221,21 +212,12 @@ def test_server_host_listens_there_and_tells_workers_and_browsers_that_address(
     """`--host`: what other machines are given (another loopback address stands for the
     machine's network address here: the server answers on it and not on 127.0.0.1)."""
     port = free_port()
-    proc = subprocess.Popen(
+    proc, output = started_server(
         [TGFLOW, "server", "--no-deploy", "--host", "127.0.0.2", "--port", str(port),
          "--home", str(tmp_path), "--root", str(REPO)],
-        env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        env=_env(), cwd=tmp_path,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        output = "".join(seen)
-        assert proc.poll() is None, output
         assert f"Prefect UI: http://127.0.0.2:{port}" in output, output
         assert httpx.get(f"http://127.0.0.2:{port}/api/health", timeout=5).status_code == 200
         with pytest.raises(httpx.ConnectError):

@@ -178,7 +178,10 @@ def test_cancel_from_the_ui_ends_every_node_run_cancelled_and_no_agent_survives(
     files = {"README.md": "demo\n"}
     for task_id in ("a", "b", "c"):
         steps: list[dict] = [
-            {"run": f"python3 -c 'import os; print(os.getpgrp())' > {marks}/{task_id}.pgid"},
+            {
+                "run": f"python3 -c 'import os; print(os.getpgrp())' > {marks}/{task_id}.tmp "
+                f"&& mv {marks}/{task_id}.tmp {marks}/{task_id}.pgid"
+            },  # whole, once seen
             {"run": "sleep 600"},
         ]
         files[f"tasks/{task_id}.md"] = task_md(task_id, steps=steps)
@@ -187,6 +190,8 @@ def test_cancel_from_the_ui_ends_every_node_run_cancelled_and_no_agent_survives(
     server.start_workers(["tgflow-process"])  # the run's own worker, on the server's machine
     api = Api(server.api_url)
     manual = api.deployment(FLOW_NAME, MANUAL)
+    form = manual["parameter_openapi_schema"]["definitions"]["RunConfig"]["properties"]
+    assert "node_pool" in form  # a field of the UI's run form
     run_id = api.run_deployment(
         manual["id"],
         {"config": {"origin": str(origin), "workspace_root": str(tmp_path / "run-machine"),

@@ -6,7 +6,6 @@ diff stat and validation in the form, and approves (the branch merges) or reject
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,15 @@ from helpers.uiharness import (
     TERMINAL,
     Api,
     local_prefect,  # noqa: F401 (module-scoped fixture)
-    require_chromium,
 )
-from playwright.sync_api import Page, expect, sync_playwright
-from test_ui_browser import CHROMIUM_ARGS, form_field, shot
+from playwright.sync_api import Page, expect
+from test_ui_browser import form_field, page, shot  # noqa: F401 (page: a fixture)
 
 from deployments.definitions import FLOW_NAME, MANUAL
 from flows.prefect_server import LocalPrefect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 expect.set_options(timeout=30_000)
-
-
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    chromium = require_chromium()
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )  # fmt: skip
-        context.set_default_timeout(30_000)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
 
 
 def start_risky_run(api: Api, tmp_path: Path) -> tuple[Path, str]:
@@ -73,29 +55,29 @@ def paused_approval(api: Api, run_id: str) -> dict[str, Any]:
 
 
 def answer_in_the_ui(
-    page: Page, local: LocalPrefect, approval: dict[str, Any], decision: str, note: str, name: str
+    tab: Page, local: LocalPrefect, approval: dict[str, Any], decision: str, note: str, name: str
 ) -> None:
     """What the reviewer does: open the paused approval, Resume, read, decide, Submit."""
-    page.goto(f"{local.ui_url}/runs/flow-run/{approval['id']}", wait_until="networkidle")
-    expect(page.get_by_text("Paused").first).to_be_visible()
-    page.get_by_role("button", name="Resume").first.click()
-    form = page.get_by_role("dialog")
+    tab.goto(f"{local.ui_url}/runs/flow-run/{approval['id']}", wait_until="networkidle")
+    expect(tab.get_by_text("Paused").first).to_be_visible()
+    tab.get_by_role("button", name="Resume").first.click()
+    form = tab.get_by_role("dialog")
     expect(form.get_by_text("tgflow/risky", exact=True).first).to_be_visible()
     expect(form.get_by_text("risky.txt | 1 +")).to_be_visible()  # the diff stat
     expect(form.get_by_text("passed on the branch")).to_be_visible()  # the validation
     if decision != "approve":  # approve is the form's default
         # The select opens from its chevron (a click on the value button does not open it)
-        form_field(page, "Decision (Optional)").locator(".p-select-button__icon").click()
-        page.get_by_role("option", name=decision, exact=True).click()
+        form_field(tab, "Decision (Optional)").locator(".p-select-button__icon").click()
+        tab.get_by_role("option", name=decision, exact=True).click()
     if note:
-        form_field(page, "Note (Optional)").locator("textarea").fill(note)
-    shot(page, f"{name}-resume-form")
+        form_field(tab, "Note (Optional)").locator("textarea").fill(note)
+    shot(tab, f"{name}-resume-form")
     form.get_by_role("button", name="Submit", exact=True).click()
 
 
 def test_the_reviewer_approves_in_the_ui_and_the_branch_merges(
     local_prefect: LocalPrefect,  # noqa: F811
-    page: Page,
+    page: Page,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     api = Api(local_prefect.api_url)
@@ -112,7 +94,7 @@ def test_the_reviewer_approves_in_the_ui_and_the_branch_merges(
 
 def test_the_reviewer_rejects_with_a_note_and_the_task_ends_blocked_with_it_on_main(
     local_prefect: LocalPrefect,  # noqa: F811
-    page: Page,
+    page: Page,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     api = Api(local_prefect.api_url)
