@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-LIMITED = re.compile(
-    r"usage.?limit|rate.?limit|hit your limit|too many requests|quota exceeded|\b429\b", re.I
-)
+LIMITED = re.compile(r"usage.?limit|rate.?limit|hit your limit|too many requests|\b429\b", re.I)
+# Also answered with 429, but no reset ends them: a person must pay (OpenAI's
+# insufficient_quota, Anthropic's credit balance). Waiting would only delay the failure.
+BILLING = re.compile(r"insufficient.quota|billing|credit balance", re.I)
 _EPOCH = re.compile(r"(?:\||resets?(?:_at)?\W{1,4}(?:at\s+)?)(\d{10})\b", re.I)
 _ISO = re.compile(r"resets?(?:_at)?\W{1,4}(?:at\s+)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?)")
 _AFTER = re.compile(
@@ -65,6 +66,6 @@ def reset_time(message: str, now: datetime | None = None) -> datetime | None:
 
 def usage_limit(message: str, now: datetime | None = None) -> UsageLimit | None:
     """The limit a provider's message reports, or None when it is some other error."""
-    if not LIMITED.search(message):
+    if not LIMITED.search(message) or BILLING.search(message):
         return None
     return UsageLimit(message.strip(), reset_time(message, now))

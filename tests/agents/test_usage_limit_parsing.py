@@ -97,3 +97,12 @@ def test_a_reset_is_read_as_an_epoch_an_iso_time_or_a_delay_from_now():
 def test_errors_that_are_not_limits_are_not_read_as_one():
     for said in ("invalid api key", "context length exceeded", "model not found"):
         assert usage_limit(said) is None
+
+
+def test_a_429_for_billing_is_no_limit_to_wait_for():
+    """OpenAI answers an unpaid quota with 429 too; no reset ends it, so the node fails."""
+    said = (
+        "429 You exceeded your current quota, please check your plan and billing details. "
+        "(insufficient_quota)"
+    )
+    assert usage_limit(said) is None
