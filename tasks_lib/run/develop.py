@@ -208,11 +208,10 @@ def session(node: Node, text: str) -> SessionResult:
         result = _session(node, text)
         if result.limit is None:
             break
-        pause = node.usage.hit(result.limit)
+        node.usage.hit(result.limit)  # the wait before the next session says until when
         rec.notes.append(f"a session met the usage limit of {provider}: {result.limit.message}")
         if LIMITED_BEFORE not in text:
             text = f"{text.rstrip()}\n\n{LIMITED_BEFORE}"
-        node.on_line(f"tgflow: {pause}")
     node.usage.passed(provider)
     blocked = wt / BLOCKED_FILE
     if blocked.is_file() and result.outcome in (
