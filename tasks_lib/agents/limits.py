@@ -2,8 +2,9 @@
 
 No CLI reports a limit in a field of its own: OpenCode logs the provider's message as a
 "stream error" (and waits for the reset itself, holding the session), Claude Code ends with a
-result such as ``Claude AI usage limit reached|1755615600`` or ``API Error: 429 {...}``, Codex
-with "You've hit your usage limit ... try again in 2 hours". So the limit and its reset are
+result such as ``Claude AI usage limit reached|1755615600`` or ``API Error: Request rejected
+(429) · <the provider's message>``, Codex with "You've hit your usage limit. Try again at 7:11
+AM." (the machine's local time) or "... try again in 2 hours". So the limit and its reset are
 read from the message text, the one thing they all carry.
 """
 
@@ -22,6 +23,9 @@ _ISO = re.compile(r"resets?(?:_at)?\W{1,4}(?:at\s+)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\
 _AFTER = re.compile(
     r"(?:try again|retry|resets?) in\s+((?:\d+(?:\.\d+)?\s*[a-z]+[\s,]*(?:and\s+)?)+)", re.I
 )
+_CLOCK = re.compile(
+    r"try again at (\d{1,2}):(\d\d)\s*([AP]M)?", re.I
+)  # Codex: local, to the minute
 _UNIT = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)", re.I)
 _SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
@@ -52,6 +56,8 @@ def reset_time(message: str, now: datetime | None = None) -> datetime | None:
         return datetime.fromtimestamp(int(m.group(1)), UTC)
     if m := _ISO.search(message):
         return datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).astimezone(UTC)
+    if m := _CLOCK.search(message):
+        return _next_clock(int(m.group(1)), int(m.group(2)), m.group(3), now)
     if m := _AFTER.search(message):
         total = 0.0
         for number, unit in _UNIT.findall(m.group(1)):
@@ -62,6 +68,19 @@ def reset_time(message: str, now: datetime | None = None) -> datetime | None:
         if total > 0:
             return (now or datetime.now(UTC)) + timedelta(seconds=total)
     return None
+
+
+def _next_clock(hour: int, minute: int, half: str | None, now: datetime | None) -> datetime:
+    """The next moment past ``now`` that the machine's clock shows ``hour:minute`` (AM/PM)
+    plus a minute: the reset lies somewhere in that minute, and a gate opened at its start
+    would only meet the limit again."""
+    if half is not None:
+        hour = hour % 12 + (12 if half.upper() == "PM" else 0)
+    local = (now or datetime.now(UTC)).astimezone()
+    reset = local.replace(hour=hour, minute=minute, second=0, microsecond=0) + timedelta(minutes=1)
+    if reset <= local:
+        reset += timedelta(days=1)
+    return reset.astimezone(UTC)
 
 
 def usage_limit(message: str, now: datetime | None = None) -> UsageLimit | None:

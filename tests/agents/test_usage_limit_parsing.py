@@ -57,6 +57,15 @@ def test_claude_codes_plan_limit_result_carries_the_reset_as_epoch_seconds():
     assert tally.limit.reset_at == datetime(2025, 8, 19, 15, 0, tzinfo=UTC)
 
 
+def test_claude_codes_rejected_request_carries_the_providers_message_and_its_reset():
+    """As Claude Code printed it against the fake model's 429."""
+    said = "API Error: Request rejected (429) · usage limit reached; resets at 1796195500"
+    result = {"type": "result", "subtype": "success", "is_error": True, "result": said}
+    tally = tally_of(ClaudeCode(AgentSettings(preset="claude")), [json.dumps(result)])
+    assert tally.limit is not None
+    assert tally.limit.reset_at == datetime.fromtimestamp(1796195500, UTC)
+
+
 def test_claude_codes_api_429_is_a_limit_without_a_reset():
     said = (
         'API Error: 429 {"type":"error","error":{"type":"rate_limit_error","message":"This '
@@ -65,6 +74,21 @@ def test_claude_codes_api_429_is_a_limit_without_a_reset():
     result = {"type": "result", "subtype": "success", "is_error": True, "result": said}
     tally = tally_of(ClaudeCode(AgentSettings(preset="claude")), [json.dumps(result)])
     assert tally.limit is not None and tally.limit.reset_at is None
+
+
+def test_codex_usage_limit_says_the_local_clock_time_to_try_again_at():
+    """As Codex printed the fake model's ``usage_limit_reached`` (the reset to the minute, in
+    the machine's time zone): the reset is the end of that minute, today or else tomorrow."""
+    said = "You’ve hit your usage limit. Try again at 7:11 AM."
+    now = datetime(2026, 12, 2, 7, 10, 30).astimezone()
+    tally = tally_of(
+        Codex(AgentSettings(preset="codex")), [json.dumps({"type": "error", "message": said})]
+    )
+    assert tally.limit is not None
+    assert reset_time(tally.limit.message, now) == now.replace(minute=12, second=0)
+    tomorrow = now.replace(minute=12, second=0) + timedelta(days=1)
+    assert reset_time(said, now.replace(hour=19)) == tomorrow  # past 7:12 AM today
+    assert reset_time("Try again at 7:11 PM.", now) == now.replace(hour=19, minute=12, second=0)
 
 
 def test_codex_usage_limit_says_when_to_try_again():
