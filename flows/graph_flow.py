@@ -60,6 +60,7 @@ from tasks_lib.run.review import run_review
 from tasks_lib.run.scheduler import ScheduleResult, Slot, schedule
 from tasks_lib.run.setup import Prepared, open_workspace, prepare
 from tasks_lib.run.table import node_table
+from tasks_lib.run.usage import UsageGate
 
 PROGRESS_KEY = "tgflow-progress"
 NODES_KEY = "tgflow-nodes"
@@ -130,6 +131,11 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         def tell(line: str) -> None:
             run.notify(Event("line", task_id, text=line))
 
+        def warn(on_line: Callable[[str], None], text: str) -> None:
+            """Why the node waits: in its output, and a warning in its task run's log."""
+            on_line(f"tgflow: {text}")
+            logger.warning("%s", run.mask(text))
+
         with node_log(logger, log, run.mask, tell) as out:
             if item.level is Level.REVIEW:
                 record = run_review(
@@ -147,7 +153,8 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                     on_changed=lambda files: run.changed.report(task_id, files),
                     on_slot=lambda held: run.news.put(Slot(task_id, held)),
                     approve=approver(run.config.approval_timeout_s, run.cancel),
-                    ledger=run.ledger,
+                    ledger=run.ledger, usage=run.usage,
+                    warn=lambda text: warn(out.on_line, text),
                 )  # fmt: skip
     if pool or item.level is Level.REVIEW:  # its sessions did not report to the run's ledger
         run.ledger.settle(task_id, record.spend)
@@ -307,6 +314,7 @@ def _run(
         agent_settings=config.agent_settings(),
         observer=run_state.observer(),
         ledger=Ledger(config.run_budget(), config.budget_stop_running),
+        usage=UsageGate(config.usage_limit_backoff_s, config.usage_limit_max_wait_s),
     )
     if config.node_pool:
         try:

@@ -30,6 +30,7 @@ from tasks_lib.run.config import RunConfig
 from tasks_lib.run.records import Attempt, Cause, NodeRecord, RunRecord, combine
 from tasks_lib.run.scheduler import ChangedFiles, Slot
 from tasks_lib.run.secrets import Masker
+from tasks_lib.run.usage import UsageGate
 
 
 class NodeFailed(TgflowError):
@@ -109,6 +110,7 @@ class RunState:
     changed: ChangedFiles = field(default_factory=ChangedFiles)  # each node's branch, as reported
     news: queue.Queue[NodeRecord | Slot] = field(default_factory=queue.Queue)  # for schedule()
     ledger: Ledger = field(default_factory=Ledger)  # what the sessions spent, live; the budget
+    usage: UsageGate = field(default_factory=UsageGate)  # providers' usage limits: their pauses
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property

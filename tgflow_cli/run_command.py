@@ -110,6 +110,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         ("--agent-timeout", "agent_timeout_s"),
         ("--idle-timeout", "idle_timeout_s"),
         ("--validate-timeout", "validate_timeout_s"),
+        ("--usage-limit-backoff", "usage_limit_backoff_s"),
+        ("--usage-limit-max-wait", "usage_limit_max_wait_s"),
     ):
         info = RunConfig.model_fields[field]
         parser.add_argument(

@@ -51,7 +51,7 @@ class Aider(CliPreset):
 
     def parse(self, line: str, tally: Tally) -> None:
         if m := AIDER_ERROR.search(line):
-            tally.error = f"aider: {m.group(1)}"
+            tally.provider_error(m.group(1), f"aider: {m.group(1)}")
             tally.finished = False
         elif AIDER_RETRY.match(line):
             tally.provider_retries += 1

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from tasks_lib.agents.limits import UsageLimit
 from tasks_lib.agents.sandbox import Sandbox
 from tasks_lib.errors import TgflowError
 
@@ -33,6 +34,7 @@ class Outcome(StrEnum):
     TIMED_OUT = "timed_out"
     STALLED = "stalled"
     CANCELLED = "cancelled"
+    LIMITED = "usage_limited"  # the provider's usage limit: the node waits, then goes on
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SessionResult:
     cost_usd: float | None = None
     tool_errors: int = 0
     pids: list[int] = field(default_factory=list)
+    limit: UsageLimit | None = None  # with ``Outcome.LIMITED``: what the provider said
 
     @property
     def tail(self) -> str:
@@ -83,6 +86,8 @@ class Agent(Protocol):
 
     name: str
     model: str | None = None  # the model it runs with when a task names none, if it knows
+    # Whose usage limits its sessions share (a base URL, a model's provider); None: its name.
+    provider: str | None = None
 
     def run(self, request: SessionRequest) -> SessionResult: ...
 

@@ -58,7 +58,8 @@ class ClaudeCode(CliPreset):
             ok = event.get("subtype") == "success" and not event.get("is_error")
             tally.finished = ok
             if not ok:
-                tally.error = f"claude: {event.get('result') or event.get('subtype')}"
+                said = str(event.get("result") or event.get("subtype"))
+                tally.provider_error(said, f"claude: {said}")
             tally.denied = [
                 str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
                 for d in event.get("permission_denials") or []

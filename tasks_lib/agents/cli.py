@@ -109,6 +109,17 @@ def error_text(error: Any) -> str:
     return str(error)
 
 
+def provider_of(settings: AgentSettings, preset: str) -> str:
+    """Whose usage limit a session counts against: the endpoint it is given, else the
+    provider named in its model (OpenCode's ``anthropic/claude-...``), else the CLI's own
+    (Claude Code's, Codex's login)."""
+    if settings.base_url:
+        return settings.base_url
+    if settings.model and "/" in settings.model:
+        return settings.model.split("/", 1)[0]
+    return preset
+
+
 class _EitherCancel(threading.Event):
     """Set by the caller's cancel or by us (a preset deciding to cut the session)."""
 
@@ -149,8 +160,11 @@ class CliPreset(ABC):
         return []
 
     def should_stop(self, tally: Tally) -> bool:
-        """Cut the session now (provider retrying without end); ``tally.error`` says why."""
-        return tally.provider_retries > self.settings.max_provider_retries
+        """Cut the session now: the provider retrying without end (``tally.error`` says why),
+        or refusing for its usage limit (the CLI would hold the session, waiting for the reset
+        or retrying into the limit; the node waits instead, its session ended)."""
+        retries = tally.provider_retries > self.settings.max_provider_retries
+        return retries or tally.limit is not None
 
 
 class CliAgent(CommandAgent):
@@ -166,6 +180,7 @@ class CliAgent(CommandAgent):
         super().__init__([preset.binary], name=preset.name)
         self.preset = preset
         self.model = preset.settings.model
+        self.provider = provider_of(preset.settings, preset.name)
 
     def argv(self, request: SessionRequest, prompt_file: Path) -> list[str]:
         return self.preset.argv(find_cli(self.preset.binary), request)
@@ -212,8 +227,12 @@ class CliAgent(CommandAgent):
 
     def _judge(self, proc: ProcessResult, request: SessionRequest, tally: Tally) -> SessionResult:
         outer = request.cancel.outer if isinstance(request.cancel, _EitherCancel) else None
+        provider = self.provider or self.name
+        limit = replace(tally.limit, provider=provider) if tally.limit else None
         if outer is not None and outer.is_set():
             outcome, reason = Outcome.CANCELLED, "cancelled"
+        elif limit is not None:  # cut by us, or ended by the CLI on it
+            outcome, reason = Outcome.LIMITED, f"usage limit of {limit.provider}: {limit.message}"
         elif proc.cancelled:  # we cut it: the tally says why
             outcome, reason = Outcome.FAILED, tally.cut or tally.error or f"{self.name} stopped"
         elif proc.timed_out:
@@ -243,4 +262,5 @@ class CliAgent(CommandAgent):
             cost_usd=tally.cost_usd,
             tool_errors=tally.tool_errors,
             pids=[proc.pid],
+            limit=limit,
         )

@@ -68,6 +68,8 @@ class Codex(CliPreset):
             tally.add_usage(usage.get("input_tokens"), usage.get("output_tokens"))
             tally.finished, tally.error = True, None
         elif kind == "turn.failed":
-            tally.error = f"codex: {error_text(event.get('error'))}"
+            said = error_text(event.get("error"))
+            tally.provider_error(said, f"codex: {said}")
         elif kind == "error":
-            tally.error = f"codex: {error_text(event.get('message') or event)}"
+            said = error_text(event.get("message") or event)
+            tally.provider_error(said, f"codex: {said}")

@@ -87,7 +87,8 @@ class OpenCodeRun(CliPreset):
             if m := STREAM_ERROR.search(line):
                 tally.provider_retries += 1
                 message = m.group(1).replace('\\"', '"')
-                tally.error = f"provider error, retried {tally.provider_retries}x: {message}"
+                shown = f"provider error, retried {tally.provider_retries}x: {message}"
+                tally.provider_error(message, shown)
             return
         part = event.get("part") or {}
         kind = event.get("type")
@@ -99,4 +100,4 @@ class OpenCodeRun(CliPreset):
         elif kind == "tool_use" and (part.get("state") or {}).get("status") == "error":
             tally.tool_errors += 1
         elif kind == "error":
-            tally.error = error_text(event.get("error"))
+            tally.provider_error(error_text(event.get("error")))

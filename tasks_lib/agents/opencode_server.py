@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ import httpx
 from httpx_sse import connect_sse
 
 from tasks_lib.agents.base import Agent, AgentError, Outcome, SessionRequest, SessionResult
-from tasks_lib.agents.cli import QUIET_ENV, error_text, find_cli
+from tasks_lib.agents.cli import QUIET_ENV, error_text, find_cli, provider_of
+from tasks_lib.agents.limits import usage_limit
 from tasks_lib.agents.opencode import opencode_env, opencode_state_dirs
 from tasks_lib.agents.process import kill_group
 from tasks_lib.agents.sandbox import Sandbox
@@ -200,6 +201,7 @@ class OpenCodeServerAgent(Agent):
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.model = settings.model
+        self.provider = provider_of(settings, "opencode")
         self.server = OpenCodeServer(settings)
         self._own_servers: set[OpenCodeServer] = set()  # the sandboxed sessions' servers
         self._lock = threading.Lock()
@@ -257,6 +259,9 @@ class OpenCodeServerAgent(Agent):
             tokens_out=tally.tokens_out,
             cost_usd=tally.cost_usd,
             tool_errors=tally.tool_errors,
+            limit=replace(tally.limit, provider=self.provider or self.name)
+            if tally.limit
+            else None,
         )
 
     def _run(
@@ -370,6 +375,11 @@ class OpenCodeServerAgent(Agent):
                 session.tally.error = None  # the abort we caused
                 self._prompt(api, session, request, NUDGE)
                 self._say(session, request, f"tgflow: sent follow-up prompt: {NUDGE}")
+            if session.tally.limit is not None:  # it would wait for the reset, holding us
+                self._abort(api, session, events)
+                return Outcome.LIMITED, (
+                    f"usage limit of {self.provider}: {session.tally.limit.message}"
+                )
             if session.tally.provider_retries > self.settings.max_provider_retries:
                 self._abort(api, session, events)
                 return Outcome.FAILED, (
@@ -394,6 +404,7 @@ class OpenCodeServerAgent(Agent):
             if status.get("type") == "retry":
                 tally.provider_retries += 1
                 session.retry_message = str(status.get("message", ""))
+                tally.limit = tally.limit or usage_limit(session.retry_message)
                 self._say(
                     session,
                     request,

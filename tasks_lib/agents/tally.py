@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tasks_lib.agents.base import Outcome
+from tasks_lib.agents.limits import UsageLimit, usage_limit
 
 TOOL_ERROR_ANOMALY = 5  # more tool errors than this in one session is worth a look
 
@@ -25,6 +26,13 @@ class Tally:
     tool_errors: int = 0
     provider_retries: int = 0
     cut: str | None = None  # why tgflow stopped the session (its budget), not the agent
+    limit: UsageLimit | None = None  # the provider's rate or usage limit: wait, do not fail
+
+    def provider_error(self, message: str, shown: str | None = None) -> None:
+        """The provider's (or the CLI's) error ``message``, which may be a usage limit; the
+        session's error reads ``shown`` (the message by default)."""
+        self.limit = self.limit or usage_limit(message)
+        self.error = shown or message
 
     def spent(self) -> tuple[int, float]:
         """Tokens in + out and dollars so far (unreported counts as none spent)."""

@@ -51,6 +51,10 @@ CAUSES: dict[Cause, tuple[str, str]] = {
         "raise the budget (budget_tokens/budget_usd: the task's frontmatter, budget_rules or "
         "the run's) or split the task",
     ),
+    Cause.USAGE_LIMIT: (
+        "usage limit",
+        "run again after the provider's reset, or raise usage_limit_max_wait_s",
+    ),
 }
 
 
@@ -667,6 +671,34 @@ def budgets(run: RunRecord) -> list[Line]:
     return lines
 
 
+def usage_limits(run: RunRecord) -> list[Line]:
+    """Which nodes waited for a provider's usage limit, how long and for whom: time the run
+    lost to it, not failures."""
+    waited = [n for n in run.nodes if n.usage_waits]
+    if not waited:
+        return []
+    parts = []
+    for n in waited:
+        providers = sorted({w.provider for w in n.usage_waits})
+        said = all(w.said for w in n.usage_waits)
+        parts.append(
+            f"{n.task_id} {_s(sum(w.seconds for w in n.usage_waits))} for {_and(providers)}"
+            + (" (resets said by the provider)" if said else " (in part tgflow's backoff)")
+        )
+    return [
+        Line(
+            BETTER,
+            f"{len(waited)} node(s) paused for a provider's usage limit and went on after the "
+            f"reset: {'; '.join(parts)}.",
+        ),
+        Line(
+            ACTIONS,
+            "Usage limits cost the run time: lower max_parallel, or give some tasks an agent "
+            "on another provider (agent_rules).",
+        ),
+    ]
+
+
 def tool_errors(run: RunRecord) -> list[Line]:
     total = sum(n.tool_errors for n in run.nodes)
     if not total:
@@ -697,6 +729,7 @@ RULES: tuple[Rule, ...] = (
     slowest,
     tokens,
     budgets,
+    usage_limits,
     tool_errors,
 )
 

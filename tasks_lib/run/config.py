@@ -75,6 +75,18 @@ class NodeSettings(BaseModel):
     validate_timeout_s: float = Field(
         600.0, gt=0, description="Limit for each validation command, in seconds."
     )
+    usage_limit_backoff_s: float = Field(
+        60.0,
+        gt=0,
+        description="After a provider's usage limit that says no reset time, sessions on it "
+        "wait this long, doubling with each limit in a row, in seconds.",
+    )
+    usage_limit_max_wait_s: float = Field(
+        21600.0,
+        gt=0,
+        description="The longest one node waits for usage limits in all (a reset said further "
+        "off fails it now), in seconds.",
+    )
     push: bool = Field(True, description="Push main to the origin after each merge.")
     conflict_rounds: int = Field(
         2, ge=0, description="Times a merge conflict goes back to the agent before the node fails."

@@ -7,6 +7,7 @@ new commits, task files stay as they are on base, and validation passes on the b
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks_lib.agents.base import Outcome, SessionRequest, SessionResult
@@ -26,10 +27,14 @@ from tasks_lib.run.prompt import (
     build_prompt,
     last_failure_note,
 )
-from tasks_lib.run.records import Cause, NodeStatus
+from tasks_lib.run.records import Cause, NodeStatus, UsageWait
 from tasks_lib.run.validation import run_validation
 
 CONVENTION_FILES = ("AGENTS.md", "CONVENTIONS.md")
+LIMITED_BEFORE = (
+    "Your session before this one was ended by the provider's usage limit. The checkout "
+    "holds what it did (its files and commits): go on from there."
+)
 
 _OUTCOME_STATUS = {
     Outcome.FAILED: NodeStatus.FAILED,
@@ -193,7 +198,75 @@ def prompt(node: Node, conflict_files: list[str] | None = None) -> str:
 
 def session(node: Node, text: str) -> SessionResult:
     """One agent session; anything but success (or Safe Exit) ends the node, and so does a
-    spent budget: none starts then, and one running is cut (``Node.spending``)."""
+    spent budget: none starts then, and one running is cut (``Node.spending``). A session the
+    provider's usage limit ended is no failure: the node waits out the limit (``run/usage``)
+    and a new session goes on with the work in the same checkout."""
+    rec, wt = node.record, node.wt()
+    provider = node.agent.provider or node.agent.name
+    while True:
+        wait_for_usage(node, provider)
+        result = _session(node, text)
+        if result.limit is None:
+            break
+        node.usage.hit(result.limit)  # the wait before the next session says until when
+        rec.notes.append(f"a session met the usage limit of {provider}: {result.limit.message}")
+        if LIMITED_BEFORE not in text:
+            text = f"{text.rstrip()}\n\n{LIMITED_BEFORE}"
+    node.usage.passed(provider)
+    blocked = wt / BLOCKED_FILE
+    if blocked.is_file() and result.outcome in (
+        Outcome.SUCCEEDED, Outcome.FAILED, Outcome.BLOCKED,
+    ):  # fmt: skip
+        reason = blocked.read_text(encoding="utf-8", errors="replace").strip()
+        raise NodeFailed(NodeStatus.BLOCKED, reason or "the agent gave no reason")
+    if result.outcome == Outcome.BLOCKED:
+        raise NodeFailed(NodeStatus.BLOCKED, result.reason or "the agent gave no reason")
+    if result.outcome != Outcome.SUCCEEDED:
+        cut = node.cut_for()  # the session was cut for it, or ended over it: no retry either
+        if cut:
+            raise NodeFailed(NodeStatus.FAILED, cut, Cause.BUDGET)
+        raise NodeFailed(
+            _OUTCOME_STATUS[result.outcome],
+            f"agent {result.outcome.value}: {result.reason or result.tail}",
+            Cause.AGENT,
+        )
+    return result
+
+
+def wait_for_usage(node: Node, provider: str) -> None:
+    """Wait out ``provider``'s pause, if it has one (another node's limit counts too), on the
+    node's cancel event; a node that would wait past ``usage_limit_max_wait_s`` in all fails
+    now, its branch kept."""
+    rec, most = node.record, node.settings.usage_limit_max_wait_s
+    while (pause := node.usage.pause(provider)) is not None:
+        waited = sum(w.seconds for w in rec.usage_waits)
+        if waited + pause.remaining_s() > most:
+            raise NodeFailed(
+                NodeStatus.FAILED,
+                f"usage limit of {provider} until {pause.until:%Y-%m-%d %H:%M:%S} UTC: past "
+                f"usage_limit_max_wait_s ({most:g} s) for this node; run again after that or "
+                "raise usage_limit_max_wait_s (the branch is kept)",
+                Cause.USAGE_LIMIT,
+            )
+        node.warn(str(pause))
+        began = datetime.now(UTC)
+        node.cancel.wait(pause.remaining_s())
+        seconds = (datetime.now(UTC) - began).total_seconds()
+        rec.usage_waits.append(
+            UsageWait(provider=provider, seconds=seconds, until=pause.until, said=pause.said)
+        )
+        rec.notes.append(
+            f"waited {seconds:.0f} s for the usage limit of {provider} (until "
+            f"{pause.until:%H:%M:%S} UTC, {'said by the provider' if pause.said else 'backoff'})"
+        )
+        if node.cancel.is_set():
+            raise NodeFailed(
+                NodeStatus.CANCELLED, f"cancelled while waiting for the usage limit of {provider}"
+            )
+
+
+def _session(node: Node, text: str) -> SessionResult:
+    """Run one session and count what it did and spent (a spent budget starts none)."""
     rec, wt = node.record, node.wt()
     refused = node.no_more_sessions()
     if refused:
@@ -228,23 +301,6 @@ def session(node: Node, text: str) -> SessionResult:
         rec.tokens_out = (rec.tokens_out or 0) + result.tokens_out
     if result.cost_usd is not None:
         rec.cost_usd = (rec.cost_usd or 0.0) + result.cost_usd
-    blocked = wt / BLOCKED_FILE
-    if blocked.is_file() and result.outcome in (
-        Outcome.SUCCEEDED, Outcome.FAILED, Outcome.BLOCKED,
-    ):  # fmt: skip
-        reason = blocked.read_text(encoding="utf-8", errors="replace").strip()
-        raise NodeFailed(NodeStatus.BLOCKED, reason or "the agent gave no reason")
-    if result.outcome == Outcome.BLOCKED:
-        raise NodeFailed(NodeStatus.BLOCKED, result.reason or "the agent gave no reason")
-    if result.outcome != Outcome.SUCCEEDED:
-        cut = node.cut_for()  # the session was cut for it, or ended over it: no retry either
-        if cut:
-            raise NodeFailed(NodeStatus.FAILED, cut, Cause.BUDGET)
-        raise NodeFailed(
-            _OUTCOME_STATUS[result.outcome],
-            f"agent {result.outcome.value}: {result.reason or result.tail}",
-            Cause.AGENT,
-        )
     return result
 
 

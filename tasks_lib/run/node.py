@@ -28,6 +28,7 @@ from tasks_lib.run.integrate import integrate
 from tasks_lib.run.node_state import Node, NodeFailed, failure_note
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
 from tasks_lib.run.secrets import identity
+from tasks_lib.run.usage import UsageGate
 
 
 def run_node(
@@ -50,6 +51,8 @@ def run_node(
     final_attempt: bool = True,
     mask: Callable[[str], str] = identity,
     ledger: Ledger | None = None,
+    usage: UsageGate | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> NodeRecord:
     """Develop and integrate one task; always returns a record (git trouble included).
 
@@ -68,6 +71,9 @@ def run_node(
     ``ledger``: the run's spend so far and its budget, which the task's budget (from
     ``budget_rules`` and its frontmatter) is counted in too; without one, only this
     attempt's sessions count against the task's budget.
+    ``usage``: the run's pauses for providers' usage limits, which this node's sessions wait
+    out and add to (without one, only this node's own limits pause it); ``warn`` hears why it
+    waits (the run's log shows it as a warning; by default it goes to ``on_line``).
     """
     budget = task_budget(task, settings.budget_rules)
     node = Node(
@@ -92,6 +98,8 @@ def run_node(
         task_paths=task_paths,
         budget=budget,
         ledger=ledger or Ledger(),
+        usage=usage or UsageGate(settings.usage_limit_backoff_s, settings.usage_limit_max_wait_s),
+        warn=warn or on_line or (lambda text: None),
     )
     rec = node.record
     if attempt > 1:  # a retry: its attempt before may have given the slot up to merge

@@ -23,6 +23,7 @@ from tasks_lib.run.budget import Budget, Ledger, Spend, task_overspent
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.prompt import KeptWork, fenced
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
+from tasks_lib.run.usage import UsageGate
 
 
 @dataclass
@@ -81,6 +82,8 @@ class Node:
     on_slot: Callable[[bool], None] = lambda held: None  # see run_node
     budget: Budget = field(default_factory=Budget)  # the task's (``task_budget``)
     ledger: Ledger = field(default_factory=Ledger)  # the run's spend, and its budget
+    usage: UsageGate = field(default_factory=UsageGate)  # the run's pauses for usage limits
+    warn: Callable[[str], None] = lambda text: None  # what the run's log shows as a warning
     worktree: Path | None = None
     start_base: str | None = None  # the settled base the attempt started from
     checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)

@@ -42,12 +42,23 @@ class Cause(StrEnum):
     GIT = "git"  # a git operation failed (origin unreachable, push refused, …)
     SETUP = "setup"  # the task's settings, prompt template or conventions file are wrong
     BUDGET = "budget"  # the task's or the run's budget is spent: a retry would spend more
+    USAGE_LIMIT = "usage limit"  # the provider's limit resets later than the node may wait
 
 
 class Conflict(BaseModel):
     round: int
     files: list[str]
     resolved: bool = False
+
+
+class UsageWait(BaseModel):
+    """A node waited ``seconds`` for ``provider``'s usage limit, until ``until``; ``said``: the
+    provider said that reset (else it was tgflow's backoff)."""
+
+    provider: str
+    seconds: float
+    until: datetime
+    said: bool
 
 
 class Attempt(BaseModel):
@@ -70,6 +81,7 @@ class Attempt(BaseModel):
     cost_usd: float | None = None
     tool_errors: int = 0
     conflicts: list[Conflict] = Field(default_factory=list)
+    usage_waits: list[UsageWait] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
 
@@ -87,6 +99,7 @@ class NodeRecord(BaseModel):
     validate_seconds: float = 0.0
     sessions: int = 0
     conflicts: list[Conflict] = Field(default_factory=list)
+    usage_waits: list[UsageWait] = Field(default_factory=list)  # paused for providers' limits
     commits: list[str] = Field(default_factory=list)
     files_changed: list[str] = Field(default_factory=list)
     merge_commit: str | None = None
@@ -115,8 +128,9 @@ class NodeRecord(BaseModel):
 
     @property
     def retryable(self) -> bool:
-        """A transient outcome, and not a spent budget (a retry would only spend more)."""
-        return self.status.retryable and self.cause is not Cause.BUDGET
+        """A transient outcome, and not a spent budget (a retry would only spend more) nor a
+        usage limit too far off (a retry now would meet it again)."""
+        return self.status.retryable and self.cause not in (Cause.BUDGET, Cause.USAGE_LIMIT)
 
     @property
     def spend(self) -> Spend:
@@ -141,6 +155,7 @@ class NodeRecord(BaseModel):
                 cost_usd=self.cost_usd,
                 tool_errors=self.tool_errors,
                 conflicts=[c.model_copy() for c in self.conflicts],
+                usage_waits=[w.model_copy() for w in self.usage_waits],
                 notes=list(self.notes),
             )
         )
@@ -151,8 +166,8 @@ def combine(earlier: list[Attempt], latest: NodeRecord) -> NodeRecord:
     """The node over all its attempts: ``latest`` (a closed attempt) with the totals of every
     try, since a Prefect retry starts each attempt from a fresh record.
 
-    Seconds, sessions, tokens, cost and tool errors are summed; conflicts and notes of every
-    attempt are kept; the node started when its first attempt did.
+    Seconds, sessions, tokens, cost and tool errors are summed; conflicts, usage waits and
+    notes of every attempt are kept; the node started when its first attempt did.
     """
     attempts = [*earlier, *latest.attempts]
     merged = latest.model_copy(deep=True)
@@ -165,6 +180,7 @@ def combine(earlier: list[Attempt], latest: NodeRecord) -> NodeRecord:
     merged.cost_usd = _total([a.cost_usd for a in attempts])
     merged.tool_errors = sum(a.tool_errors for a in attempts)
     merged.conflicts = [c.model_copy() for a in attempts for c in a.conflicts]
+    merged.usage_waits = [w.model_copy() for a in attempts for w in a.usage_waits]
     merged.notes = [n for a in attempts for n in a.notes]
     first = next((a.started_at for a in attempts if a.started_at is not None), None)
     merged.started_at = first or latest.started_at

@@ -69,6 +69,27 @@ def test_stall_mid_stream_is_cut_by_our_idle_timeout(
     assert not group_alive(result.pids[0])  # nothing left behind
 
 
+@pytest.mark.parametrize("preset", CLIS)
+def test_a_usage_limit_ends_the_session_at_once_with_the_reset_the_provider_said(
+    preset: str, fake_model: FakeModel, worktree: Path
+):
+    """The fake model's 429 for a minute: each CLI's report of it is read as the limit, with
+    its reset (Codex says it to the minute: the end of that minute), after one request."""
+    require_cli(preset)
+    fake_model.reset([{"limit": 60, "text": "Done."}])
+    agent = make_agent(settings_for(preset, fake_model, max_provider_retries=5))
+
+    result = agent.run(request(worktree))
+
+    assert result.outcome is Outcome.LIMITED, result.reason + "\n" + result.tail
+    assert result.limit is not None and result.limit.reset_at is not None
+    [sent] = fake_model.limits_sent
+    reset = result.limit.reset_at.timestamp()
+    assert reset == sent if preset != "codex" else sent <= reset <= sent + 60
+    assert result.limit.provider == settings_for(preset, fake_model).base_url
+    assert not group_alive(result.pids[0])
+
+
 @pytest.mark.parametrize(
     ("preset", "status", "message"),
     [

@@ -141,6 +141,22 @@ def test_endless_provider_retries_are_cut_with_the_providers_message(
     assert busy_sessions(server, worktree) == {}
 
 
+def test_a_usage_limit_ends_the_session_at_once_with_the_providers_reset(
+    server, fake: FakeModel, worktree: Path
+):
+    """OpenCode would wait for the 429's Retry-After itself, holding the session: it is
+    aborted at the first retry, and the limit reported (the node waits for it, not the CLI)."""
+    fake.reset([{"limit": 60, "text": "Done."}])
+
+    result = run(server, worktree)
+
+    assert result.outcome is Outcome.LIMITED and result.limit is not None
+    assert result.limit.reset_at is not None
+    assert result.limit.reset_at.timestamp() == fake.limits_sent[0]
+    assert result.limit.provider == f"{fake.url}/v1"
+    assert busy_sessions(server, worktree) == {}
+
+
 def test_cancel_aborts_the_session(server, fake: FakeModel, worktree: Path):
     fake.reset([shell_step("opencode", "true", stall=True)])
     request = SessionRequest(task_id="c", worktree=worktree, prompt="Task: c", idle_timeout_s=60)

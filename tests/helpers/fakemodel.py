@@ -6,6 +6,9 @@ Anthropic Messages (Claude Code) and OpenAI Responses (Codex). It replays a scri
     {"tool": "write", "args": {"filePath": "a.txt", "content": "x"}}   a tool call
     {"text": "done"}                                                    a final answer
     {"error": "overloaded", "status": 500}                              an HTTP error
+    {"limit": 20, "text": "done"}   a usage limit: HTTP 429 for 20 s from the first request of
+                                    the step (``Retry-After`` and the reset time in the error
+                                    message, as OpenAI and Anthropic send them), then the step
     any step + {"stall": true}      hang mid-stream (until the server stops); with
                                     {"times": N} only the first N requests of that step hang
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import threading
 import time
 import uuid
@@ -48,6 +52,8 @@ class FakeModel:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._stalls: dict[int, int] = {}
+        self._limits: dict[int | None, float] = {}  # limit step -> its first request
+        self.limits_sent: list[float] = []  # the reset (epoch seconds) of each 429 sent
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
@@ -83,6 +89,8 @@ class FakeModel:
             self.script = list(script)
             self.requests.clear()
             self._stalls.clear()
+            self._limits.clear()
+            self.limits_sent.clear()
 
     def saw(self, text: str) -> bool:
         """Whether any request body so far contained ``text`` (e.g. the prompt)."""
@@ -114,6 +122,15 @@ class FakeModel:
             self._stalls[index] = seen + 1
         times = step.get("times")
         return times is None or seen < int(times)
+
+    def _limited_until(self, index: int | None, step: Step) -> float | None:
+        """When a ``limit`` step's limit resets (epoch seconds), while it holds; else None."""
+        if "limit" not in step:
+            return None
+        with self._lock:
+            began = self._limits.setdefault(index, time.time())
+        reset = float(math.ceil(began + float(step["limit"])))  # whole seconds, as said
+        return reset if time.time() < reset else None
 
     def step_for(self, index: int) -> Step:
         return self.script[index] if index < len(self.script) else {"text": "Done."}
@@ -172,6 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
         entry = {"time": time.time(), "path": self.path, "api": api, "step": index, "body": body}
         self.fake._log(entry)
         step = self.fake.step_for(index) if index is not None else {"text": CANNED}
+        reset = self.fake._limited_until(index, step)
+        if reset is not None:
+            self._limit(api, reset)
+            return
         if "error" in step:
             self._error(api, int(step.get("status", 500)), str(step["error"]))
             return
@@ -204,6 +225,27 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _limit(self, api: str, reset: float) -> None:
+        """A provider's usage limit, as OpenAI and Anthropic answer it: 429, ``Retry-After``
+        in whole seconds, the reset time (epoch seconds) in the error body."""
+        seconds = reset - time.time()
+        with self.fake._lock:
+            self.fake.limits_sent.append(reset)
+        message = f"usage limit reached; resets at {int(reset)}"
+        kind = "rate_limit_error" if api == "anthropic" else "usage_limit_reached"
+        error = {"type": kind, "message": message, "resets_at": int(reset)}
+        if api == "anthropic":
+            payload: dict[str, Any] = {"type": "error", "error": error}
+        else:
+            payload = {"error": {**error, "code": "rate_limit_exceeded"}}
+        data = json.dumps(payload).encode()
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", str(max(1, round(seconds))))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

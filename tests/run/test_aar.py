@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tasks_lib.run.aar import WRONG, Line, conflicts, peak_concurrency, skipped, write_aar
-from tasks_lib.run.records import Attempt, Conflict, NodeRecord, NodeStatus, RunRecord
+from tasks_lib.run.records import (
+    Attempt,
+    Conflict,
+    NodeRecord,
+    NodeStatus,
+    RunRecord,
+    UsageWait,
+)
 
 T0 = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC)
 
@@ -207,3 +214,20 @@ def test_a_node_pool_run_says_where_nodes_ran_and_which_lost_their_machine() -> 
         f"{lost}" in found["What Went Wrong"]
     )
     assert "machine" not in write_aar(run([node("d", NodeStatus.COMPLETED, 0, 5)]))
+
+
+def test_nodes_that_waited_for_a_usage_limit_say_how_long_and_for_whom() -> None:
+    until = T0 + timedelta(seconds=50)
+    waits = [UsageWait(provider="https://api.example/v1", seconds=40, until=until, said=True)]
+    nodes = [
+        node("a", NodeStatus.COMPLETED, 0, 80, usage_waits=waits),
+        node("b", NodeStatus.COMPLETED, 0, 30),
+    ]
+
+    found = sections(write_aar(run(nodes)))
+
+    assert (
+        "1 node(s) paused for a provider's usage limit and went on after the reset: a 40.0 s "
+        "for https://api.example/v1 (resets said by the provider)."
+    ) in found["What Could Be Better"]
+    assert "lower max_parallel" in found["Action Items"]

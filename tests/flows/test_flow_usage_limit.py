@@ -1,0 +1,72 @@
+"""A provider's usage limit through the real flow, a real agent CLI (OpenCode) and the fake
+model answering HTTP 429 for 20 s: no node fails, both pause on the one provider and go on
+after its reset, the run completes, and the node's log and the review say what waited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.agent_helpers import require_cli, shell_step
+from helpers.fakemodel import FakeModel
+from helpers.gitrepos import make_origin, show
+from helpers.prefect_fixtures import artifact, task_run_logs, task_runs
+
+from tasks_lib.run.config import RunConfig
+
+pytestmark = [pytest.mark.prefect, pytest.mark.agents]
+# Each node's own file (named after its branch), committed once however many sessions run it.
+WRITE = (
+    'f="$(git rev-parse --abbrev-ref HEAD | tr / _).txt"; echo done > "$f" && git add -A && '
+    "(git diff --cached --quiet || git commit -qm work)"
+)
+
+
+def task_file(task_id: str) -> str:
+    return (
+        f"---\nid: {task_id}\nname: Task {task_id}\nstatus: pending\n---\n\n"
+        f"## Description\n\nWrite a file.\n\n## Acceptance Criteria\n\n- [ ] done\n"
+    )
+
+
+def test_a_usage_limit_pauses_the_run_and_it_completes_after_the_reset(
+    prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.graph_flow import AAR_KEY, NODES_KEY, tgflow_run
+
+    require_cli("opencode")
+    monkeypatch.setenv("FAKE_API_KEY", "fake-key")
+    origin = make_origin(tmp_path, {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")})
+    with FakeModel([shell_step("opencode", WRITE), {"limit": 20, "text": "Done."}]) as fake:
+        provider = f"{fake.url}/v1"
+        config = RunConfig(
+            origin=str(origin),
+            agent="opencode",
+            model="fake-model",
+            agent_base_url=provider,
+            agent_api_key_env="FAKE_API_KEY",
+            validate_commands=["true"],
+            max_parallel=2,
+            retries=0,
+            idle_timeout_s=60.0,
+            workspace_root=str(tmp_path / "ws"),
+        )
+        state = tgflow_run(config, return_state=True)
+        resets = set(fake.limits_sent)
+
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    table = {row["task"]: row for row in artifact(run_id, NODES_KEY)}
+    assert {table[t]["status"] for t in "ab"} == {"completed"}
+    assert [show(origin, f"tgflow_{t}.txt") for t in "ab"] == ["done", "done"]
+    assert len(resets) == 1  # one limit, one reset: both nodes met the same
+    aar = artifact(run_id, AAR_KEY)
+    assert "paused for a provider's usage limit and went on after the reset: " in aar
+    assert f"for {provider} (resets said by the provider)" in aar
+    limited = [r for r in task_runs(run_id) if r.name == "a"]
+    assert any(
+        m.startswith(f"usage limit of {provider}: waiting until ")
+        and m.endswith("UTC (reset said by the provider)")
+        for r in limited
+        for m in task_run_logs(r.id)
+    )
