@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tasks_lib.agents.base import Agent
+from tasks_lib.agents.base import Agent, Inbox
 from tasks_lib.git import WorkspaceError, worktrees
 from tasks_lib.git.base import change_base
 from tasks_lib.git.checkpoint import drop_checkpoint
@@ -46,6 +46,7 @@ def run_node(
     on_slot: Callable[[bool], None] | None = None,
     approve: Approver | None = None,
     cancel: threading.Event | None = None,
+    inbox: Inbox | None = None,
     stop_after_develop: bool = False,
     final_attempt: bool = True,
     mask: Callable[[str], str] = identity,
@@ -68,6 +69,8 @@ def run_node(
     ``ledger``: the run's spend so far and its budget, which the task's budget (from
     ``budget_rules`` and its frontmatter) is counted in too; without one, only this
     attempt's sessions count against the task's budget.
+    ``inbox``: where a person's messages to the node's agent sessions arrive (a backend that
+    ``takes_messages`` opens it while a session runs).
     """
     budget = task_budget(task, settings.budget_rules)
     node = Node(
@@ -89,6 +92,7 @@ def run_node(
         on_changed=on_changed or (lambda files: None),
         on_slot=on_slot or (lambda held: None),
         cancel=cancel or threading.Event(),
+        inbox=inbox or Inbox(),
         task_paths=task_paths,
         budget=budget,
         ledger=ledger or Ledger(),
