@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from flows.node_messages import Switchboard
 from tasks_lib.agents.registry import AgentPool
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.errors import TgflowError
@@ -110,6 +111,7 @@ class RunState:
     news: queue.Queue[NodeRecord | Slot] = field(default_factory=queue.Queue)  # for schedule()
     ledger: Ledger = field(default_factory=Ledger)  # what the sessions spent, live; the budget
     lock: threading.Lock = field(default_factory=threading.Lock)
+    switchboard: Switchboard = field(default_factory=Switchboard)  # a person's line to a node
 
     @cached_property
     def task_paths(self) -> dict[str, Path]:
