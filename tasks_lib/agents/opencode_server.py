@@ -395,10 +395,15 @@ class OpenCodeServerAgent(Agent):
         self, api: httpx.Client, session: _Session, request: SessionRequest, text: str
     ) -> None:
         """A person's message, into the running session: OpenCode queues a prompt that
-        arrives while the session is busy and the model reads it in its next request."""
-        api.post(
-            f"/session/{session.id}/prompt_async", json=self._body(request, text)
-        ).raise_for_status()
+        arrives while the session is busy and the model reads it in its next request. One
+        that cannot be posted is said in the log; it does not end the agent's session."""
+        try:
+            api.post(
+                f"/session/{session.id}/prompt_async", json=self._body(request, text)
+            ).raise_for_status()
+        except httpx.HTTPError as e:
+            self._say(session, request, f"tgflow: not delivered ({e}): {text}")
+            return
         self._say(session, request, f"tgflow: a person's message sent into the session: {text}")
 
     def _handle(
