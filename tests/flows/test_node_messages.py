@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 import yaml
 from helpers.agent_helpers import require_cli, shell_step
@@ -64,8 +65,9 @@ class Run:
             if event.kind == "line" and event.task_id == task_id and containing in event.text:
                 return
 
-    def send(self, **message: Any) -> dict[str, Any]:
-        """Send a node message as a person would, and wait for tgflow's reply to it."""
+    def send(self, api: str | None = None, **message: Any) -> dict[str, Any]:
+        """Send a node message as a person would (with ``api``, the Prefect API's URL, as the
+        raw request docs/talking-to-nodes.md shows), and wait for tgflow's reply to it."""
         from prefect.input import filter_flow_run_input, send_input
 
         from flows.node_messages import KEY_PREFIX, REPLY_PREFIX, NodeMessage
@@ -77,7 +79,13 @@ class Run:
             )  # fmt: skip
 
         before = {i.key for i in read(set())}
-        send_input(NodeMessage(**message), flow_run_id=self.flow_run_id, key_prefix=KEY_PREFIX)
+        if api is None:
+            send_input(NodeMessage(**message), flow_run_id=self.flow_run_id, key_prefix=KEY_PREFIX)
+        else:
+            httpx.post(
+                f"{api}/flow_runs/{self.flow_run_id}/input",
+                json={"key": f"{KEY_PREFIX}-1", "value": json.dumps(message)},
+            ).raise_for_status()
         replies: list[Any] = []
 
         def replied() -> bool:
@@ -157,7 +165,7 @@ def test_a_message_sent_to_the_runs_flow_run_reaches_the_model_in_the_next_reque
     run = Run(config)
     wait_for(fake.scripted_requests, "the session's first model request")
 
-    reply = run.send(task_id="talk", text="Please also say hello to Ada.")
+    reply = run.send(prefect_server, task_id="talk", text="Please also say hello to Ada.")
     gate.touch()
     state = run.end()
 
