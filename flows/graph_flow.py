@@ -36,6 +36,7 @@ from flows import run_context as run_state
 from flows.approval import approver
 from flows.merge_limit import merges_across_machines
 from flows.node_log import node_log
+from flows.node_messages import listening
 from flows.node_pool import deploy_nodes, run_on_pool
 from flows.notifications import node_finished
 from flows.run_context import Event, NodeFailed, RunState
@@ -116,46 +117,52 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
             started_at=now, finished_at=now,
         )  # fmt: skip
         raise NodeFailed(record, retryable=False) from None
-    if pool:  # its output is in its own flow run's log, on the machine that ran it
-        record = run_on_pool(
-            pool, task_id, attempt,
-            {"config": run.config, "task_id": task_id,
-             "task_path": run.task_paths[task_id].as_posix(), "attempt": attempt,
-             "previous_failure": run.failures.get(task_id),
-             "previous_cause": run.causes.get(task_id), "final_attempt": final},
-            run.cancel,
-        )  # fmt: skip
-    else:
-        assert agent is not None  # every node off a pool has one
+    takes = agent is not None and agent.takes_messages and item.level is not Level.REVIEW
+    with run.switchboard.connected(task_id, agent.name if agent else "", takes, pool) as line:
+        if line.cancel.is_set():  # by a person, before it started
+            record = _cancelled_before_start(task_id, item.name, attempt)
+        elif pool:  # its output is in its own flow run's log, on the machine that ran it
+            record = run_on_pool(
+                pool, task_id, attempt,
+                {"config": run.config, "task_id": task_id,
+                 "task_path": run.task_paths[task_id].as_posix(), "attempt": attempt,
+                 "previous_failure": run.failures.get(task_id),
+                 "previous_cause": run.causes.get(task_id), "final_attempt": final},
+                line.cancel,
+            )  # fmt: skip
+        else:
+            assert agent is not None  # every node off a pool has one
 
-        def tell(line: str) -> None:
-            run.notify(Event("line", task_id, text=line))
+            def tell(text: str) -> None:
+                run.notify(Event("line", task_id, text=text))
 
-        def warn(on_line: Callable[[str], None], text: str) -> None:
-            """Why the node waits: in its output, and a warning in its task run's log."""
-            on_line(f"tgflow: {text}")
-            logger.warning("%s", run.mask(text))
+            def warn(on_line: Callable[[str], None], text: str) -> None:
+                """Why the node waits: in its output, and a warning in its task run's log."""
+                on_line(f"tgflow: {text}")
+                logger.warning("%s", run.mask(text))
 
-        with node_log(logger, log, run.mask, tell) as out:
-            if item.level is Level.REVIEW:
-                record = run_review(
-                    run.workspace, item, run.config,
-                    reviewer=agent if run.config.review_agent else None,
-                    attempt=attempt, final_attempt=final, on_line=out.on_line, cancel=run.cancel,
-                    mask=run.mask,
-                )  # fmt: skip
-            else:
-                record = run_node(
-                    run.workspace, item, agent, run.config,
-                    attempt=attempt, previous_failure=run.failures.get(task_id),
-                    previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
-                    on_line=out.on_line, cancel=run.cancel, final_attempt=final, mask=run.mask,
-                    on_changed=lambda files: run.changed.report(task_id, files),
-                    on_slot=lambda held: run.news.put(Slot(task_id, held)),
-                    approve=approver(run.config.approval_timeout_s, run.cancel),
-                    ledger=run.ledger, usage=run.usage,
-                    warn=lambda text: warn(out.on_line, text),
-                )  # fmt: skip
+            with node_log(logger, log, run.mask, tell) as out:
+                if item.level is Level.REVIEW:
+                    record = run_review(
+                        run.workspace, item, run.config,
+                        reviewer=agent if run.config.review_agent else None,
+                        attempt=attempt, final_attempt=final, on_line=out.on_line,
+                        cancel=line.cancel, mask=run.mask,
+                    )  # fmt: skip
+                else:
+                    record = run_node(
+                        run.workspace, item, agent, run.config,
+                        attempt=attempt, previous_failure=run.failures.get(task_id),
+                        previous_cause=run.causes.get(task_id), task_paths=run.task_paths,
+                        on_line=out.on_line, cancel=line.cancel, inbox=line.inbox,
+                        final_attempt=final, mask=run.mask,
+                        on_changed=lambda files: run.changed.report(task_id, files),
+                        on_slot=lambda held: run.news.put(Slot(task_id, held)),
+                        approve=approver(run.config.approval_timeout_s, line.cancel),
+                        ledger=run.ledger, usage=run.usage,
+                        warn=lambda text: warn(out.on_line, text),
+                    )  # fmt: skip
+        line.ended = record.status.value
     if pool or item.level is Level.REVIEW:  # its sessions did not report to the run's ledger
         run.ledger.settle(task_id, record.spend)
     record = run.finish_attempt(task_id, record)
@@ -165,6 +172,14 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
         return record
     logger.warning("%s %s: %s", task_id, record.status.value, record.reason)
     raise NodeFailed(record, retryable=record.retryable)
+
+
+def _cancelled_before_start(task_id: str, name: str, attempt: int) -> NodeRecord:
+    now = datetime.now(UTC)
+    return NodeRecord(
+        task_id=task_id, name=name, status=NodeStatus.CANCELLED,
+        reason="cancelled by a person before it started", started_at=now, finished_at=now,
+    ).close_attempt(attempt)  # fmt: skip
 
 
 def _record_of(future: PrefectFuture[NodeRecord], task_id: str) -> NodeRecord:
@@ -392,26 +407,30 @@ def _run_nodes(run: RunState) -> list[NodeRecord]:
         run.notify(Event("finished", record.task_id, record=record))
         node_finished(record)  # an event: notifications of a blocked node listen for it
 
-    try:
-        result = submit_graph(
-            graph,
-            graph_node,
-            params=lambda task_id: {"origin": run.workspace.origin, "task_id": task_id},
-            max_parallel=config.max_parallel,
-            only=config.only,
-            retries=config.retries,
-            retry_delay_s=config.retry_delay_s,
-            on_submit=lambda task_id: run.notify(Event("started", task_id)),
-            on_record=on_record,
-            changed=run.changed,
-            news=run.news,
-            spent=run.ledger.run_spent,
-        )
-    except BaseException:
-        run.cancel.set()  # stop agent sessions still running
-        raise
-    finally:
-        run.agents.close()
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None  # the flow's own thread
+    with listening(run.switchboard, context.flow_run.id, set(graph.tasks), run.cancel, logger):
+        try:
+            result = submit_graph(
+                graph,
+                graph_node,
+                params=lambda task_id: {"origin": run.workspace.origin, "task_id": task_id},
+                max_parallel=config.max_parallel,
+                only=config.only,
+                retries=config.retries,
+                retry_delay_s=config.retry_delay_s,
+                on_submit=lambda task_id: run.notify(Event("started", task_id)),
+                on_record=on_record,
+                changed=run.changed,
+                news=run.news,
+                spent=run.ledger.run_spent,
+            )
+        except BaseException:
+            run.cancel.set()  # stop agent sessions still running
+            run.switchboard.cancel_all()
+            raise
+        finally:
+            run.agents.close()
     shown = [*graph.order, *graph.held_back]  # held-back tasks are the run's too, not nodes
     return [result.records[i] for i in shown if i in result.records]
 

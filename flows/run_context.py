@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from flows.node_messages import Switchboard
 from tasks_lib.agents.registry import AgentPool
 from tasks_lib.agents.settings import AgentSettings
 from tasks_lib.errors import TgflowError
@@ -112,6 +113,7 @@ class RunState:
     ledger: Ledger = field(default_factory=Ledger)  # what the sessions spent, live; the budget
     usage: UsageGate = field(default_factory=UsageGate)  # providers' usage limits: their pauses
     lock: threading.Lock = field(default_factory=threading.Lock)
+    switchboard: Switchboard = field(default_factory=Switchboard)  # a person's line to a node
 
     @cached_property
     def task_paths(self) -> dict[str, Path]:

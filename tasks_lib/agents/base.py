@@ -8,7 +8,8 @@ and never look for the Safe Exit file (the pipeline does that for every backend 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -37,13 +38,53 @@ class Outcome(StrEnum):
     LIMITED = "usage_limited"  # the provider's usage limit: the node waits, then goes on
 
 
+class Inbox:
+    """A person's messages to a session while it runs, from any thread.
+
+    Only a backend that can put a message into its running session opens it, for the
+    session's length (``receiving``); a message posted while it is closed is refused, so the
+    sender learns it did not arrive instead of it waiting for a session that never comes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self._open = False
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Open for one session; what is left when it ends, ``take`` still returns (the backend
+        says those were not delivered)."""
+        with self._lock:
+            self._open = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open = False
+
+    def post(self, text: str) -> bool:
+        """Queue ``text`` for the session; False when no session is receiving."""
+        with self._lock:
+            if self._open:
+                self._messages.append(text)
+            return self._open
+
+    def take(self) -> list[str]:
+        """The messages posted since the last take, oldest first."""
+        with self._lock:
+            taken, self._messages = self._messages, []
+            return taken
+
+
 @dataclass
 class SessionRequest:
     """What one agent session needs. ``on_line`` receives output as it arrives; with a
     ``sandbox`` the session's processes run inside it. ``over_budget`` hears the session's
     spend so far (tokens in + out, dollars) each time the backend learns more, and answers
     why the session must stop now (a budget is spent), or None: budgets are tgflow's to
-    keep, not the agent's."""
+    keep, not the agent's. ``inbox``: a person's messages while it runs, for a backend that
+    ``takes_messages``."""
 
     task_id: str
     worktree: Path
@@ -56,6 +97,7 @@ class SessionRequest:
     env: dict[str, str] = field(default_factory=dict)
     sandbox: Sandbox | None = None
     over_budget: Callable[[int, float], str | None] = lambda tokens, usd: None
+    inbox: Inbox = field(default_factory=Inbox)
 
 
 @dataclass
@@ -88,6 +130,7 @@ class Agent(Protocol):
     model: str | None = None  # the model it runs with when a task names none, if it knows
     # Whose usage limits its sessions share (a base URL, a model's provider); None: its name.
     provider: str | None = None
+    takes_messages: bool = False  # puts ``SessionRequest.inbox`` messages into its session
 
     def run(self, request: SessionRequest) -> SessionResult: ...
 

@@ -197,6 +197,7 @@ class OpenCodeServerAgent(Agent):
     """
 
     name = "opencode-server"
+    takes_messages = True
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
@@ -284,13 +285,19 @@ class OpenCodeServerAgent(Agent):
             created.raise_for_status()
             session.id = created.json()["id"]
             try:
-                self._prompt(api, session, request, request.prompt)
-                outcome, reason = self._follow_session(
-                    api, session, events, request, started, server=server
-                )
+                with request.inbox.receiving():
+                    self._prompt(api, session, request, request.prompt)
+                    outcome, reason = self._follow_session(
+                        api, session, events, request, started, server=server
+                    )
             except BaseException:
                 self._abort(api, session, events)  # never leave a session running behind us
                 raise
+            finally:
+                for text in request.inbox.take():
+                    self._say(
+                        session, request, f"tgflow: not delivered (the session ended): {text}"
+                    )
             stream.close()  # ends the reader thread
             self._read_messages(api, session)
         return (outcome, reason) if outcome is not None else session.tally.verdict(self.name)
@@ -298,14 +305,19 @@ class OpenCodeServerAgent(Agent):
     def _prompt(
         self, api: httpx.Client, session: _Session, request: SessionRequest, text: str
     ) -> None:
+        session.busy = session.idle = False
+        api.post(
+            f"/session/{session.id}/prompt_async", json=self._body(request, text)
+        ).raise_for_status()
+
+    def _body(self, request: SessionRequest, text: str) -> dict[str, Any]:
         body: dict[str, Any] = {"parts": [{"type": "text", "text": text}]}
         if request.model:
             provider, _, model = request.model.rpartition("/")
             if self.settings.base_url or not provider:
                 provider = "tgflow"
             body["model"] = {"providerID": provider, "modelID": model}
-        session.busy = session.idle = False
-        api.post(f"/session/{session.id}/prompt_async", json=body).raise_for_status()
+        return body
 
     def _follow_session(
         self,
@@ -330,6 +342,8 @@ class OpenCodeServerAgent(Agent):
             except queue.Empty:
                 event = None
             now = time.monotonic()
+            for text in request.inbox.take():
+                self._tell(api, session, request, text)
             if request.cancel.is_set():
                 self._abort(api, session, events)
                 return Outcome.CANCELLED, "cancelled"
@@ -386,6 +400,21 @@ class OpenCodeServerAgent(Agent):
                     f"provider error, retried {session.tally.provider_retries}x: "
                     f"{session.retry_message}"
                 )
+
+    def _tell(
+        self, api: httpx.Client, session: _Session, request: SessionRequest, text: str
+    ) -> None:
+        """A person's message, into the running session: OpenCode queues a prompt that
+        arrives while the session is busy and the model reads it in its next request. One
+        that cannot be posted is said in the log; it does not end the agent's session."""
+        try:
+            api.post(
+                f"/session/{session.id}/prompt_async", json=self._body(request, text)
+            ).raise_for_status()
+        except httpx.HTTPError as e:
+            self._say(session, request, f"tgflow: not delivered ({e}): {text}")
+            return
+        self._say(session, request, f"tgflow: a person's message sent into the session: {text}")
 
     def _handle(
         self,

@@ -286,6 +286,7 @@ def _session(node: Node, text: str) -> SessionResult:
                 env=node.ws.identity_env(author),
                 sandbox=sandbox_for(node.ws, node.settings.sandbox, wt),
                 over_budget=node.spending,
+                inbox=node.inbox,
             )
         )
     node.ledger.settle(node.task.id, Spend.of(result.tokens_in, result.tokens_out, result.cost_usd))

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tasks_lib.agents.base import Agent
+from tasks_lib.agents.base import Agent, Inbox
 from tasks_lib.git import WorkspaceError, worktrees
 from tasks_lib.git.base import change_base
 from tasks_lib.git.checkpoint import drop_checkpoint
@@ -47,6 +47,7 @@ def run_node(
     on_slot: Callable[[bool], None] | None = None,
     approve: Approver | None = None,
     cancel: threading.Event | None = None,
+    inbox: Inbox | None = None,
     stop_after_develop: bool = False,
     final_attempt: bool = True,
     mask: Callable[[str], str] = identity,
@@ -74,6 +75,8 @@ def run_node(
     ``usage``: the run's pauses for providers' usage limits, which this node's sessions wait
     out and add to (without one, only this node's own limits pause it); ``warn`` hears why it
     waits (the run's log shows it as a warning; by default it goes to ``on_line``).
+    ``inbox``: where a person's messages to the node's agent sessions arrive (a backend that
+    ``takes_messages`` opens it while a session runs).
     """
     budget = task_budget(task, settings.budget_rules)
     node = Node(
@@ -95,6 +98,7 @@ def run_node(
         on_changed=on_changed or (lambda files: None),
         on_slot=on_slot or (lambda held: None),
         cancel=cancel or threading.Event(),
+        inbox=inbox or Inbox(),
         task_paths=task_paths,
         budget=budget,
         ledger=ledger or Ledger(),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks_lib.agents.base import Agent
+from tasks_lib.agents.base import Agent, Inbox
 from tasks_lib.errors import TgflowError
 from tasks_lib.git.base import commit_paths
 from tasks_lib.git.workspace import Workspace
@@ -73,6 +73,7 @@ class Node:
     final_attempt: bool = True
     on_line: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    inbox: Inbox = field(default_factory=Inbox)  # a person's messages to its sessions
     # Where each task's file is, relative to the repository root (from the run's graph):
     # a node re-reads only the files it needs instead of parsing the whole tasks folder.
     task_paths: Mapping[str, Path] | None = None

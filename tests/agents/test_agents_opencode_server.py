@@ -7,9 +7,10 @@ the fake model a new script.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -166,6 +167,48 @@ def test_cancel_aborts_the_session(server, fake: FakeModel, worktree: Path):
 
     assert result.outcome is Outcome.CANCELLED
     assert busy_sessions(server, worktree) == {}
+
+
+def test_a_persons_message_reaches_the_model_in_the_sessions_next_request(
+    server, fake: FakeModel, worktree: Path, tmp_path: Path
+):
+    gate = tmp_path / "go"  # the agent's first tool call works until the message is in
+    fake.reset([shell_step("opencode", f"until [ -e {gate} ]; do sleep 0.1; done"), {"text": "ok"}])
+    lines: queue.Queue[str] = queue.Queue()
+    request = SessionRequest(
+        task_id="m", worktree=worktree, prompt="Task: m", idle_timeout_s=60, on_line=lines.put
+    )
+    results: list[SessionResult] = []
+    session = threading.Thread(target=lambda: results.append(server.run(request)))
+    session.start()
+    wait_for(lambda: fake.scripted_requests(), "the session's first model request")
+
+    assert request.inbox.post("Also mention the README, please.")
+    wait_for(lambda: "sent into the session" in lines.get(timeout=60), "the message sent")
+    gate.touch()
+    session.join()
+
+    assert results[0].outcome is Outcome.SUCCEEDED, results[0].reason
+    first, following = fake.scripted_requests()[0], fake.scripted_requests()[1]
+    assert "Also mention the README" not in json.dumps(first["body"])
+    assert "Also mention the README" in json.dumps(following["body"])
+
+
+def test_a_message_after_the_session_ended_is_refused(server, fake: FakeModel, worktree: Path):
+    fake.reset([{"text": "done"}])
+    request = SessionRequest(task_id="m", worktree=worktree, prompt="Task: m")
+
+    server.run(request)
+
+    assert not request.inbox.post("too late")
+
+
+def wait_for(check: Callable[[], object], what: str) -> None:
+    """Until ``check`` is true (a minute at most: a hang fails, it does not block the suite)."""
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
 
 
 def test_safe_exit_file_written_by_the_agent(server, fake: FakeModel, worktree: Path):
