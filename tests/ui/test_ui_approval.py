@@ -43,11 +43,13 @@ def start_risky_run(api: Api, tmp_path: Path) -> tuple[Path, str]:
 
 
 def paused_approval(api: Api, run_id: str) -> dict[str, Any]:
+    """The approval of the run ``run_id`` (nested in one of its task runs), once Paused."""
     deadline = time.monotonic() + 240
     body = {"flows": {"name": {"any_": ["tgflow-approval"]}}}
     while time.monotonic() < deadline:
         for run in api.ok(api.http.post("/flow_runs/filter", json=body)):
-            if run["state_type"] == "PAUSED":
+            parent = api.ok(api.http.get(f"/task_runs/{run['parent_task_run_id']}"))
+            if run["state_type"] == "PAUSED" and parent["flow_run_id"] == run_id:
                 return run
         assert api.state(run_id)[0] not in TERMINAL, api.flow_run(run_id)["state"]
         time.sleep(1.0)
@@ -63,16 +65,26 @@ def answer_in_the_ui(
     tab.get_by_role("button", name="Resume").first.click()
     form = tab.get_by_role("dialog")
     expect(form.get_by_text("tgflow/risky", exact=True).first).to_be_visible()
+    tab.wait_for_timeout(1000)  # the dialog fades in; its form takes input once it is in
     expect(form.get_by_text("risky.txt | 1 +")).to_be_visible()  # the diff stat
     expect(form.get_by_text("passed on the branch")).to_be_visible()  # the validation
-    if decision != "approve":  # approve is the form's default
-        # The select opens from its chevron (a click on the value button does not open it)
-        form_field(tab, "Decision (Optional)").locator(".p-select-button__icon").click()
-        tab.get_by_role("option", name=decision, exact=True).click()
+    # Chosen even when it is the default shown, as a careful reviewer does. The select opens
+    # from its chevron (a click on the value button does not open it).
+    form_field(tab, "Decision (Optional)").locator(".p-select-button__icon").click()
+    tab.get_by_role("option", name=decision, exact=True).click()
     if note:
         form_field(tab, "Note (Optional)").locator("textarea").fill(note)
     shot(tab, f"{name}-resume-form")
-    form.get_by_role("button", name="Submit", exact=True).click()
+    # Seen on a loaded machine: a Submit pressed while the dialog still faded in was lost,
+    # the dialog stayed open. A person presses again; so does this, until the dialog closes.
+    for _ in range(3):
+        form.get_by_role("button", name="Submit", exact=True).click()
+        try:
+            expect(form).to_be_hidden(timeout=10_000)
+            break
+        except AssertionError:
+            shot(tab, f"{name}-still-open")
+    expect(form).to_be_hidden()
 
 
 def test_the_reviewer_approves_in_the_ui_and_the_branch_merges(
@@ -86,6 +98,7 @@ def test_the_reviewer_approves_in_the_ui_and_the_branch_merges(
     assert not git(origin, "ls-tree", "--name-only", "main", "risky.txt")  # not merged yet
 
     answer_in_the_ui(page, local_prefect, approval, "approve", "", "approve")
+    assert api.wait(approval["id"], TERMINAL, timeout_s=120)[0] == "COMPLETED"  # answered
 
     assert api.wait(run_id, TERMINAL, timeout_s=240) == ("COMPLETED", "Completed")
     assert show(origin, "risky.txt") == "risky"
@@ -101,7 +114,9 @@ def test_the_reviewer_rejects_with_a_note_and_the_task_ends_blocked_with_it_on_m
     origin, run_id = start_risky_run(api, tmp_path)
     note = "Touches the billing path: split it and add a test first."
 
-    answer_in_the_ui(page, local_prefect, paused_approval(api, run_id), "reject", note, "reject")
+    approval = paused_approval(api, run_id)
+    answer_in_the_ui(page, local_prefect, approval, "reject", note, "reject")
+    assert api.wait(approval["id"], TERMINAL, timeout_s=120)[0] == "COMPLETED"  # answered
 
     assert api.wait(run_id, TERMINAL, timeout_s=240)[0] == "FAILED"
     task_file = show(origin, "tasks/risky.md")
