@@ -30,7 +30,7 @@ from uuid import UUID
 from prefect import flow, get_client, get_run_logger
 from prefect.automations import Automation
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import TERMINAL_STATES, FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
@@ -50,7 +50,6 @@ RESTARTS = 2  # a node whose run crashed starts again at most this many times
 POLL_S = 2.0
 CANCEL_WAIT_S = 60.0  # for a cancelled node run's worker to stop it
 UNTAKEN_S = 60.0  # a node run no worker took for this long is said in the run's log
-FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 
 
 def node_deployment(pool: str) -> str:
@@ -158,7 +157,7 @@ def _wait(pool: str, flow_run_id: UUID, cancel: threading.Event) -> Any:
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run_id).state
-            if state is not None and state.type in FINAL:
+            if state is not None and state.type in TERMINAL_STATES:
                 return state
             if state is not None and state.type is not StateType.SCHEDULED:
                 waiting_since = time.monotonic()
