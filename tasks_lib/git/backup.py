@@ -41,8 +41,8 @@ def move_aside(ws: Workspace, task_id: str) -> str | None:
     """
     branch = ws.branch(task_id)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
-    local_sha = ws.git(ws.integration, "rev-parse", local) if ws.ref_exists(local) else None
-    remote_sha = ws.git(ws.integration, "rev-parse", remote) if ws.ref_exists(remote) else None
+    local_sha = ws.commit_of(local)
+    remote_sha = ws.commit_of(remote)
     if local_sha is None and remote_sha is None:
         return None
     ref = _aside_ref(BACKUP_REFS, branch)

@@ -114,7 +114,7 @@ def merge(
         if not conflicts:
             raise
         return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts.split("\n"))
-    sha, tree = ws.git(ws.integration, "rev-parse", "HEAD", "HEAD^{tree}").split()
+    sha, tree = ws.commit("HEAD"), ws.tree_of("HEAD")
     return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
 
 

@@ -14,8 +14,12 @@ given, so a worktree whose ``.git`` is gone fails instead of finding an enclosin
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,14 @@ from tasks_lib.git import WorkspaceError
 
 ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_CONFIG_NOSYSTEM": "1"}
 # Before every command: the command line outranks any config file an agent can write.
-PINNED = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+PINNED = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "maintenance.auto=false",
+]
 
 
 @dataclass(frozen=True)
@@ -114,3 +125,121 @@ def _stdin(text: str | None) -> Iterator[BinaryIO | None]:
         f.write(text.encode("utf-8"))
         f.seek(0)
         yield f
+
+
+class ObjectReader:
+    """One ``git cat-file --batch-command`` that answers many reads of one repository: what a
+    name resolves to and an object's contents, each in a write and a read where a command of
+    its own costs 2-5 ms (a node asks some fifteen: its base, refs, task file, conventions).
+
+    It serves tgflow's own clone only, never a checkout an agent worked in. Nothing it
+    answers is stale: git resolves a name anew for each request (refs are read from disk,
+    ``packed-refs`` is checked against its stat) and looks again for an object it does not
+    find (a pack fetched since). One request at a time (the node threads share it); a
+    reader found dead, inherited by a forked child, or left reading a repository that was
+    deleted and made again at its path (its ``.git`` is another file now), is replaced."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._repo: tuple[int, int] | None = None  # the (device, inode) of its ``.git``
+
+    def info(self, name: str) -> tuple[str, str] | None:
+        """(object id, type) of what ``name`` (any revision expression) names, or None."""
+        found = self._ask("info", name)
+        return None if found is None else found[:2]
+
+    def contents(self, name: str) -> tuple[str, bytes] | None:
+        """(type, bytes) of the object ``name`` names, or None."""
+        found = self._ask("contents", name)
+        return None if found is None else (found[1], found[2])
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _ask(self, command: str, name: str) -> tuple[str, str, bytes] | None:
+        if "\n" in name or not name:  # one request per line: such a name is no object's
+            return None
+        with self._lock:
+            for _ in range(2):  # a reader that died (killed, its repository moved) once more
+                proc = self._started()
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    proc.stdin.write(f"{command} {name}\n".encode())
+                    proc.stdin.flush()
+                    header = proc.stdout.readline()
+                    if not header:
+                        raise BrokenPipeError
+                    line = header.decode().rstrip("\n")
+                    if line.endswith((" missing", " ambiguous")):  # "<name> missing"
+                        return None
+                    sha, kind, size = line.split(" ")
+                    data = b""
+                    if command == "contents":
+                        data = proc.stdout.read(int(size) + 1)  # and its newline
+                        if len(data) != int(size) + 1:
+                            raise BrokenPipeError
+                    return sha, kind, data[:-1]
+                except (OSError, ValueError):
+                    self._stop()
+            raise GitError(["cat-file", "--batch-command"], self.cwd, -1, "the reader died")
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        repo = _identity(Path(self.cwd) / ".git")
+        if (
+            self._proc is None
+            or self._proc.poll() is not None
+            or self._pid != os.getpid()
+            or self._repo != repo
+        ):
+            self._stop()
+            self._proc, self._pid, self._repo = None, os.getpid(), repo
+            ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(self.cwd).resolve().parent)}
+            self._proc = subprocess.Popen(
+                ["git", *PINNED, "cat-file", "--batch-command"],
+                cwd=self.cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **ENV, **ceiling},
+            )
+        return self._proc
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            proc.kill()
+            proc.wait()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+_READERS: dict[Path, ObjectReader] = {}  # most recently asked for last
+_READERS_GUARD = threading.Lock()
+MAX_READERS = 8  # a process works on one clone or a few (tests: many, one after another)
+
+
+def reader(cwd: Path) -> ObjectReader:
+    """The process's reader of the repository at ``cwd``; the least recently asked for is
+    closed when there would be more than ``MAX_READERS``, the rest at exit."""
+    with _READERS_GUARD:
+        found = _READERS.pop(cwd, None) or ObjectReader(cwd)
+        _READERS[cwd] = found
+        if len(_READERS) > MAX_READERS:
+            _READERS.pop(next(iter(_READERS))).close()
+        return found
+
+
+@atexit.register
+def _close_readers() -> None:
+    for each in list(_READERS.values()):
+        each.close()

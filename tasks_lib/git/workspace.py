@@ -33,7 +33,7 @@ from tasks_lib.git.origin import (
     refuse_checked_out_origin,
     remote_heads,
 )
-from tasks_lib.git.runner import GitResult, run_git
+from tasks_lib.git.runner import GitError, GitResult, reader, run_git
 from tasks_lib.graph.dag import branch_slug
 from tasks_lib.graph.taskfile import LoadResult, Task, load_tasks
 
@@ -64,8 +64,10 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _show(integration: Path, rev: str, rel: str) -> str | None:
-    found = run_git(integration, "cat-file", "blob", f"{rev}:{rel}", check=False)
-    return found.out if found.status == 0 else None
+    found = reader(integration).contents(f"{rev}:{rel}")
+    if found is None or found[0] != "blob":
+        return None
+    return found[1].decode("utf-8", "replace").strip()
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,7 +215,7 @@ class Workspace:
         However many commits there are, one ``git log`` lists them (oldest first) with all
         they need and one ``interpret-trailers`` gives every message that lacks it the
         trailer; then one ``commit-tree`` per commit rewritten."""
-        base_sha = self.git(self.integration, "rev-parse", self.base_ref())  # cwd borrows it
+        base_sha = self.commit(self.base_ref())  # cwd borrows it
         # Commit, tree, parents, author, dates, trailer values, message.
         fields = "%x00".join(
             ("%H", "%T", "%P", "%an", "%ae", "%ad", "%cd",
@@ -344,28 +346,32 @@ class Workspace:
         return self.commit_of(ref) is not None
 
     def commit_of(self, ref: str) -> str | None:
-        """The commit ``ref`` names (a tag peeled), None when it names none."""
-        found = run_git(self.integration, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}",
-                        check=False)  # fmt: skip
-        return found.out if found.status == 0 else None
+        """The commit ``ref`` (any revision of tgflow's clone) names (a tag peeled), None
+        when it names none. Read through the clone's one reader (``runner.ObjectReader``),
+        as every lookup of a name or a file of tgflow's clone is: no command each."""
+        found = reader(self.integration).info(f"{ref}^{{commit}}")
+        return None if found is None else found[0]
+
+    def commit(self, ref: str) -> str:
+        """``commit_of``, for a ref that must name a commit (base, HEAD): a ``GitError``
+        when it does not, as ``git rev-parse`` would fail."""
+        found = self.commit_of(ref)
+        if found is None:
+            raise GitError(["rev-parse", ref], self.integration, 128, f"no commit named {ref}")
+        return found
 
     def commits_of(self, *refs: str) -> dict[str, str]:
-        """``commit_of`` for several full ref names (``refs/...``) in one command: the ones
-        that name a commit, with it. A node asks about its branch, its origin copy and its
-        checkpoint together instead of one ``rev-parse`` each (2-5 ms a process)."""
-        if not refs:
-            return {}
-        listed = self.git(self.integration, "for-each-ref",
-                          "--format=%(refname) %(objecttype) %(objectname)", *refs)  # fmt: skip
-        found: dict[str, str] = {}
-        for line in listed.splitlines():
-            name, kind, sha = line.split(" ")
-            if name not in refs:  # a name also matches the refs below it: refs/x matches refs/x/y
-                continue
-            peeled = sha if kind == "commit" else self.commit_of(name)  # a tag: as rev-parse
-            if peeled is not None:
-                found[name] = peeled
-        return found
+        """``commit_of`` for several full ref names (``refs/...``): the ones that name a
+        commit, with it."""
+        found = {ref: self.commit_of(ref) for ref in refs}
+        return {ref: sha for ref, sha in found.items() if sha is not None}
+
+    def tree_of(self, ref: str) -> str:
+        """The tree of the commit ``ref`` names (``git rev-parse ref^{tree}``)."""
+        found = reader(self.integration).info(f"{ref}^{{tree}}")
+        if found is None:
+            raise GitError(["rev-parse", ref], self.integration, 128, f"no tree of {ref}")
+        return found[0]
 
     def update_refs(
         self, changes: Mapping[str, str | None], expected: Mapping[str, str] | None = None
@@ -384,7 +390,9 @@ class Workspace:
             self.git(self.integration, "update-ref", "--stdin", input="\n".join(lines) + "\n")
 
     def head(self, cwd: Path | None = None) -> str:
-        return self.git(cwd or self.integration, "rev-parse", "HEAD")
+        if cwd is None or cwd == self.integration:
+            return self.commit("HEAD")
+        return self.git(cwd, "rev-parse", "HEAD")
 
     def base_ref(self) -> str:
         return f"refs/heads/{self.base}"
@@ -393,7 +401,7 @@ class Workspace:
         """The newest commit of base that is not a merge still being validated: what a node
         may start from, or read its task from, without the merge lock (base itself moves
         through merges that are reset when their validation fails)."""
-        return self._settled_ref() or self.git(self.integration, "rev-parse", self.base_ref())
+        return self._settled_ref() or self.commit(self.base_ref())
 
     def base_and_settled(self) -> tuple[str, str]:
         """Base's commit and ``settled``, read in one command."""
@@ -413,7 +421,7 @@ class Workspace:
             )
             return
         settled = self._settled_ref()
-        base = self.git(self.integration, "rev-parse", self.base_ref())
+        base = self.commit(self.base_ref())
         if settled is not None and settled != base and self.is_ancestor(settled, base):
             log.warning(
                 "%s held commits of a run that stopped before validating them; dropped them "

@@ -148,7 +148,7 @@ def made_by_tgflow(ws: Workspace, ref: str) -> bool:
     task has it), or on the tip of a merged branch. A person's experiment or bookmark named
     like a task branch has none, so tgflow never resumes, merges or deletes it."""
     ahead = ws.commits_ahead(ref)
-    tips = ahead or [ws.git(ws.integration, "rev-parse", f"{ref}^{{commit}}")]
+    tips = ahead or [ws.commit(ref)]
     messages = ws.git(ws.integration, "show", "-s", "--format=%B%x00", *tips)
     return f"\n{TASK_TRAILER}: " in "\n" + messages
 
@@ -471,7 +471,7 @@ def revert_paths(
     pathspecs match (a folder, a file); returns those files. ``base_sha``: base's commit, when
     the caller has read it."""
     if base_sha is None:
-        base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())  # the checkout borrows it
+        base_sha = ws.commit(ws.base_ref())  # the checkout borrows it
     # ``A...HEAD``: from their merge base, as ``git merge-base`` finds it.
     diff = ws.git(
         cwd, "diff", "--no-renames", "--name-only", f"{base_sha}...HEAD", "--", *pathspecs

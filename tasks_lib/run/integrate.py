@@ -273,7 +273,7 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
     ws.git(wt, "clean", "-fdq")  # what validation left; the agent's work is committed
     with nullcontext() if held else ws.merge_lock:
         ws.refresh(node.settings.push)  # what others pushed since the conflict, too
-        base_sha = ws.git(ws.integration, "rev-parse", ws.base_ref())
+        base_sha = ws.commit(ws.base_ref())
         merged = merge_base_into_branch(node, wt, base_sha, " (resolve conflicts)")
     if merged:
         conflict.resolved = True

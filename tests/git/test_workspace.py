@@ -195,7 +195,9 @@ def test_a_second_run_on_the_same_clone_waits_for_the_first(origin: Path, tmp_pa
     assert len(waited_for) == 1 and time.monotonic() - start < 1
 
 
-def test_commits_of_reads_several_refs_in_one_command(origin: Path, tmp_path: Path) -> None:
+def test_commits_of_reads_refs_through_the_reader_without_a_command(
+    origin: Path, tmp_path: Path
+) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
     main = ws.head()
     git(ws.integration, "update-ref", "refs/tgflow/x/below", main)  # under a name asked for
@@ -207,9 +209,9 @@ def test_commits_of_reads_several_refs_in_one_command(origin: Path, tmp_path: Pa
         found = ws.commits_of(*asked)
 
     # A ref that names nothing is left out, the refs below an asked name are not it, a tag
-    # is peeled to its commit (as rev-parse ^{commit} does, one more command for it).
+    # is peeled to its commit (as rev-parse ^{commit} does); the clone's reader answers.
     assert found == {"refs/heads/main": main, "refs/tgflow/tagged": main}
-    assert len(commands) == 2
+    assert commands == []
     assert {ref: ws.ref_exists(ref) for ref in asked} == {ref: ref in found for ref in asked}
 
 

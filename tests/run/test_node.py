@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,14 @@ def test_cancelled_session_keeps_its_work_and_records_nothing_on_main(tmp_path: 
     )
     ws = open_ws(origin, tmp_path / "ws")
     cancel = threading.Event()
-    threading.Timer(1.0, cancel.set).start()
+    written = ws.worktree_path("c") / "c.txt"
+
+    def cancel_once_written() -> None:  # not on a timer: a busy machine writes later
+        while not written.exists():
+            time.sleep(0.05)
+        cancel.set()
+
+    threading.Thread(target=cancel_once_written, daemon=True).start()
     record = run(ws, "c", cancel=cancel)
 
     assert record.status == NodeStatus.CANCELLED
