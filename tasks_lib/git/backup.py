@@ -27,7 +27,7 @@ def set_aside_locally(ws: Workspace, branch: str) -> str:
     """Keep the local branch's commits under a dropped ref and delete the branch; the ref."""
     ref = _aside_ref(DROPPED_REFS, branch)
     ws.git(ws.integration, "update-ref", ref, f"refs/heads/{branch}")
-    with ws.config_lock:  # git drops the branch's section of the config with it
+    with ws.writing_config():  # git drops the branch's section of the config with it
         ws.git(ws.integration, "branch", "--quiet", "-D", branch)
     return ref
 

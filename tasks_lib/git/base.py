@@ -48,6 +48,7 @@ def change_base(
     push: bool,
     retries: int,
     also: Callable[[], list[str]] | None = None,
+    cheap_redo: bool = False,
 ) -> BaseChange:
     """Refresh, run ``edit()`` (it commits on base; returns a failure reason or None), push
     when asked with ``edit`` as the redo on a moved origin. On a failure, or an exception
@@ -57,8 +58,15 @@ def change_base(
     ``also()``, asked after each edit: refspecs to push in the same push as base, atomically
     (e.g. deleting the branches merged: one push where there would be one more per branch).
     A push of them all that fails, whatever for, is not judged: base is pushed alone, exactly
-    as without them, and they are not in ``with_base`` (the caller pushes them itself)."""
-    pre = ws.refresh(push)
+    as without them, and they are not in ``with_base`` (the caller pushes them itself).
+
+    ``cheap_redo``: ``edit`` costs little to do again (a merge with no validation to run).
+    When the origin's base is, as far as this process can know, the commit it pushed there
+    last (no other process takes turns on the merge lock), the fetch before the edit is
+    skipped: the push leases base at the commit the edit stood on, so an origin that moved
+    meanwhile (someone pushed, or forced it back) refuses it, and the edit is redone on the
+    fetched base like after any rejected push, which costs no more than the fetch saved."""
+    pre = ws.reset_to(_tracking(ws)) if push and cheap_redo and _known(ws) else ws.refresh(push)
     fallback = f"refs/remotes/origin/{ws.base}" if push else pre
     try:
         if push:
@@ -67,7 +75,7 @@ def change_base(
         if change.reason is None and push:
             head = ws.head()
             if head != pre:
-                change = _push_base(ws, edit, retries, head, also or list)
+                change = _push_base(ws, edit, retries, head, pre, also or list)
     except BaseException:
         ws.reset_to(fallback)
         ws.settle()
@@ -120,10 +128,24 @@ def merge(
 
 def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
     """Commit these files of the integration worktree on base (status updates). The commit is
-    not read here: ``change_base`` reads HEAD once after the whole edit."""
+    not read here: ``change_base`` reads HEAD once after the whole edit. Only a file base does
+    not have yet is added first (``commit -- paths`` takes the others as they are)."""
     rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
-    ws.git(ws.integration, "add", "--", *rel)
+    new = [r for r in rel if not ws.exists_at("HEAD", r)]
+    if new:
+        ws.git(ws.integration, "add", "--", *new)
     ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *rel)
+
+
+def _known(ws: Workspace) -> bool:
+    """The origin's base is the commit this process pushed there last, as far as it can know:
+    no other process pushes through the merge lock, and nothing was fetched since."""
+    pushed = ws.pushed_to_base()
+    return not ws.merge_lock.shared and bool(pushed) and ws.commit_of(_tracking(ws)) == pushed[-1]
+
+
+def _tracking(ws: Workspace) -> str:
+    return f"refs/remotes/origin/{ws.base}"
 
 
 def _push_base(
@@ -131,17 +153,20 @@ def _push_base(
     redo: Callable[[], str | None],
     retries: int,
     head: str,
+    on: str,
     also: Callable[[], list[str]],
 ) -> BaseChange:
-    """Push base, at ``head`` (the commit the integration worktree, on base, stands on), with
-    ``also()`` (see ``change_base``). A rejected push (origin moved) means: fetch, stand on
-    origin/base, ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
-    failure reason or None), push again. Bounded; never forced."""
+    """Push base, at ``head`` (the commit the integration worktree, on base, stands on; made
+    on ``on``, origin's base as last seen), with ``also()`` (see ``change_base``). A rejected
+    push (origin moved) means: fetch, stand on origin/base (refused when it lost what this
+    run pushed), ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
+    failure reason or None), push again. Bounded; never forced: base is leased at ``on``."""
     for attempt in range(1, retries + 2):
         base, extra, settled = f"{head}:{ws.base_ref()}", also(), {SETTLED_REF: head}
-        pushed = ws.push(base, *extra, with_refs=settled)
+        lease = {ws.base_ref(): on}
+        pushed = ws.push(base, *extra, with_refs=settled, lease=lease)
         if pushed.status != 0 and extra:  # atomic: nothing landed; base alone decides
-            pushed, extra = ws.push(base, with_refs=settled), []
+            pushed, extra = ws.push(base, with_refs=settled, lease=lease), []
         if pushed.status == 0:
             ws.remember_pushed(head)
             return BaseChange(None, attempt, extra, settled=True)
@@ -150,7 +175,8 @@ def _push_base(
             return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)
         if attempt > retries:
             break
-        ws.sync()
+        on = ws.sync()
+        _refuse_rewound(ws, on)
         reason = redo()
         if reason is not None:
             return BaseChange(reason, attempt)

@@ -53,6 +53,11 @@ class FairLock:
         self._across = lock
 
     @property
+    def shared(self) -> bool:
+        """Other processes take turns with this one (``across_processes``): they push too."""
+        return self._across is not None
+
+    @property
     def waiting(self) -> int:
         """Threads queued for the lock now."""
         with self._changed:

@@ -14,13 +14,14 @@ base or touches the integration worktree, and ``config_lock`` around config writ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import re
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,12 @@ def _show(integration: Path, rev: str, rel: str) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _show_at_commit(integration: Path, sha: str, rel: str) -> str | None:
     return _show(integration, sha, rel)
+
+
+@functools.lru_cache(maxsize=256)
+def _files_changed(integration: Path, base: str, sha: str) -> tuple[str, ...]:
+    out = run_git(integration, "diff", "--name-only", f"{base}...{sha}").out
+    return tuple(p for p in out.split("\n") if p)
 
 
 def parse_identity(text: str) -> tuple[str, str] | None:
@@ -185,6 +192,19 @@ class Workspace:
         """Held around every write to the clone's config (``locks.config_lock_for``)."""
         return config_lock_for(self.origin)
 
+    @contextlib.contextmanager
+    def writing_config(self) -> Iterator[None]:
+        """Around tgflow's own writes to the clone's config (under ``config_lock``): a config
+        whose origin was found right before them is still right after, so the next push
+        does not ask git again (``_restore_origin_url``)."""
+        config = self.integration / ".git" / "config"
+        with self.config_lock:
+            right = _CONFIG_CHECKED.get(self.root) == _stamp(config)
+            yield
+            stamp = _stamp(config)
+            if right and stamp is not None:
+                _CONFIG_CHECKED[self.root] = stamp
+
     def branch(self, task_id: str) -> str:
         return BRANCH_PREFIX + slug(task_id)
 
@@ -275,16 +295,24 @@ class Workspace:
         ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=False).status == 0
 
-    def push(self, *refspecs: str, with_refs: Mapping[str, str] | None = None) -> GitResult:
+    def push(
+        self,
+        *refspecs: str,
+        with_refs: Mapping[str, str] | None = None,
+        lease: Mapping[str, str] | None = None,
+    ) -> GitResult:
         """``git push`` of these refspecs (``[+]src:dst`` or ``:dst``) to the origin, in one
         ``--atomic`` push when there are several (all land or none); the caller reads the
         verdict. Pushed to the URL, so the tracking refs are updated here, in one transaction
-        with ``with_refs`` (ref -> commit: what the caller would set next, on success)."""
+        with ``with_refs`` (ref -> commit: what the caller would set next, on success).
+        ``lease`` (ref -> commit): refused unless the origin's ref is still that commit."""
         self._restore_origin_url()
         atomic = ["--atomic"] if len(refspecs) > 1 else []
+        leases = [f"--force-with-lease={ref}:{sha}" for ref, sha in (lease or {}).items()]
         pushed = run_git(
-            self.integration, "push", "--porcelain", *atomic, self.origin, *refspecs, check=False
-        )
+            self.integration, "push", "--porcelain", *atomic, *leases, self.origin, *refspecs,
+            check=False,
+        )  # fmt: skip
         tracking: dict[str, str | None] = {}
         for refspec in refspecs:
             src, _, dst = refspec.removeprefix("+").rpartition(":")
@@ -436,6 +464,10 @@ class Workspace:
         base settles it itself (``push(with_refs=)``, in ``base._push_base``)."""
         self.git(self.integration, "update-ref", SETTLED_REF, self.base_ref())
 
+    def exists_at(self, rev: str, rel: str) -> bool:
+        """``rel`` is a file or folder of ``rev``."""
+        return reader(self.integration).info(f"{rev}:{rel}") is not None
+
     def show(self, rev: str, rel: str) -> str | None:
         """A file's text at ``rev`` (None when it has none): read from git, so it needs no
         lock on the integration worktree. A commit's files never change, so what was read
@@ -451,9 +483,10 @@ class Workspace:
 
     def files_changed(self, ref: str) -> list[str]:
         """Files ``ref`` changes relative to where it meets base (``A...B``: from their merge
-        base, as ``git merge-base`` finds it, in one command)."""
-        out = self.git(self.integration, "diff", "--name-only", f"{self.base_ref()}...{ref}")
-        return [p for p in out.split("\n") if p]
+        base, as ``git merge-base`` finds it, in one command). Kept by the two commits: a
+        node asks again, unchanged, when it merges."""
+        base, sha = self.commit(self.base_ref()), self.commit(ref)
+        return list(_files_changed(self.integration, base, sha))
 
     def is_ancestor(self, a: str, b: str) -> bool:
         return self.succeeds(self.integration, "merge-base", "--is-ancestor", a, b)

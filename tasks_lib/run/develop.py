@@ -389,7 +389,10 @@ def validate(node: Node, cwd: Path, where: str) -> None:
         raise NodeFailed(
             NodeStatus.FAILED, f"validation {where} failed: {result.output_tail}", Cause.VALIDATION
         )
-    if not node.ws.git(cwd, "status", "--porcelain", "--untracked-files=normal"):
+    # What passed, for the merge to skip validating it again; with no commands, nothing did.
+    if node.settings.validate_commands and not node.ws.git(
+        cwd, "status", "--porcelain", "--untracked-files=normal"
+    ):
         node.validated_tree = node.ws.git(cwd, "rev-parse", "HEAD^{tree}")
 
 

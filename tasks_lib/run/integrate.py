@@ -178,7 +178,10 @@ def serve(batch: list[Node]) -> None:
         return [f":{node.branch_ref}" for node in outcome.landed if node.backed_up]
 
     try:
-        change = change_base(ws, edit, push=s.push, retries=s.push_retries, also=with_base)
+        change = change_base(
+            ws, edit, push=s.push, retries=s.push_retries, also=with_base,
+            cheap_redo=not s.validate_commands,  # a merge and a status commit, no validation
+        )  # fmt: skip
     finally:
         ended = datetime.now(UTC)
         for node in batch:

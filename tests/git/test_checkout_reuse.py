@@ -32,7 +32,9 @@ STAMP = 1_000_000_000
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Path:
+def origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small repository, reused as a large one would be (``REUSE_FROM_FILES``)."""
+    monkeypatch.setattr(worktrees, "REUSE_FROM_FILES", 0)
     return make_origin(tmp_path, FILES)
 
 
@@ -309,3 +311,20 @@ def test_spares_outlive_the_run_and_their_number_is_capped(origin: Path, tmp_pat
 
     assert dated(checkout.path) == last  # the last parked is taken first
     assert_fresh(checkout, git(again.integration, "rev-parse", "main"))
+
+
+def test_a_small_repository_gets_fresh_clones_and_parks_nothing(
+    origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five files: below the size where making a spare exact costs less than a clone.
+    monkeypatch.setattr(worktrees, "REUSE_FROM_FILES", len(FILES) + 1)
+    ws = open_ws(origin, tmp_path / "ws")
+    first = worktrees.start_task(ws, "one").path
+    mark(first)
+    worktrees.remove_worktree(ws, "one")
+    assert spares(ws) == []
+    second = worktrees.start_task(ws, "two").path
+    assert dated(second) != STAMP  # a new clone's file, not the one marked
+    monkeypatch.setattr(worktrees, "REUSE_FROM_FILES", len(FILES))  # at the bound: reused
+    worktrees.remove_worktree(ws, "two")
+    assert spares(ws) == ["0"]
