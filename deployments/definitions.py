@@ -19,6 +19,7 @@ PREFECT_FILE = "prefect.yaml"
 FLOW_NAME = "tgflow"
 MANUAL = "manual"
 NIGHTLY = "nightly"
+MESSAGE = "message"  # flows/message_flow.py: a person's message to one node of a running run
 
 
 class WorkPoolRef(BaseModel):
