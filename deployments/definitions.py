@@ -19,7 +19,9 @@ PREFECT_FILE = "prefect.yaml"
 FLOW_NAME = "tgflow"
 MANUAL = "manual"
 NIGHTLY = "nightly"
-MESSAGE = "message"  # flows/message_flow.py: a person's message to one node of a running run
+# flows/message_flow.py's flow and its deployment: a person's message to one node of a run
+MESSAGE_FLOW = "tgflow-node-message"
+MESSAGE = "message"
 
 
 class WorkPoolRef(BaseModel):

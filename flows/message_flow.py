@@ -28,11 +28,10 @@ from prefect.runtime import flow_run as this_flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import ValidationError
 
-from deployments.definitions import FLOW_NAME
+from deployments.definitions import FLOW_NAME, MESSAGE_FLOW
 from flows.node_messages import KEY_PREFIX, REPLY_PREFIX, NodeMessage, Reply
 from tasks_lib.errors import TgflowError
 
-MESSAGE_FLOW = "tgflow-node-message"
 REPLY_WAIT_S = 30.0  # the run reads its messages about once a second while its nodes run
 POLL_S = 0.5
 LISTENING = {StateType.RUNNING, StateType.PAUSED}
@@ -96,7 +95,7 @@ def _state(run: FlowRun) -> str:
     return run.state.name or run.state.type.value if run.state else "not started"
 
 
-def ask(run_id: UUID, message: NodeMessage, wait_s: float = REPLY_WAIT_S) -> Reply | None:
+def ask(run_id: UUID, message: NodeMessage, wait_s: float) -> Reply | None:
     """Send ``message`` to the run's flow run and wait for the run's reply to it; None when
     none came within ``wait_s`` (the run reads messages only while its nodes run)."""
     key = f"{KEY_PREFIX}-{uuid4()}"  # a key is taken once per flow run
@@ -127,7 +126,7 @@ def _flow_run_name() -> str:
     return f"{'cancel' if parameters.get('cancel') else 'message to'} {parameters.get('task_id')}"
 
 
-@flow(name=MESSAGE_FLOW, flow_run_name=_flow_run_name, log_prints=True)
+@flow(name=MESSAGE_FLOW, flow_run_name=_flow_run_name)
 def tgflow_node_message(run: str, task_id: str, text: str = "", cancel: bool = False) -> State[str]:
     """Tell one node of a running tgflow run something, or cancel that node; ends with the
     run's answer. (The arguments below are the descriptions of the UI form's fields.)
@@ -146,7 +145,8 @@ def tgflow_node_message(run: str, task_id: str, text: str = "", cancel: bool = F
     except NoSuchRun as e:
         logger.error("%s", e)
         return Failed(message=str(e))
-    reply = ask(target.id, NodeMessage(task_id=task_id, text=text, cancel=cancel))
+    message = NodeMessage(task_id=task_id.strip(), text=text, cancel=cancel)  # pasted, perhaps
+    reply = ask(target.id, message, REPLY_WAIT_S)
     if reply is None:
         said = (
             f"the run {target.name} did not answer within {REPLY_WAIT_S:g} s: it reads "

@@ -100,17 +100,28 @@ def test_a_run_that_ended_or_is_not_tgflows_is_refused_saying_so(make_run: Make)
     assert refusal(str(unknown)) == f"no flow run has the id {unknown}"
 
 
-def test_a_run_whose_nodes_do_not_listen_leaves_the_message_unanswered(make_run: Make) -> None:
+def test_a_run_whose_nodes_do_not_listen_leaves_the_message_unanswered_and_the_flow_failed(
+    make_run: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.input import filter_flow_run_input
 
-    from flows.message_flow import ask
-    from flows.node_messages import KEY_PREFIX, NodeMessage
+    from flows import message_flow
+    from flows.node_messages import KEY_PREFIX
 
+    monkeypatch.setattr(message_flow, "REPLY_WAIT_S", 1.5)
     run = make_run(f"setting-up-{uuid4().hex[:6]}")  # Running, but no listener reads it
     began = time.monotonic()
 
-    assert ask(run.id, NodeMessage(task_id="a", text="hi"), wait_s=1.5) is None
-    assert 1.5 <= time.monotonic() - began < 10
+    state = message_flow.tgflow_node_message(
+        run=run.name, task_id=" a ", text="hi", return_state=True
+    )
+
+    assert 1.5 <= time.monotonic() - began < 20
+    assert state.is_failed()
+    assert state.message == (
+        f"the run {run.name} did not answer within 1.5 s: it reads messages only while its "
+        "nodes run (not while it sets up or writes its review); see its log"
+    )
     [sent] = filter_flow_run_input(key_prefix=KEY_PREFIX, flow_run_id=run.id)
     assert sent.decoded_value == {"task_id": "a", "text": "hi", "cancel": False}
 
