@@ -19,6 +19,9 @@ PREFECT_FILE = "prefect.yaml"
 FLOW_NAME = "tgflow"
 MANUAL = "manual"
 NIGHTLY = "nightly"
+# flows/message_flow.py's flow and its deployment: a person's message to one node of a run
+MESSAGE_FLOW = "tgflow-node-message"
+MESSAGE = "message"
 
 
 class WorkPoolRef(BaseModel):

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import httpx
 import pytest
@@ -56,7 +55,8 @@ class Run:
 
         self.thread = threading.Thread(target=go, daemon=True)
         self.thread.start()
-        self.flow_run_id = _running_flow_run()
+        flow_run = _running_flow_run()
+        self.flow_run_id, self.name = flow_run.id, flow_run.name
 
     def line(self, task_id: str, containing: str) -> None:
         """Wait for the node's output line ``containing`` (a run that hangs fails the test)."""
@@ -102,7 +102,7 @@ class Run:
         return self.state
 
 
-def _running_flow_run() -> UUID:
+def _running_flow_run() -> Any:
     """The tgflow flow run now running (these tests run one at a time)."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
@@ -128,7 +128,7 @@ def _running_flow_run() -> UUID:
 
     wait_for(running, "the run's flow run running")
     assert len(found) == 1, found
-    return found[0].id
+    return found[0]
 
 
 def wait_for(check: Callable[[], object], what: str) -> None:
@@ -181,6 +181,8 @@ def test_a_message_sent_to_the_runs_flow_run_reaches_the_model_in_the_next_reque
 def test_a_message_the_backend_cannot_take_is_refused_and_one_node_is_cancelled_alone(
     prefect_server: str, tmp_path: Path
 ) -> None:
+    from flows.message_flow import tgflow_node_message
+
     origin = make_origin(
         tmp_path,
         {
@@ -205,12 +207,15 @@ def test_a_message_the_backend_cannot_take_is_refused_and_one_node_is_cancelled_
     run.line("slow", "hanging")
 
     refused = run.send(task_id="slow", text="are you stuck?")
+    # What the UI's form runs (tests/ui/test_ui_talk.py), named by the run's name as shown.
+    from_the_form = tgflow_node_message(run=run.name, task_id="slow", text="?", return_state=True)
     cancelled = run.send(task_id="slow", cancel=True)
     state = run.end()
 
     assert not refused["delivered"]
     assert "slow's agent backend scripted cannot take messages" in refused["said"]
     assert "only opencode-server can" in refused["said"]
+    assert from_the_form.is_failed() and from_the_form.message == refused["said"]
     assert cancelled["delivered"] and cancelled["said"].startswith("cancelling slow")
     assert state.is_failed()
     assert (

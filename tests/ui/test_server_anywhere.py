@@ -14,7 +14,7 @@ import httpx
 import pytest
 from helpers.uiharness import FAST_ENV, REPO
 
-from deployments.definitions import FLOW_NAME, MANUAL, NIGHTLY, tgflow_root
+from deployments.definitions import FLOW_NAME, MANUAL, MESSAGE, MESSAGE_FLOW, NIGHTLY, tgflow_root
 from flows.prefect_server import LocalPrefect, free_port
 from tgflow_cli.main import main
 
@@ -91,8 +91,8 @@ def test_a_server_started_elsewhere_deploys_tgflows_flow(tmp_path: Path) -> None
                 break
         assert "Ctrl-C stops" in "".join(out), "".join(out)
         api = f"http://127.0.0.1:{port}/api"
-        for name in (MANUAL, NIGHTLY):
-            found = httpx.get(f"{api}/deployments/name/{FLOW_NAME}/{name}", timeout=10)
+        for flow, name in ((FLOW_NAME, MANUAL), (FLOW_NAME, NIGHTLY), (MESSAGE_FLOW, MESSAGE)):
+            found = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
             assert found.status_code == 200, found.text
             steps = found.json()["pull_steps"]  # where the worker runs the flow from
             assert steps == [

@@ -80,6 +80,46 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+def open_custom_run(page: Page, local: LocalPrefect, deployment: str, name: str) -> str:
+    """What a person does to start a run by hand: Deployments, the deployment, Run, Custom
+    run; the deployment's id (from its page's address)."""
+    page.goto(f"{local.ui_url}/deployments", wait_until="networkidle")
+    page.get_by_role("link", name=deployment, exact=True).first.click()
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
+    deployment_id = page.url.split("/deployments/deployment/")[1].split("?")[0]
+    shot(page, name)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_url(re.compile(r".*/run\b.*"))
+    return deployment_id
+
+
+def submit_custom_run(page: Page, api: Api, deployment_id: str) -> str:
+    """Press the custom-run form's Submit; the id of the flow run it made.
+
+    Submit returns to the deployment. Its Runs tab lists runs "all except scheduled", so a
+    run the worker has not picked up yet is not there: the run is found through the API.
+    Prefect's SQLite server answers 503 while a burst of writes holds its database (seen
+    under full load); the UI then shows an error toast and keeps the form, and a person
+    clicks again.
+    """
+    before = {run["id"] for run in api.flow_runs_of(deployment_id)}
+    refused = page.get_by_text("Something went wrong trying to create a flow run").first
+    for _ in range(3):
+        page.get_by_role("button", name="Submit", exact=True).click()
+        deadline = time.monotonic() + 60
+        while not (made := [r["id"] for r in api.flow_runs_of(deployment_id)
+                            if r["id"] not in before]) and not refused.is_visible():  # fmt: skip
+            assert time.monotonic() < deadline, "Submit created no flow run and showed no error"
+            page.wait_for_timeout(500)
+        if made:
+            return made[-1]
+        for close in page.get_by_role("button", name="Close").all():
+            close.click()
+        page.wait_for_timeout(2000)
+    raise AssertionError("the UI refused the run three times")
+
+
 def test_custom_run_from_the_deployment_form_runs_the_demo_graph(
     local_prefect: LocalPrefect,  # noqa: F811
     page: Page,
@@ -89,14 +129,7 @@ def test_custom_run_from_the_deployment_form_runs_the_demo_graph(
     task_ids = sorted(t.id for t in load_tasks(REPO / "tasks").tasks)
     api = Api(local_prefect.api_url)
 
-    page.goto(f"{local_prefect.ui_url}/deployments", wait_until="networkidle")
-    page.get_by_role("link", name="manual", exact=True).first.click()
-    expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
-    deployment_url = page.url
-    shot(page, "1-deployment")
-    page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("Custom run", exact=True).click()
-    page.wait_for_url(re.compile(r".*/run\b.*"))
+    deployment_id = open_custom_run(page, local_prefect, "manual", "1-deployment")
 
     form_field(page, "Origin").locator("textarea").fill(str(origin))
     form_field(page, "Max Parallel (Optional)").locator("input").fill("3")
@@ -104,27 +137,7 @@ def test_custom_run_from_the_deployment_form_runs_the_demo_graph(
     workspace.get_by_role("button", name="str", exact=True).click()
     workspace.locator("textarea").fill(str(tmp_path / "workspaces"))
     shot(page, "2-custom-run-form")
-    # Submit returns to the deployment. Its Runs tab lists runs "all except scheduled", so a
-    # run the worker has not picked up yet is not there: the run is found through the API and
-    # opened by its address. Prefect's SQLite server answers 503 while a burst of writes holds
-    # its database (seen under full load); the UI then shows an error toast and keeps the
-    # form, and a person clicks again.
-    deployment_id = deployment_url.split("/deployments/deployment/")[1].split("?")[0]
-    refused = page.get_by_text("Something went wrong trying to create a flow run").first
-    run_id = None
-    for _ in range(3):
-        page.get_by_role("button", name="Submit", exact=True).click()
-        deadline = time.monotonic() + 60
-        while not (runs := api.flow_runs_of(deployment_id)) and not refused.is_visible():
-            assert time.monotonic() < deadline, "Submit created no flow run and showed no error"
-            page.wait_for_timeout(500)
-        if runs:
-            run_id = runs[-1]["id"]
-            break
-        for close in page.get_by_role("button", name="Close").all():
-            close.click()
-        page.wait_for_timeout(2000)
-    assert run_id is not None, "the UI refused the run three times"
+    run_id = submit_custom_run(page, api, deployment_id)
     page.goto(f"{local_prefect.ui_url}/runs/flow-run/{run_id}", wait_until="networkidle")
     run = api.flow_run(run_id)
     assert run["parameters"]["config"]["origin"] == str(origin)
