@@ -137,11 +137,13 @@ def test_a_reviewer_that_meets_a_usage_limit_waits_without_the_merge_lock_and_re
     task = ws.find_task("check")
     assert task is not None
     merges_went_on: list[bool] = []
+    shown: list[str | None] = []
 
     record = run_review(
         ws, task, NodeSettings(validate_commands=["true"], idle_timeout_s=60.0),
         reviewer=make_agent(settings_for("opencode", fake)),
         warn=lambda text: merges_went_on.append(merge_can_take_the_lock(ws)),
+        on_wait=shown.append,
     )  # fmt: skip
 
     assert record.status is NodeStatus.COMPLETED, record.reason
@@ -152,6 +154,8 @@ def test_a_reviewer_that_meets_a_usage_limit_waits_without_the_merge_lock_and_re
         f"{fake.url}/v1", datetime.fromtimestamp(int(sent), UTC), True,
     )  # fmt: skip
     assert merges_went_on == [True]
+    assert shown == [f"usage limit of {fake.url}/v1: waiting until {wait.until:%H:%M:%S} UTC "
+                     "(reset said by the provider)", None]  # fmt: skip
     assert "PASS main is fine" in show(origin, "tasks/check.md")
     assert "status: completed" in show(origin, "tasks/check.md")
 
