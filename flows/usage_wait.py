@@ -11,8 +11,9 @@ recorder writes (newest timestamp wins), and proposes states only before and aft
 task's function, never while it runs. So a state emitted the same way from the node's own
 thread, while its function waits, races no transition of the engine's; the engine's own
 state is left as it was, and its final state, newer, ends the task run as ever. A
-``set_task_run_state`` through the API instead would miss a task run the recorder has not
-written yet (a node that waits at its first session) and would bypass the recorder.
+``set_task_run_state`` through the API instead is answered "not found" for a task run the
+recorder has not written yet (a node that waits at its first session) and bypasses the
+recorder.
 
 A flow run (a node on a node pool): its states are orchestrated by the server, so the wait
 is proposed through the API, without force: a node run being cancelled stays Cancelling.
