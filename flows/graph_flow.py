@@ -129,7 +129,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                  "task_path": run.task_paths[task_id].as_posix(), "attempt": attempt,
                  "previous_failure": run.failures.get(task_id),
                  "previous_cause": run.causes.get(task_id), "final_attempt": final},
-                line.cancel,
+                line.cancel, task_run_waits(),
             )  # fmt: skip
         else:
             assert agent is not None  # every node off a pool has one

@@ -17,6 +17,7 @@ recorder.
 
 A flow run (a node on a node pool): its states are orchestrated by the server, so the wait
 is proposed through the API, without force: a node run being cancelled stays Cancelling.
+The run's node task that watches it repeats the wait on its own task run (``node_pool``).
 """
 
 from __future__ import annotations

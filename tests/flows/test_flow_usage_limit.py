@@ -5,6 +5,8 @@ waited."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,35 @@ def test_a_node_on_a_node_pool_shows_its_wait_on_its_own_flow_run(
     assert show(origin, "tgflow_a.txt") == "done"
     # Prefect counts every Running state a flow run enters (docs/usage-limits.md says so).
     assert flow_run(state).run_count == 1 + len(waits) + 1
+
+
+def test_the_run_shows_a_pool_node_waiting_while_its_node_run_waits(prefect_server: str) -> None:
+    """The run's side of a node on a pool: its node task hears the waits of the node run it
+    watches (here a flow run whose states the test sets as the node flow does), when they
+    begin and when they end, so the node's task run shows them too."""
+    from prefect import flow, get_client
+    from prefect.states import Completed, Running
+
+    from flows.node_pool import POLL_S, _wait
+    from flows.usage_wait import WAITING
+
+    @flow(name="a-node-run")
+    def node_run() -> None: ...
+
+    reason = "usage limit of https://api.example/v1: waiting until 12:34:56 UTC (...)"
+    with get_client(sync_client=True) as client:
+        run_id = client.create_flow_run(node_run, state=Running()).id
+
+        def node_flow() -> None:
+            for state in (Running(name=WAITING, message=reason), Running(), Completed()):
+                time.sleep(2.5 * POLL_S)  # the run's side polls: each state is seen
+                client.set_flow_run_state(run_id, state)
+
+        setting = threading.Thread(target=node_flow)
+        setting.start()
+        shown: list[str | None] = []
+        final = _wait("a-pool", run_id, threading.Event(), shown.append)
+        setting.join()
+
+    assert final.is_completed()
+    assert shown == [reason, None]
