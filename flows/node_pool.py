@@ -169,6 +169,8 @@ def _wait(
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.type in TERMINAL_STATES:
+                if shown is not None:  # it ended waiting (crashed?): a restart runs again
+                    on_wait(None)
                 return state
             waits = state.message if state is not None and state.name == WAITING else None
             if waits != shown:
