@@ -41,6 +41,7 @@ from flows.node_pool import deploy_nodes, run_on_pool
 from flows.notifications import node_finished
 from flows.run_context import Event, NodeFailed, RunState
 from flows.secrets import block_name, export_secrets
+from flows.usage_wait import task_run_waits
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
 from tasks_lib.errors import ProblemsError
 from tasks_lib.git import WorkspaceError
@@ -128,7 +129,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                  "task_path": run.task_paths[task_id].as_posix(), "attempt": attempt,
                  "previous_failure": run.failures.get(task_id),
                  "previous_cause": run.causes.get(task_id), "final_attempt": final},
-                line.cancel,
+                line.cancel, task_run_waits(),
             )  # fmt: skip
         else:
             assert agent is not None  # every node off a pool has one
@@ -147,7 +148,8 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                         run.workspace, item, run.config,
                         reviewer=agent if run.config.review_agent else None,
                         attempt=attempt, final_attempt=final, on_line=out.on_line,
-                        cancel=line.cancel, mask=run.mask,
+                        cancel=line.cancel, mask=run.mask, usage=run.usage,
+                        warn=lambda text: warn(out.on_line, text), on_wait=task_run_waits(),
                     )  # fmt: skip
                 else:
                     record = run_node(
@@ -160,7 +162,7 @@ def graph_node(origin: str, task_id: str) -> NodeRecord:
                         on_slot=lambda held: run.news.put(Slot(task_id, held)),
                         approve=approver(run.config.approval_timeout_s, line.cancel),
                         ledger=run.ledger, usage=run.usage,
-                        warn=lambda text: warn(out.on_line, text),
+                        warn=lambda text: warn(out.on_line, text), on_wait=task_run_waits(),
                     )  # fmt: skip
         line.ended = record.status.value
     if pool or item.level is Level.REVIEW:  # its sessions did not report to the run's ledger

@@ -14,7 +14,7 @@ message of its final state (Completed, or Failed for a node that did not complet
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +22,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
 from flows.approval import approver
 from flows.merge_limit import merges_across_machines
 from flows.node_log import node_log
 from flows.secrets import export_secrets
+from flows.usage_wait import flow_run_waits
 from tasks_lib.agents.registry import AgentPool
 from tasks_lib.agents.settings import AgentSettingsError, settings_for_task
 from tasks_lib.errors import TgflowError
@@ -88,6 +90,9 @@ def tgflow_node(
     the run that started this flow run; ends Completed when it merged, Failed otherwise, the
     node's record as the state's message either way."""
     logger = get_run_logger()
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None  # the flow's own thread
+    on_wait = flow_run_waits(context.flow_run.id)
     if config.agent_api_key_env:
         export_secrets([config.agent_api_key_env])
     agents = AgentPool()
@@ -96,7 +101,7 @@ def tgflow_node(
             record = _develop_and_integrate(
                 config, task_id, Path(task_path), root, agents,
                 attempt=attempt, previous_failure=previous_failure,
-                previous_cause=previous_cause, final_attempt=final_attempt,
+                previous_cause=previous_cause, final_attempt=final_attempt, on_wait=on_wait,
             )  # fmt: skip
             record.ran_on = where(root)
     except TgflowError as e:  # no clone, no task file, no agent: the node could not start
@@ -127,6 +132,7 @@ def _develop_and_integrate(
     previous_failure: str | None,
     previous_cause: Cause | None,
     final_attempt: bool,
+    on_wait: Callable[[str | None], None],
 ) -> NodeRecord:
     ws = Workspace.open(config.origin, root, config.base, push=config.push)
     text = ws.show(ws.settled(), task_path.as_posix())
@@ -146,5 +152,5 @@ def _develop_and_integrate(
             ws, task, agent, config,
             attempt=attempt, previous_failure=previous_failure, previous_cause=previous_cause,
             task_paths={task_id: task_path}, on_line=out.on_line, final_attempt=final_attempt,
-            mask=mask, approve=approver(config.approval_timeout_s),
+            mask=mask, approve=approver(config.approval_timeout_s), on_wait=on_wait,
         )  # fmt: skip

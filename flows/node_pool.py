@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ from pydantic import ValidationError
 
 from deployments.definitions import tgflow_root
 from flows.node_flow import NODE_FLOW
+from flows.usage_wait import WAITING
 from tasks_lib.run.aar import LOST
 from tasks_lib.run.records import NodeRecord, NodeStatus
 
@@ -124,10 +126,16 @@ def _watch_for_crashes(deployment_id: UUID) -> None:
 
 
 def run_on_pool(
-    pool: str, task_id: str, attempt: int, parameters: dict[str, Any], cancel: threading.Event
+    pool: str,
+    task_id: str,
+    attempt: int,
+    parameters: dict[str, Any],
+    cancel: threading.Event,
+    on_wait: Callable[[str | None], None],
 ) -> NodeRecord:
     """Start the node on the pool and wait for the record of this ``attempt``; a crashed node
-    run starts again."""
+    run starts again. ``on_wait`` hears the node run's usage-limit waits (``usage_wait``), so
+    the node's task run in the run's graph shows them too."""
     notes: list[str] = []
     restart = 0
     while True:
@@ -139,7 +147,7 @@ def run_on_pool(
             timeout=0,
         )
         assert isinstance(child, FlowRun)  # called from sync code
-        state = _wait(pool, child.id, cancel)
+        state = _wait(pool, child.id, cancel, on_wait)
         if state.type is not StateType.CRASHED or restart == RESTARTS or cancel.is_set():
             return _with_notes(_record(task_id, attempt, child, state), notes)
         notes.append(
@@ -149,16 +157,25 @@ def run_on_pool(
         restart += 1
 
 
-def _wait(pool: str, flow_run_id: UUID, cancel: threading.Event) -> Any:
+def _wait(
+    pool: str, flow_run_id: UUID, cancel: threading.Event, on_wait: Callable[[str | None], None]
+) -> Any:
     """The node run's final state; cancelled when ``cancel`` is set (the run was). A node
-    run no worker takes is said once in the run's log: nothing else would tell."""
-    asked = None
+    run no worker takes is said once in the run's log: nothing else would tell. Its
+    usage-limit waits (a state named ``WAITING``) go to ``on_wait`` as they begin and end."""
+    asked = shown = None
     waiting_since, told = time.monotonic(), False
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.type in TERMINAL_STATES:
+                if shown is not None:  # it ended waiting (crashed?): a restart runs again
+                    on_wait(None)
                 return state
+            waits = state.message if state is not None and state.name == WAITING else None
+            if waits != shown:
+                on_wait(waits)
+                shown = waits
             if state is not None and state.type is not StateType.SCHEDULED:
                 waiting_since = time.monotonic()
             elif not told and time.monotonic() - waiting_since > UNTAKEN_S:

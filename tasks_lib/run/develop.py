@@ -27,7 +27,7 @@ from tasks_lib.run.prompt import (
     build_prompt,
     last_failure_note,
 )
-from tasks_lib.run.records import Cause, NodeStatus, UsageWait
+from tasks_lib.run.records import Cause, NodeRecord, NodeStatus, UsageWait
 from tasks_lib.run.validation import run_validation
 
 CONVENTION_FILES = ("AGENTS.md", "CONVENTIONS.md")
@@ -201,18 +201,15 @@ def session(node: Node, text: str) -> SessionResult:
     spent budget: none starts then, and one running is cut (``Node.spending``). A session the
     provider's usage limit ended is no failure: the node waits out the limit (``run/usage``)
     and a new session goes on with the work in the same checkout."""
-    rec, wt = node.record, node.wt()
+    wt = node.wt()
     provider = node.agent.provider or node.agent.name
     while True:
         wait_for_usage(node, provider)
         result = _session(node, text)
-        if result.limit is None:
+        if not limit_met(node, provider, result):
             break
-        node.usage.hit(result.limit)  # the wait before the next session says until when
-        rec.notes.append(f"a session met the usage limit of {provider}: {result.limit.message}")
         if LIMITED_BEFORE not in text:
             text = f"{text.rstrip()}\n\n{LIMITED_BEFORE}"
-    node.usage.passed(provider)
     blocked = wt / BLOCKED_FILE
     if blocked.is_file() and result.outcome in (
         Outcome.SUCCEEDED, Outcome.FAILED, Outcome.BLOCKED,
@@ -233,11 +230,25 @@ def session(node: Node, text: str) -> SessionResult:
     return result
 
 
+def limit_met(node: Node, provider: str, result: SessionResult) -> bool:
+    """Whether ``provider``'s usage limit ended the session: then the run's gate pauses the
+    provider (the wait before the next session says until when) and the record says so;
+    else a session went through, and the next limit backs off from the start."""
+    if result.limit is None:
+        node.usage.passed(provider)
+        return False
+    node.usage.hit(result.limit)
+    node.record.notes.append(f"a session met the usage limit of {provider}: {result.limit.message}")
+    return True
+
+
 def wait_for_usage(node: Node, provider: str) -> None:
     """Wait out ``provider``'s pause, if it has one (another node's limit counts too), on the
     node's cancel event; a node that would wait past ``usage_limit_max_wait_s`` in all fails
-    now, its branch kept."""
+    now, its branch kept. ``on_wait`` hears the reason when the node begins to wait, and None
+    once it goes on."""
     rec, most = node.record, node.settings.usage_limit_max_wait_s
+    paused = False
     while (pause := node.usage.pause(provider)) is not None:
         waited = sum(w.seconds for w in rec.usage_waits)
         if waited + pause.remaining_s() > most:
@@ -249,6 +260,8 @@ def wait_for_usage(node: Node, provider: str) -> None:
                 Cause.USAGE_LIMIT,
             )
         node.warn(str(pause))
+        node.on_wait(str(pause))
+        paused = True
         began = datetime.now(UTC)
         node.cancel.wait(pause.remaining_s())
         seconds = (datetime.now(UTC) - began).total_seconds()
@@ -263,6 +276,8 @@ def wait_for_usage(node: Node, provider: str) -> None:
             raise NodeFailed(
                 NodeStatus.CANCELLED, f"cancelled while waiting for the usage limit of {provider}"
             )
+    if paused:
+        node.on_wait(None)
 
 
 def _session(node: Node, text: str) -> SessionResult:
@@ -293,6 +308,13 @@ def _session(node: Node, text: str) -> SessionResult:
     rec.notes += worktrees.reclaim(wt)
     node.ws.add_task_trailer(wt, before, node.task.id)
     rec.notes += worktrees.collect(node.ws, wt)
+    count_session(rec, result)
+    return result
+
+
+def count_session(rec: NodeRecord, result: SessionResult) -> None:
+    """Add what a session did and spent to the record (a measure no session reported stays
+    None: not measured is not 0)."""
     rec.sessions += 1
     rec.agent_seconds += result.duration_s
     rec.tool_errors += result.tool_errors
@@ -302,7 +324,6 @@ def _session(node: Node, text: str) -> SessionResult:
         rec.tokens_out = (rec.tokens_out or 0) + result.tokens_out
     if result.cost_usd is not None:
         rec.cost_usd = (rec.cost_usd or 0.0) + result.cost_usd
-    return result
 
 
 def revert_protected_paths(node: Node, base_sha: str | None = None) -> None:

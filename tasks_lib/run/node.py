@@ -54,6 +54,7 @@ def run_node(
     ledger: Ledger | None = None,
     usage: UsageGate | None = None,
     warn: Callable[[str], None] | None = None,
+    on_wait: Callable[[str | None], None] | None = None,
 ) -> NodeRecord:
     """Develop and integrate one task; always returns a record (git trouble included).
 
@@ -74,7 +75,9 @@ def run_node(
     attempt's sessions count against the task's budget.
     ``usage``: the run's pauses for providers' usage limits, which this node's sessions wait
     out and add to (without one, only this node's own limits pause it); ``warn`` hears why it
-    waits (the run's log shows it as a warning; by default it goes to ``on_line``).
+    waits (the run's log shows it as a warning; by default it goes to ``on_line``), and
+    ``on_wait`` hears it too when the wait begins, then None when the node goes on (the run
+    shows the wait as the node's state).
     ``inbox``: where a person's messages to the node's agent sessions arrive (a backend that
     ``takes_messages`` opens it while a session runs).
     """
@@ -104,6 +107,7 @@ def run_node(
         ledger=ledger or Ledger(),
         usage=usage or UsageGate(settings.usage_limit_backoff_s, settings.usage_limit_max_wait_s),
         warn=warn or on_line or (lambda text: None),
+        on_wait=on_wait or (lambda reason: None),
     )
     rec = node.record
     if attempt > 1:  # a retry: its attempt before may have given the slot up to merge

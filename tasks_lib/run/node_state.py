@@ -85,6 +85,9 @@ class Node:
     ledger: Ledger = field(default_factory=Ledger)  # the run's spend, and its budget
     usage: UsageGate = field(default_factory=UsageGate)  # the run's pauses for usage limits
     warn: Callable[[str], None] = lambda text: None  # what the run's log shows as a warning
+    # Why the node waits (a usage limit) when a wait begins, None when it goes on: the run
+    # shows it as the node's state.
+    on_wait: Callable[[str | None], None] = lambda reason: None
     worktree: Path | None = None
     start_base: str | None = None  # the settled base the attempt started from
     checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)

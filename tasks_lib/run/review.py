@@ -13,18 +13,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tasks_lib.agents.base import Agent, Outcome, SessionRequest
+from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
 from tasks_lib.git import WorkspaceError
 from tasks_lib.git.base import change_base, commit_paths
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.edit import update_task_file
 from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.config import NodeSettings
+from tasks_lib.run.develop import count_session, limit_met, wait_for_usage
 from tasks_lib.run.isolation import sandbox_for
-from tasks_lib.run.node_state import failure_note
+from tasks_lib.run.node_state import Node, NodeFailed, failure_note
 from tasks_lib.run.prompt import build_prompt, fenced
 from tasks_lib.run.records import NodeRecord, NodeStatus
 from tasks_lib.run.secrets import identity
+from tasks_lib.run.usage import UsageGate
 from tasks_lib.run.validation import run_validation
 
 REVIEW_ONLY = (
@@ -45,11 +47,18 @@ def run_review(
     on_line: Callable[[str], None] = lambda line: None,
     cancel: threading.Event | None = None,
     mask: Callable[[str], str] = identity,
+    usage: UsageGate | None = None,
+    warn: Callable[[str], None] | None = None,
+    on_wait: Callable[[str | None], None] | None = None,
 ) -> NodeRecord:
     """Validate main for a review task; record the outcome on main. Always returns a record.
 
     ``mask`` hides the run's secrets in the reason (validation output may print a key)
-    before it is written to the task file on main or leaves the review.
+    before it is written to the task file on main or leaves the review. A reviewer's session
+    that its provider's usage limit ended decides nothing: as a node does
+    (``develop.session``), the review waits out the pause (``usage``, ``warn`` and
+    ``on_wait`` as for ``run_node``), outside the merge lock so that merges go on meanwhile,
+    then reviews main as it is by then.
     """
     ws = workspace
     rec = NodeRecord(
@@ -58,24 +67,51 @@ def run_review(
         status=NodeStatus.FAILED,
         agent=reviewer.name if reviewer else "",
     )
+    waits = None
+    if reviewer is not None:  # what a node's waits need (``develop.wait_for_usage``)
+        usage = usage or UsageGate(settings.usage_limit_backoff_s, settings.usage_limit_max_wait_s)
+        waits = Node(
+            ws=ws, task=task, agent=reviewer, settings=settings, attempt=attempt, record=rec,
+            cancel=cancel or threading.Event(), usage=usage, warn=warn or on_line,
+            on_wait=on_wait or (lambda reason: None),
+        )  # fmt: skip
     try:
-        with ws.merge_lock:
-            if settings.push:
-                ws.sync()
-            on_main = ws.find_task(task.id, settings.tasks_dir)
-            if on_main is None:
-                rec.reason = f"no task file with id {task.id!r} under {settings.tasks_dir}/"
-            elif on_main.status is Status.COMPLETED:
-                rec.status, rec.already_done = NodeStatus.COMPLETED, True
-                rec.notes.append(f"already completed on {ws.base}; nothing run")
-            else:
-                _review_locked(ws, on_main, settings, rec, reviewer, attempt, on_line, cancel)
+        while True:
+            if waits is not None:
+                wait_for_usage(waits, _provider(waits.agent))
+            with ws.merge_lock:
+                if settings.push:
+                    ws.sync()
+                on_main = ws.find_task(task.id, settings.tasks_dir)
+                if on_main is None:
+                    rec.reason = f"no task file with id {task.id!r} under {settings.tasks_dir}/"
+                    break
+                if on_main.status is Status.COMPLETED:
+                    rec.status, rec.already_done = NodeStatus.COMPLETED, True
+                    rec.notes.append(f"already completed on {ws.base}; nothing run")
+                    break
+                session = _review_locked(
+                    ws, on_main, settings, rec, reviewer, attempt, on_line, cancel
+                )
+                if (
+                    waits is not None
+                    and session is not None
+                    and limit_met(waits, _provider(waits.agent), session)
+                ):
+                    continue  # the lock released, the wait comes first
                 rec.reason = mask(rec.reason)
                 if rec.status is NodeStatus.COMPLETED or final_attempt:
                     _record_on_main(ws, on_main, settings, rec, attempt)
+                break
+    except NodeFailed as e:  # waiting for the reviewer's usage limit: cancelled, or too long
+        rec.status, rec.reason, rec.cause = e.status, mask(e.reason), e.cause
     except WorkspaceError as e:
         rec.status, rec.reason = NodeStatus.FAILED, mask(str(e))
     return rec.close_attempt(attempt)
+
+
+def _provider(agent: Agent) -> str:
+    return agent.provider or agent.name
 
 
 def _review_locked(
@@ -87,7 +123,9 @@ def _review_locked(
     attempt: int,
     on_line: Callable[[str], None],
     cancel: threading.Event | None,
-) -> None:
+) -> SessionResult | None:
+    """Validation of base, then the reviewer's session (returned, when one ran): the verdict
+    in ``rec``, unless a usage limit ended the session."""
     head = ws.head()
     result = run_validation(
         settings.validate_commands,
@@ -97,11 +135,12 @@ def _review_locked(
         cancel,
         sandbox_for(ws, settings.sandbox, ws.integration),
     )
-    rec.validate_seconds = result.duration_s
+    rec.validate_seconds += result.duration_s
     if not result.ok:
         rec.reason = f"validation of {ws.base} at {head[:10]} failed: {result.output_tail}"
-        return
+        return None
     report = ""
+    session = None
     if reviewer is not None:
         prompt = build_prompt(
             task,
@@ -125,15 +164,12 @@ def _review_locked(
             )
         finally:
             ws.reset_to(head)  # the reviewer only reports: drop anything it changed
-        rec.sessions, rec.agent_seconds = 1, session.duration_s
-        rec.tokens_in, rec.tokens_out, rec.cost_usd = (
-            session.tokens_in,
-            session.tokens_out,
-            session.cost_usd,
-        )
+        count_session(rec, session)
+        if session.limit is not None:
+            return session
         if session.outcome is not Outcome.SUCCEEDED:
             rec.reason = f"reviewer {session.outcome.value}: {session.reason or session.tail}"
-            return
+            return session
         report = "\n\nReviewer's report:\n\n" + fenced(session.tail, "text")
     else:
         report = " Checked: tests only; acceptance criteria not checked (no review_agent set)."
@@ -143,6 +179,7 @@ def _review_locked(
         f"Review passed on {ws.base} at {head[:10]}: {commands} passed "
         f"({result.duration_s:.1f} s).{report}"
     )
+    return session
 
 
 def _reviewed_criteria(ws: Workspace, task: Task, settings: NodeSettings) -> str:

@@ -112,6 +112,31 @@ def task_run_logs(task_run_id: UUID, timeout_s: float = 15.0) -> list[str]:
         time.sleep(0.5)
 
 
+def task_run_states(task_run_id: UUID, timeout_s: float = 15.0) -> list[Any]:
+    """The task run's states, oldest first, once its last is final (the server records a
+    task run's states from the engine's events, in batches: poll briefly)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = _client_call(lambda c: c.read_task_run_states(task_run_id))
+        states.sort(key=lambda s: s.timestamp)
+        if (states and states[-1].is_final()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def flow_run(state: Any) -> Any:
+    """The flow run that ended in ``state``, as the API reports it."""
+    return _client_call(lambda c: c.read_flow_run(state.state_details.flow_run_id))
+
+
+def flow_run_states(flow_run_id: UUID) -> list[Any]:
+    """The flow run's states, oldest first."""
+    states = _client_call(lambda c: c.read_flow_run_states(flow_run_id))
+    return sorted(states, key=lambda s: s.timestamp)
+
+
 def session_log(path: Path) -> list[str]:
     """Lines the test tasks' scripts appended: one per agent session that ran them."""
     return path.read_text().split() if path.exists() else []
