@@ -262,12 +262,17 @@ def test_cancelling_one_node_run_leaves_the_other_nodes_completing(
         "3 of 4 nodes did not complete (2 cancelled, 1 skipped): "
     ), report["message"]
     assert set(report["message"].rsplit(": ", 1)[1].split(", ")) == {"h", "m", "d"}
+    reasons = {row["task"]: row["reason"] for row in report["nodes"]}
+    assert reasons["h"] == reasons["m"] == "agent cancelled: cancelled"  # the node's own record
     for task_id in ("h", "m"):  # the unfinished work, committed and on the origin
         assert show(origin, f"{task_id}.txt", f"tgflow/{task_id}") == f"{task_id}'s unfinished work"
+        assert "status: pending" in show(origin, f"tasks/{task_id}.md")  # a cancel is no failure
     assert show(origin, "i.txt") == "i"
     assert api.state(graph_run)[0] == "FAILED"  # the run went on: it was not cancelled
     ended = {r["name"]: r["state"]["type"] for r in node_runs(server.api_url, origin)}
     assert ended == {"h": "CANCELLED", "m": "CANCELLED", "i": "COMPLETED"}  # none restarted
     body = {"prefix": "tgflow-reply", "limit": 10}
     [reply] = api.ok(api.http.post(f"/flow_runs/{graph_run}/input/filter", json=body))
-    assert json.loads(reply["value"])["delivered"], reply
+    said = json.loads(reply["value"])
+    assert said["delivered"], said
+    assert said["said"].startswith(f"cancelling m (its node run on pool {POOL})"), said
