@@ -102,7 +102,8 @@ def tgflow_node(
 ) -> State[Any]:
     """Develop and integrate task ``task_id`` (its file ``task_path`` in the repository) for
     the run that started this flow run; ends Completed when it merged, Failed otherwise, the
-    node's record as the state's message either way."""
+    node's record as the state's message either way. Cancelled, it winds down first and keeps
+    the record as its input ``RECORD_KEY``."""
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None  # a flow's own thread
     cancel = threading.Event()
