@@ -9,13 +9,24 @@ for the next node (``machine_slot``). It starts from the origin's base, takes th
 repository's Prefect merge limit around its merge, and its record travels back as the
 message of its final state (Completed, or Failed for a node that did not complete), which
 ``run_deployment`` hands the run with the state: no result storage every machine must reach.
+
+A node run cancelled alone (its Cancel button, or the run passing on a person's cancel) ends
+as a cancelled node of the run does in-process: its work committed and pushed to its branch.
+Its worker stops it with SIGTERM, and Prefect raises that in the main thread wherever it is,
+so the node works in a thread of its own and the main thread, told, sets the node's cancel
+event and waits for the wind-down, within the grace before the worker's SIGKILL. The worker
+then overwrites the final state's message, so the record is also kept as an input of the node
+run (``RECORD_KEY``), which ``flows.node_pool`` reads.
 """
 
 from __future__ import annotations
 
+import contextvars
 import socket
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +34,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
+from prefect.input import create_flow_run_input
 from prefect.states import Completed, Failed, State
 
 from flows.approval import approver
@@ -44,6 +57,8 @@ from tasks_lib.run.secrets import Masker
 
 NODE_FLOW = "tgflow-node"
 SLOTS = 64  # node runs of one origin at once on one machine, at most
+RECORD_KEY = "tgflow-record"  # the input of a cancelled node run that holds its record
+WIND_DOWN_S = 25.0  # a cancelled node's to keep its work: the worker kills it after 30 s
 
 
 @contextmanager
@@ -88,7 +103,46 @@ def tgflow_node(
 ) -> State[Any]:
     """Develop and integrate task ``task_id`` (its file ``task_path`` in the repository) for
     the run that started this flow run; ends Completed when it merged, Failed otherwise, the
-    node's record as the state's message either way."""
+    node's record as the state's message either way. Cancelled, it winds down first and keeps
+    the record as its input ``RECORD_KEY``."""
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None  # a flow's own thread
+    cancel = threading.Event()
+    node = ThreadPoolExecutor(1, thread_name_prefix=NODE_FLOW)
+    ending = node.submit(
+        contextvars.copy_context().run, _node, config, task_id, Path(task_path), cancel,
+        attempt=attempt, previous_failure=previous_failure, previous_cause=previous_cause,
+        final_attempt=final_attempt,
+    )  # fmt: skip
+    node.shutdown(wait=False)
+    try:
+        record = ending.result()
+    except TerminationSignal:  # cancelled (or the machine stops): the node winds down
+        cancel.set()
+        with suppress(Exception):  # not wound down in time, or no API: the run says it ended
+            kept = ending.result(timeout=WIND_DOWN_S).model_dump(mode="json")
+            create_flow_run_input(key=RECORD_KEY, value=kept, flow_run_id=context.flow_run.id)
+        raise  # Prefect's own end of a cancelled (or killed) flow run
+    message = record.model_dump_json()
+    return (
+        Completed(message=message)
+        if record.status is NodeStatus.COMPLETED
+        else Failed(message=message)
+    )
+
+
+def _node(
+    config: RunConfig,
+    task_id: str,
+    task_path: Path,
+    cancel: threading.Event,
+    *,
+    attempt: int,
+    previous_failure: str | None,
+    previous_cause: Cause | None,
+    final_attempt: bool,
+) -> NodeRecord:
+    """The node's record, whatever happened; ``cancel`` stops it, its work kept."""
     logger = get_run_logger()
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None  # the flow's own thread
@@ -99,7 +153,7 @@ def tgflow_node(
     try:
         with machine_slot(config.origin) as root:
             record = _develop_and_integrate(
-                config, task_id, Path(task_path), root, agents,
+                config, task_id, task_path, root, agents, cancel,
                 attempt=attempt, previous_failure=previous_failure,
                 previous_cause=previous_cause, final_attempt=final_attempt, on_wait=on_wait,
             )  # fmt: skip
@@ -113,12 +167,7 @@ def tgflow_node(
     finally:
         agents.close()
     logger.info("%s: %s %s", task_id, record.status.value, record.reason[:300])
-    message = record.model_dump_json()
-    return (
-        Completed(message=message)
-        if record.status is NodeStatus.COMPLETED
-        else Failed(message=message)
-    )
+    return record
 
 
 def _develop_and_integrate(
@@ -127,6 +176,7 @@ def _develop_and_integrate(
     task_path: Path,
     root: Path,
     agents: AgentPool,
+    cancel: threading.Event,
     *,
     attempt: int,
     previous_failure: str | None,
@@ -152,5 +202,6 @@ def _develop_and_integrate(
             ws, task, agent, config,
             attempt=attempt, previous_failure=previous_failure, previous_cause=previous_cause,
             task_paths={task_id: task_path}, on_line=out.on_line, final_attempt=final_attempt,
-            mask=mask, approve=approver(config.approval_timeout_s), on_wait=on_wait,
+            mask=mask, approve=approver(config.approval_timeout_s, cancel), cancel=cancel,
+            on_wait=on_wait,
         )  # fmt: skip

@@ -37,11 +37,12 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.input import read_flow_run_input
 from prefect.states import Cancelling
 from pydantic import ValidationError
 
 from deployments.definitions import tgflow_root
-from flows.node_flow import NODE_FLOW
+from flows.node_flow import NODE_FLOW, RECORD_KEY
 from flows.usage_wait import WAITING
 from tasks_lib.run.aar import LOST
 from tasks_lib.run.records import NodeRecord, NodeStatus
@@ -195,9 +196,13 @@ def _wait(
 
 
 def _record(task_id: str, attempt: int, child: FlowRun, state: Any) -> NodeRecord:
-    """What the node run said in its final state's message, or what its end says of it."""
+    """What the node run said in its final state's message (a cancelled one: in its input,
+    the worker having written its own message over it), or what its end says of it."""
     with suppress(ValidationError, TypeError):
         return NodeRecord.model_validate_json(state.message or "")
+    if state.type is StateType.CANCELLED:
+        with suppress(Exception):  # none kept (not wound down in time): its end says
+            return NodeRecord.model_validate(read_flow_run_input(RECORD_KEY, child.id))
     now = datetime.now(UTC)
     status = NodeStatus.CANCELLED if state.type is StateType.CANCELLED else NodeStatus.FAILED
     said = f": {state.message}" if state.message else ""

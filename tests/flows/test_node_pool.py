@@ -6,6 +6,7 @@ dies mid-session loses nothing, and a cancel reaches every machine."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -215,3 +216,63 @@ def test_cancel_from_the_ui_ends_every_node_run_cancelled_and_no_agent_survives(
         time.sleep(1.0)
     assert sorted(n["name"] for n in ours) == ["a", "b", "c"]
     assert not [t for t, g in groups.items() if group_alive(g)], "an agent survived the cancel"
+
+
+def test_cancelling_one_node_run_leaves_the_other_nodes_completing(
+    server: LocalPrefect, workers: list[Machine], tmp_path: Path
+) -> None:
+    """h is cancelled with its own flow run's Cancel button, m by a person's message to the
+    run; each ends cancelled with its work kept, d (after h) is skipped, i completes."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    files = {"README.md": "demo\n"}
+    for task_id in ("h", "m"):
+        steps: list[dict] = [
+            {"write": {"path": f"{task_id}.txt", "content": f"{task_id}'s unfinished work\n"}},
+            {"run": f"touch {marks}/{task_id}.started"},
+            {"hang": True},
+        ]
+        files[f"tasks/{task_id}.md"] = task_md(task_id, steps=steps)
+    for task_id, deps in (("d", ["h"]), ("i", [])):
+        steps = [{"write": {"path": f"{task_id}.txt", "content": f"{task_id}\n"}}]
+        files[f"tasks/{task_id}.md"] = task_md(task_id, steps=steps, depends_on=deps)
+    origin = make_origin(tmp_path, files)
+    proc = run(origin, tmp_path, server, "--max-parallel", "3", "--json")
+    deadline = time.monotonic() + 300
+    while not all((marks / f"{t}.started").exists() for t in "hm"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.5)
+    api = Api(server.api_url)
+    started = {r["name"]: r for r in node_runs(server.api_url, origin)}
+    assert api.state(started["h"]["id"])[0] == "RUNNING"
+    graph_run = api.ok(api.http.get(f"/task_runs/{started['m']['parent_task_run_id']}"))[
+        "flow_run_id"
+    ]
+
+    api.cancel(started["h"]["id"])  # the Cancel button on h's own flow run page
+    message = {"key": "tgflow-node-1", "value": json.dumps({"task_id": "m", "cancel": True})}
+    api.ok(api.http.post(f"/flow_runs/{graph_run}/input", json=message))
+
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode != 0, out
+    [report] = [json.loads(line) for line in out.splitlines() if line.startswith('{"run"')]
+    statuses = {row["task"]: row["status"] for row in report["nodes"]}
+    assert statuses == {"h": "cancelled", "m": "cancelled", "d": "skipped", "i": "completed"}, out
+    assert report["message"].startswith(
+        "3 of 4 nodes did not complete (2 cancelled, 1 skipped): "
+    ), report["message"]
+    assert set(report["message"].rsplit(": ", 1)[1].split(", ")) == {"h", "m", "d"}
+    reasons = {row["task"]: row["reason"] for row in report["nodes"]}
+    assert reasons["h"] == reasons["m"] == "agent cancelled: cancelled"  # the node's own record
+    for task_id in ("h", "m"):  # the unfinished work, committed and on the origin
+        assert show(origin, f"{task_id}.txt", f"tgflow/{task_id}") == f"{task_id}'s unfinished work"
+        assert "status: pending" in show(origin, f"tasks/{task_id}.md")  # a cancel is no failure
+    assert show(origin, "i.txt") == "i"
+    assert api.state(graph_run)[0] == "FAILED"  # the run went on: it was not cancelled
+    ended = {r["name"]: r["state"]["type"] for r in node_runs(server.api_url, origin)}
+    assert ended == {"h": "CANCELLED", "m": "CANCELLED", "i": "COMPLETED"}  # none restarted
+    body = {"prefix": "tgflow-reply", "limit": 10}
+    [reply] = api.ok(api.http.post(f"/flow_runs/{graph_run}/input/filter", json=body))
+    said = json.loads(reply["value"])
+    assert said["delivered"], said
+    assert said["said"].startswith(f"cancelling m (its node run on pool {POOL})"), said
