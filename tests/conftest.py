@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers.prefect_fixtures import *  # noqa: F403  (the session's Prefect server)
 
 REPO = Path(__file__).resolve().parent.parent
+_PREFECT_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A Prefect home of this test process's own, set before anything imports Prefect.
+
+    Without it every process of the suite shares ~/.prefect (result storage, the block
+    memo) and a ``tgflow server`` or ``tgflow run`` started without one would share the
+    checkout's .prefect/ (its database, start lock and server record): the xdist workers of
+    ``make test`` would find each other's servers. Each worker (PYTEST_XDIST_WORKER) gets
+    its own; a developer's own PREFECT_HOME is left alone by the tests.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    home = Path(tempfile.mkdtemp(prefix=f"tgflow-tests-prefect-{worker}-"))
+    config.stash[_PREFECT_HOME] = home
+    os.environ["PREFECT_HOME"] = str(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(_PREFECT_HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
