@@ -35,6 +35,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of a module sharing a module-scoped fixture (a Prefect server with its
+    deployments and worker, an opencode server, a pool of machines) form one xdist group,
+    so under ``make test`` (``--dist loadgroup``) one worker starts that fixture once rather
+    than each worker its own, up to two minutes of setup apiece. Larger groups are handed
+    out first; every other test goes to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope == "module" for chain in defs for d in chain):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` next to the repo: the corpora the issue's tests read.
