@@ -22,8 +22,15 @@ tools: $(STAMP)
 	bash scripts/install-sandbox.sh
 	bash scripts/install-postgres.sh
 
+# The suite in parallel: most tests wait on subprocesses, servers and browsers, so three workers
+# share two cores. A module with a module-scoped server stays on one worker (--dist loadgroup,
+# the groups made in tests/conftest.py); tests marked serial run afterwards, alone.
+# One file for a developer, sequentially: .venv/bin/python -m pytest -q tests/run/test_node.py
+TEST_WORKERS ?= 3
+
 test: $(STAMP) tools lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # ruff, the layer contracts (the library never imports Prefect, stages import downwards only)
 # and the type checker.

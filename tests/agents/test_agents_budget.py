@@ -78,6 +78,7 @@ def test_a_task_over_its_token_budget_is_stopped_failed_and_not_retried(
     assert "status: failed" in on_main and "budget: 330 tokens spent of 250" in on_main
 
 
+@pytest.mark.serial
 def test_without_a_budget_the_same_session_is_not_cut(fake: FakeModel, tmp_path: Path):
     """The stall after the third call is reached: only the budget cut the session above."""
     # Silence that long only after the third call: OpenCode may take seconds to start.

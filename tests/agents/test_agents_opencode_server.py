@@ -108,6 +108,7 @@ def test_two_sessions_at_once_on_one_server(server, fake: FakeModel, tmp_path: P
     assert both < sum(r.duration_s for r in results.values())  # they overlapped
 
 
+@pytest.mark.serial
 def test_a_stall_is_recovered_by_one_follow_up_prompt(server, fake: FakeModel, worktree: Path):
     steps = write_and_commit("opencode-server", worktree)
     fake.reset([{**steps[0], "stall": True, "times": 1}, *steps[1:]])
@@ -169,6 +170,7 @@ def test_cancel_aborts_the_session(server, fake: FakeModel, worktree: Path):
     assert busy_sessions(server, worktree) == {}
 
 
+@pytest.mark.serial
 def test_a_persons_message_reaches_the_model_in_the_sessions_next_request(
     server, fake: FakeModel, worktree: Path, tmp_path: Path
 ):

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 from helpers.gitrepos import make_origin, task_md
+from helpers.ports import worker_port
 from helpers.processes import started_server
 
 from flows.notifications import APPROVAL_WAITS, BLOCK, NODE_BLOCKED, RUN_FAILED
-from flows.prefect_server import api_client, free_port
+from flows.prefect_server import api_client
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -56,7 +57,7 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    port = free_port()
+    port = worker_port()
     got = Receiver(url=f"http://127.0.0.1:{port}/hook")
 
     class Hook(BaseHTTPRequestHandler):
@@ -103,7 +104,7 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("server-home")
-    port = free_port()
+    port = worker_port()
     proc, started = started_server(
         [TGFLOW, "server", "--no-deploy", "--port", str(port), "--home", str(home),
          "--root", str(REPO), "--notify-webhook", receiver.url],
@@ -255,7 +256,7 @@ def test_a_webhook_that_is_not_a_url_is_refused_in_one_line_before_anything_star
     tmp_path: Path,
 ) -> None:
     done = subprocess.run(
-        [TGFLOW, "server", "--no-deploy", "--port", str(free_port()), "--home", str(tmp_path),
+        [TGFLOW, "server", "--no-deploy", "--port", str(worker_port()), "--home", str(tmp_path),
          "--root", str(REPO)],
         env=_env(TGFLOW_NOTIFY_WEBHOOK="hooks.slack.com/services/T0/B0/x"), cwd=tmp_path,
         text=True, capture_output=True, timeout=120,

@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.gitrepos import make_origin, show, task_md
+from helpers.ports import worker_port
 from helpers.processes import children, started_server
 
-from flows.prefect_server import SERVER_RECORD, free_port
+from flows.prefect_server import SERVER_RECORD
 from tasks_lib.agents.process import descendants
 
 pytestmark = pytest.mark.timeout(420)
@@ -59,7 +60,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real `tgflow server` (only the server: no deployments or worker are needed here)."""
     home = tmp_path_factory.mktemp("server-home")
-    port = free_port()
+    port = worker_port()
     proc, _ = started_server(
         [TGFLOW, "server", "--no-deploy", "--port", str(port), "--home", str(home),
          "--root", str(REPO)],
@@ -211,7 +212,7 @@ def test_server_host_listens_there_and_tells_workers_and_browsers_that_address(
 ) -> None:
     """`--host`: what other machines are given (another loopback address stands for the
     machine's network address here: the server answers on it and not on 127.0.0.1)."""
-    port = free_port()
+    port = worker_port()
     proc, output = started_server(
         [TGFLOW, "server", "--no-deploy", "--host", "127.0.0.2", "--port", str(port),
          "--home", str(tmp_path), "--root", str(REPO)],

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from faults.invariants import (
     TGFLOW,
     add_user_refs,
@@ -155,6 +156,7 @@ def test_kill_9_while_an_agent_works_then_a_rerun_completes_and_loses_nothing(
     assert log(origin).count("Merge task a: Task a") == 1
 
 
+@pytest.mark.serial
 def test_kill_9_during_post_merge_validation_then_a_rerun_completes_and_loses_nothing(
     tmp_path: Path,
 ) -> None:

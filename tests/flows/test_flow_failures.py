@@ -84,6 +84,7 @@ def session_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.serial
 def test_retry_failure_skip_rerun_and_flow_run_retry(
     prefect_server: str, tmp_path: Path, session_file: Path
 ) -> None:

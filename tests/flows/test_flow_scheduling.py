@@ -65,6 +65,7 @@ def naive() -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.serial
 def test_ready_first_fills_both_slots_where_naive_submission_wastes_one(
     prefect_server: str,
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from helpers.gitrepos import git, make_origin, show, task_md
 from flows.merge_limit import limit_name
 
 ROOT = Path(__file__).resolve().parents[2]
-TGFLOW = ROOT / ".venv" / "bin" / "tgflow"
+TGFLOW = Path(sys.executable).parent / "tgflow"  # the tgflow of the venv running the tests
 
 
 def branch_gate(tmp: Path) -> str:

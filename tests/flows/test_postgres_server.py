@@ -20,9 +20,10 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # no stubs; ships with Prefect
 import httpx
 import pytest
+from helpers.ports import worker_port
 
 from flows.postgres import PostgresError, PostgresServer, local_postgres, postgres_problem
-from flows.prefect_server import HOST, LocalPrefect, api_client, free_port
+from flows.prefect_server import HOST, LocalPrefect, api_client
 from tasks_lib.agents.process import descendants, pid_alive
 
 pytestmark = pytest.mark.timeout(420)
@@ -84,7 +85,7 @@ def test_a_prefect_server_on_a_private_postgres_keeps_its_rows_there_and_leaves_
         local = LocalPrefect(
             root=tmp_path,
             home=home,
-            port=free_port(),
+            port=worker_port(),
             extra_env={"PREFECT_SERVER_UI_ENABLED": "false"},
             database_url=pg.url,
         )
@@ -134,7 +135,7 @@ def test_a_data_dir_the_postgres_user_cannot_reach_is_one_line_saying_so(tmp_pat
 def test_tgflow_server_postgres_runs_prefect_on_postgres_in_its_home_until_ctrl_c(
     open_dir: Path,
 ) -> None:
-    port = free_port()
+    port = worker_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.Popen(
         [TGFLOW, "server", "--postgres", "--no-deploy", "--port", str(port),

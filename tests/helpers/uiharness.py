@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from deployments.definitions import NIGHTLY
-from flows.prefect_server import LocalPrefect, api_client, free_port
+from flows.prefect_server import LocalPrefect, api_client
+from helpers.ports import worker_port
 from tasks_lib.agents.process import group_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def start_local_prefect(home: Path, *, prefect_file: str = "prefect.yaml") -> Lo
     local = LocalPrefect(
         root=REPO,
         home=home,
-        port=free_port(),
+        port=worker_port(),
         extra_env=dict(FAST_ENV),
         prefect_file=prefect_file,
     )

@@ -13,6 +13,7 @@ from typing import Any
 from unittest import mock
 
 import git as gitpython
+import pytest
 from helpers.gitrepos import branches, git, log, make_origin, push_change, show, task_md
 from helpers.workspaces import open_ws
 
@@ -135,6 +136,7 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
     assert_nothing_left(ws, origin)
 
 
+@pytest.mark.serial
 def test_cancelled_session_keeps_its_work_and_records_nothing_on_main(tmp_path: Path) -> None:
     origin = make_origin(
         tmp_path, {"tasks/c.md": task_md("c", steps=[write("c.txt", "c\n"), {"hang": True}])}

@@ -68,6 +68,7 @@ class ThreadRunner:
 SIX = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", []), ("e", []), ("f", [])]
 
 
+@pytest.mark.serial
 def test_six_node_case_finishes_in_two_slots_of_time_not_three() -> None:
     runner = ThreadRunner({"a": 0.3, "d": 0.3, "e": 0.3, "f": 0.3})
     start = time.monotonic()

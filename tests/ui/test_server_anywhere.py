@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.ports import worker_port
 from helpers.uiharness import FAST_ENV, REPO
 
 from deployments.definitions import FLOW_NAME, MANUAL, MESSAGE, MESSAGE_FLOW, NIGHTLY, tgflow_root
-from flows.prefect_server import LocalPrefect, free_port
+from flows.prefect_server import LocalPrefect
 from tgflow_cli.main import main
 
 
@@ -75,7 +76,7 @@ def test_a_root_without_prefect_yaml_is_named_as_tgflows_file(
 @pytest.mark.browser
 @pytest.mark.timeout(420)
 def test_a_server_started_elsewhere_deploys_tgflows_flow(tmp_path: Path) -> None:
-    port = free_port()
+    port = worker_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "tgflow"), "server", "--port", str(port)],
         env={**os.environ, **FAST_ENV, "PREFECT_HOME": str(tmp_path / "home")},

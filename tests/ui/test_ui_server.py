@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.ports import worker_port
 from helpers.uiharness import (
     FAST_ENV,
     REPO,
@@ -27,7 +28,6 @@ from helpers.uiharness import (
 )
 
 from deployments.definitions import FLOW_NAME, MANUAL, NIGHTLY
-from flows.prefect_server import free_port
 from tasks_lib.agents.process import descendants
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
@@ -63,7 +63,7 @@ def test_one_command_serves_the_ui_and_ctrl_c_leaves_no_process_behind(tmp_path:
         {"slow.md": task_file("slow", depends_on=[], script=counting_script(
             marks, "slow", "- hang: true"))},
     )  # fmt: skip
-    port = free_port()
+    port = worker_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "tgflow"), "server", "--port", str(port),
          "--home", str(tmp_path / "prefect-home"), "--root", str(REPO), "--origin", str(origin)],
