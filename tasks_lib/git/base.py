@@ -27,7 +27,7 @@ class MergeResult:
     pre_sha: str
     sha: str | None = None
     conflicts: list[str] = field(default_factory=list)
-    tree: str | None = None  # the merge commit's tree (read with ``sha``, in one command)
+    tree: str | None = None  # the merge commit's tree (read with ``sha``, by the reader)
 
 
 @dataclass

@@ -432,7 +432,7 @@ class Workspace:
         return self._settled_ref() or self.commit(self.base_ref())
 
     def base_and_settled(self) -> tuple[str, str]:
-        """Base's commit and ``settled``, read in one command."""
+        """Base's commit and ``settled``, read together (the reader: no command)."""
         found = self.commits_of(self.base_ref(), SETTLED_REF)
         return found[self.base_ref()], found.get(SETTLED_REF) or found[self.base_ref()]
 

@@ -89,7 +89,7 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
         notes += retire_worktree(ws, path)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
     checkpointed = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
-    found = ws.commits_of(local, remote, checkpointed)  # one command for the three
+    found = ws.commits_of(local, remote, checkpointed)  # through the reader: no command
     # Only a branch the origin no longer has can have been deleted there.
     gone = local in found and remote not in found
     dropped = drop_if_deleted_on_origin(ws, branch) if gone else None
@@ -556,7 +556,7 @@ def cleanup(
     """After a merge: the checkout goes (parked, see ``remove_worktree``), so do the local
     branch and (when pushing: the merge is then on the origin too) the remote branch and,
     with ``checkpointed`` (whether this attempt pushed a checkpoint), the task's checkpoint
-    (``drop_checkpoint``); the three refs are read in one command."""
+    (``drop_checkpoint``); the three refs are read through the clone's reader."""
     branch = ws.branch(task_id)
     local, remote = f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"
     fetched = f"{FETCHED_CHECKPOINTS}{slug(task_id)}"
