@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import git
-
 from bench import Result, table
 from tasks_lib.agents.base import Agent, Outcome, SessionRequest, SessionResult
+from tasks_lib.git import runner
 from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Task
@@ -82,21 +81,21 @@ def make_origin(tmp: Path, files: int, tasks: int) -> Path:
 
 
 class GitCount:
-    """The git commands tgflow starts: every one goes through GitPython's ``Git.execute``
-    (``tasks_lib.git.runner``); the agent's own run through ``subprocess`` and are not seen."""
+    """The git commands tgflow starts: every one goes through ``runner._execute``; the agent's
+    own do not and are not seen (nor is the clone's reader, one process for all nodes)."""
 
     def __init__(self) -> None:
         self.commands = 0
 
     @contextmanager
     def counting(self) -> Iterator[None]:
-        original = git.Git.execute
+        original = runner._execute
 
-        def execute(cmd: git.Git, *args: Any, **kwargs: Any) -> Any:
+        def execute(*args: Any) -> Any:
             self.commands += 1
-            return original(cmd, *args, **kwargs)
+            return original(*args)
 
-        with mock.patch.object(git.Git, "execute", execute):
+        with mock.patch.object(runner, "_execute", execute):
             yield
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import git as gitpython
 import pytest
 from helpers.gitrepos import branches, git, make_origin, write_files
 
-from tasks_lib.git import WorkspaceError, worktrees
+from tasks_lib.git import WorkspaceError, runner, worktrees
 from tasks_lib.git.base import commit_paths, merge
 from tasks_lib.git.locks import merge_lock_for, run_lock
 from tasks_lib.git.reconcile import reconcile
@@ -258,13 +257,13 @@ def test_a_rewritten_branch_replaces_its_backup_once_the_old_commits_are_rescued
 
 @contextmanager
 def counting() -> Iterator[list[list[str]]]:
-    """The git commands run inside (every one goes through GitPython's ``Git.execute``)."""
+    """The git commands run inside (every one goes through ``runner._execute``)."""
     commands: list[list[str]] = []
-    original = gitpython.Git.execute
+    original = runner._execute
 
-    def execute(cmd: gitpython.Git, command: list[str], *args: Any, **kwargs: Any) -> Any:
+    def execute(command: list[str], *args: Any) -> Any:
         commands.append(command)
-        return original(cmd, command, *args, **kwargs)
+        return original(command, *args)
 
-    with mock.patch.object(gitpython.Git, "execute", execute):
+    with mock.patch.object(runner, "_execute", execute):
         yield commands

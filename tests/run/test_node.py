@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import git as gitpython
 import pytest
 from helpers.gitrepos import branches, git, log, make_origin, push_change, show, task_md
 from helpers.workspaces import open_ws
 
 from tasks_lib.agents.process import pid_alive
 from tasks_lib.agents.scripted import ScriptedAgent
+from tasks_lib.git import runner
 from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.git.worktrees import start_task
@@ -507,17 +507,17 @@ def test_a_node_costs_few_git_commands(tmp_path: Path) -> None:
     settings = NodeSettings(sandbox="none", validate_commands=["true"])
     assert run(ws, "a", settings=settings).status == NodeStatus.COMPLETED
     commands: list[str] = []
-    original, me = gitpython.Git.execute, threading.get_ident()
+    original, me = runner._execute, threading.get_ident()
 
-    def execute(cmd: gitpython.Git, command: list[str], *args: Any, **kwargs: Any) -> Any:
+    def execute(command: list[str], *args: Any) -> Any:
         if threading.get_ident() == me:
             shown = [str(c) for c in command[1:]]
             while shown and shown[0] == "-c":
                 shown = shown[2:]
             commands.append(" ".join(shown[:2]))
-        return original(cmd, command, *args, **kwargs)
+        return original(command, *args)
 
-    with mock.patch.object(gitpython.Git, "execute", execute):
+    with mock.patch.object(runner, "_execute", execute):
         record = run(ws, "b", settings=settings)
 
     assert record.status == NodeStatus.COMPLETED, record.reason
