@@ -63,10 +63,12 @@ def change_base(
     ``cheap_redo``: ``edit`` costs little to do again (a merge with no validation to run).
     When the origin's base is, as far as this process can know, the commit it pushed there
     last (no other process takes turns on the merge lock), the fetch before the edit is
-    skipped: the push leases base at the commit the edit stood on, so an origin that moved
-    meanwhile (someone pushed, or forced it back) refuses it, and the edit is redone on the
-    fetched base like after any rejected push, which costs no more than the fetch saved."""
-    pre = ws.reset_to(_tracking(ws)) if push and cheap_redo and _known(ws) else ws.refresh(push)
+    skipped (and so is the reset of the worktree, when it is still as the last such edit left
+    it: ``Workspace.stand_on``): the push leases base at the commit the edit stood on, so an
+    origin that moved meanwhile (someone pushed, or forced it back) refuses it, and the edit
+    is redone on the fetched base like after any rejected push, which costs no more than the
+    fetch saved."""
+    pre = ws.stand_on(_tracking(ws)) if push and cheap_redo and _known(ws) else ws.refresh(push)
     fallback = f"refs/remotes/origin/{ws.base}" if push else pre
     try:
         if push:
@@ -82,6 +84,8 @@ def change_base(
         raise
     if change.reason is not None:
         ws.reset_to(fallback)
+    elif cheap_redo:  # a merge and a status commit: nothing else is left in the worktree
+        ws.mark_clean()
     if not change.settled:
         ws.settle()
     return change

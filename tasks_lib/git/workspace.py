@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 _PUSHED_TO_BASE: dict[Path, list[str]] = {}
 # The integration config's (inode, mtime, size) when its origin was last found right.
 _CONFIG_CHECKED: dict[Path, tuple[int, int, int]] = {}
+# Per clone: the commit its integration worktree was last left clean on by tgflow, with its
+# index's (inode, mtime, size) then (``mark_clean``; ``stand_on`` trusts it).
+_CLEAN_AT: dict[Path, tuple[str, tuple[int, int, int] | None]] = {}
 
 
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a commit id, SHA-1 or SHA-256
@@ -518,7 +521,28 @@ class Workspace:
         """Drop whatever the integration worktree holds (it is ours) and stand on ``ref``."""
         self.git(self.integration, "reset", "--quiet", "--hard", ref)
         self.git(self.integration, "clean", "-fdq")
-        return self.head()
+        return self.mark_clean()
+
+    def stand_on(self, ref: str) -> str:
+        """``reset_to``, without its two commands when the integration worktree is known to
+        be exactly at ``ref`` already: tgflow left it clean on that commit (``mark_clean``)
+        and no git has written its index since (git replaces the file: a new inode). Only
+        tgflow works there, under the merge lock; what anything else might leave (an
+        untracked file in a merge's way) fails that merge, and its failure resets."""
+        sha, head = self.commit(ref), self.head()
+        if sha == head and _CLEAN_AT.get(self.root) == (head, self._index_stamp()):
+            return head
+        return self.reset_to(ref)
+
+    def mark_clean(self) -> str:
+        """The integration worktree holds nothing but HEAD's commit (the caller knows: it
+        reset it, or committed all it changed there). Returns HEAD."""
+        head = self.head()
+        _CLEAN_AT[self.root] = (head, self._index_stamp())
+        return head
+
+    def _index_stamp(self) -> tuple[int, int, int] | None:
+        return _stamp(self.integration / ".git" / "index")
 
     # --- task files on base --------------------------------------------------------------
 

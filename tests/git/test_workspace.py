@@ -267,3 +267,21 @@ def counting() -> Iterator[list[list[str]]]:
 
     with mock.patch.object(runner, "_execute", execute):
         yield commands
+
+
+def test_standing_on_base_skips_the_reset_only_while_the_worktree_is_as_tgflow_left_it(
+    origin: Path, tmp_path: Path
+) -> None:
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    head = ws.reset_to(ws.base_ref())  # clean, as tgflow left it
+    with counting() as commands:
+        assert ws.stand_on(ws.base_ref()) == head
+    assert not any("reset" in command for command in commands)
+
+    (ws.integration / "stray.txt").write_text("left by someone\n")
+    git(ws.integration, "add", "stray.txt")  # git rewrote the index since
+    with counting() as commands:
+        assert ws.stand_on(ws.base_ref()) == head
+    assert any("reset" in command for command in commands)
+    assert not (ws.integration / "stray.txt").exists()
+    assert git(ws.integration, "status", "--porcelain") == ""
