@@ -81,8 +81,14 @@ def _show_at_commit(integration: Path, sha: str, rel: str) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _files_changed(integration: Path, base: str, sha: str) -> tuple[str, ...]:
-    out = run_git(integration, "diff", "--name-only", f"{base}...{sha}").out
+    out = run_git(integration, "diff", "--no-renames", "--name-only", f"{base}...{sha}").out
     return tuple(p for p in out.split("\n") if p)
+
+
+# (clone, a, b) -> whether commit a is an ancestor of commit b: a fact of the two commits,
+# never changed by what happens to refs (a node asks some twice: collecting, then merging).
+_ANCESTRY: dict[tuple[Path, str, str], bool] = {}
+_ANCESTRY_MAX = 4096
 
 
 def parse_identity(text: str) -> tuple[str, str] | None:
@@ -237,7 +243,9 @@ class Workspace:
 
         However many commits there are, one ``git log`` lists them (oldest first) with all
         they need and one ``interpret-trailers`` gives every message that lacks it the
-        trailer; then one ``commit-tree`` per commit rewritten."""
+        trailer; then one ``commit-tree`` per commit rewritten. (One ``commit --amend`` for
+        the usual single commit was measured no cheaper than the three: it reads and writes
+        the index.)"""
         base_sha = self.commit(self.base_ref())  # cwd borrows it
         # Commit, tree, parents, author, dates, trailer values, message.
         fields = "%x00".join(
@@ -257,12 +265,16 @@ class Workspace:
         # The one tip comes first in topological order, so last here; ``update-ref`` below
         # moves HEAD only from it.
         head = commits[-1][0]
+        values = [[v.strip() for v in info[7].split("\n")] for info in commits]
+        lacking_at = [n for n, found in enumerate(values) if task_id not in found]
+        if not lacking_at:
+            return 0
         with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
             files, lacking = [], []
             for n, info in enumerate(commits):
                 files.append(Path(tmp) / f"message-{n}")
                 files[-1].write_text(info[8].strip() + "\n", encoding="utf-8")
-                if task_id not in [v.strip() for v in info[7].split("\n")]:
+                if n in lacking_at:
                     lacking.append(str(files[-1]))
             if lacking:
                 self.git(cwd, "interpret-trailers", "--in-place", "--trailer", trailer, *lacking)
@@ -484,15 +496,38 @@ class Workspace:
         out = self.git(self.integration, "rev-list", "--reverse", ref, f"^{self.base_ref()}")
         return out.split()
 
-    def files_changed(self, ref: str) -> list[str]:
-        """Files ``ref`` changes relative to where it meets base (``A...B``: from their merge
-        base, as ``git merge-base`` finds it, in one command). Kept by the two commits: a
-        node asks again, unchanged, when it merges."""
-        base, sha = self.commit(self.base_ref()), self.commit(ref)
-        return list(_files_changed(self.integration, base, sha))
+    def files_changed(self, ref: str, base: str | None = None) -> list[str]:
+        """Files ``ref`` changes relative to where it meets base (``base``: base's commit,
+        when the caller has read it) (``A...B``: from their merge base, as ``git merge-base``
+        finds it, in one command; a file renamed counts under both names). Kept by the two
+        commits: a node asks again, unchanged, when it merges."""
+        base_sha, sha = base or self.commit(self.base_ref()), self.commit(ref)
+        return list(_files_changed(self.integration, base_sha, sha))
 
     def is_ancestor(self, a: str, b: str) -> bool:
-        return self.succeeds(self.integration, "merge-base", "--is-ancestor", a, b)
+        """Whether ``a``'s commit is ``b``'s or one of its ancestors (False when either names
+        no commit): the names read through the reader, the answer kept by the two commits."""
+        sha_a, sha_b = self.commit_of(a), self.commit_of(b)
+        if sha_a is None or sha_b is None:
+            return False
+        if sha_a == sha_b or sha_a in self._parents(sha_b):  # e.g. a session's one commit
+            return True
+        key = (self.root, sha_a, sha_b)
+        found = _ANCESTRY.get(key)
+        if found is None:
+            found = self.succeeds(self.integration, "merge-base", "--is-ancestor", sha_a, sha_b)
+            if len(_ANCESTRY) >= _ANCESTRY_MAX:
+                _ANCESTRY.clear()
+            _ANCESTRY[key] = found
+        return found
+
+    def _parents(self, sha: str) -> list[str]:
+        """The parents of commit ``sha``, from its object (the reader)."""
+        found = reader(self.integration).contents(sha)
+        if found is None or found[0] != "commit":
+            return []
+        header = found[1].split(b"\n\n", 1)[0].decode("ascii", "replace")
+        return [line[7:] for line in header.split("\n") if line.startswith("parent ")]
 
     def in_merge(self, cwd: Path) -> bool:
         return self.succeeds(cwd, "rev-parse", "-q", "--verify", "MERGE_HEAD")

@@ -483,18 +483,32 @@ def _remove(path: Path) -> None:
 
 
 def revert_paths(
-    ws: Workspace, cwd: Path, pathspecs: Sequence[str], message: str, base_sha: str | None = None
+    ws: Workspace,
+    cwd: Path,
+    pathspecs: Sequence[str],
+    message: str,
+    base_sha: str | None = None,
+    head_ref: str | None = None,
 ) -> list[str]:
     """Undo, in one commit, the branch's changes (since it left base) to the files these git
     pathspecs match (a folder, a file); returns those files. ``base_sha``: base's commit, when
-    the caller has read it."""
+    the caller has read it. ``head_ref``: a ref of tgflow's clone at the checkout's HEAD (its
+    task branch, just collected): the files are then picked from ``files_changed``, which the
+    node reads anyway, when every pathspec is a plain path (no pattern, no magic)."""
     if base_sha is None:
         base_sha = ws.commit(ws.base_ref())  # the checkout borrows it
-    # ``A...HEAD``: from their merge base, as ``git merge-base`` finds it.
-    diff = ws.git(
-        cwd, "diff", "--no-renames", "--name-only", f"{base_sha}...HEAD", "--", *pathspecs
-    )
-    changed = [p for p in diff.split("\n") if p]
+    plain = [_plain_path(spec) for spec in pathspecs]
+    if head_ref is not None and all(plain):
+        changed = [
+            f
+            for f in ws.files_changed(head_ref, base_sha)
+            if any(f == p or f.startswith(f"{p}/") for p in plain)
+        ]
+    else:  # ``A...HEAD``: from their merge base, as ``git merge-base`` finds it.
+        diff = ws.git(
+            cwd, "diff", "--no-renames", "--name-only", f"{base_sha}...HEAD", "--", *pathspecs
+        )
+        changed = [p for p in diff.split("\n") if p]
     if not changed:
         return []
     mb = ws.git(cwd, "merge-base", base_sha, "HEAD")
@@ -506,6 +520,15 @@ def revert_paths(
     ws.git(cwd, "commit", "--quiet", "--no-verify", "-m", message)
     collect(ws, cwd)
     return changed
+
+
+def _plain_path(spec: str) -> str | None:
+    """A pathspec that names a file or folder as it is (``.github/``, ``tasks``), as a path
+    relative to the top, or None when git would read more into it (a pattern, ``:`` magic)."""
+    path = spec.strip().removeprefix("./").rstrip("/")
+    if not path or path.startswith(("/", ":")) or any(c in path for c in "*?[]\\") or ".." in path:
+        return None
+    return path
 
 
 def push_branch(ws: Workspace, task_id: str) -> tuple[bool, str]:

@@ -64,7 +64,7 @@ def develop(node: Node, needs_agent: bool) -> None:
     revert_protected_paths(node, base_sha)
     # A branch that changes files holds commits not on base; only one that changes none is
     # asked for its commits.
-    changed = ws.files_changed(node.branch_ref)
+    changed = ws.files_changed(node.branch_ref, base_sha)
     if not changed and not ws.commits_ahead(node.branch_ref):
         raise NodeFailed(
             NodeStatus.FAILED, "the agent finished without making any change", Cause.NO_CHANGE
@@ -287,7 +287,9 @@ def _session(node: Node, text: str) -> SessionResult:
     refused = node.no_more_sessions()
     if refused:
         raise NodeFailed(NodeStatus.FAILED, refused, Cause.BUDGET)
-    author, before = agent_author(node), node.ws.head(wt)
+    # Where the checkout stands: its task branch, collected after every change made there
+    # (read through the clone's reader; a branch not collected yet is asked of the checkout).
+    author, before = agent_author(node), node.ws.commit_of(node.branch_ref) or node.ws.head(wt)
     with checkpointing(node):  # the work reaches the origin while the agent works
         result = node.agent.run(
             SessionRequest(
@@ -338,6 +340,7 @@ def revert_protected_paths(node: Node, base_sha: str | None = None) -> None:
         [s.tasks_dir, CONFIG_FILE, *s.protected_paths],
         trailed(node, f"tgflow: revert the agent's edits to protected paths for {node.task.id}"),
         base_sha,
+        head_ref=node.branch_ref,  # collected: the checkout's HEAD
     )
     if reverted:
         node.record.notes.append(

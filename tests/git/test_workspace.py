@@ -285,3 +285,35 @@ def test_standing_on_base_skips_the_reset_only_while_the_worktree_is_as_tgflow_l
     assert any("reset" in command for command in commands)
     assert not (ws.integration / "stray.txt").exists()
     assert git(ws.integration, "status", "--porcelain") == ""
+
+
+def test_is_ancestor_answers_as_git_does_for_parents_merges_and_strangers(
+    origin: Path, tmp_path: Path
+) -> None:
+    """A parent is read from the commit itself, any other answer is git's, kept by the two
+    commits: a ref that moves after is asked again, by its new commit."""
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    base = ws.head()
+    wt = worktrees.start_task(ws, "a").path
+    for n in range(3):
+        (wt / f"{n}.txt").write_text(f"{n}\n")
+        git(wt, "add", "-A")
+        git(wt, "commit", "-qm", f"c{n}")
+    worktrees.collect(ws, wt)
+    c0, c1, c2 = git(
+        ws.integration, "rev-list", "--reverse", "refs/heads/tgflow/a", f"^{base}"
+    ).split()
+    git(
+        ws.integration,
+        "update-ref",
+        "refs/tgflow/stranger",
+        git(ws.integration, "commit-tree", "-m", "x", f"{base}^{{tree}}"),
+    )
+
+    assert ws.is_ancestor(base, c0) and ws.is_ancestor(c0, c1)  # parents
+    assert ws.is_ancestor(base, "refs/heads/tgflow/a") and ws.is_ancestor(c2, c2)
+    assert not ws.is_ancestor(c2, c0) and not ws.is_ancestor(c1, c0)
+    assert not ws.is_ancestor("refs/tgflow/stranger", c2)
+    assert not ws.is_ancestor("refs/tgflow/none", c2)
+    git(ws.integration, "update-ref", "refs/heads/tgflow/a", c0)
+    assert not ws.is_ancestor(c1, "refs/heads/tgflow/a")  # the ref moved: its new commit

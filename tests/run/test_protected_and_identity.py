@@ -223,3 +223,38 @@ def test_the_default_author_names_the_model_the_agent_runs_with(tmp_path: Path) 
     # the task's own model wins, as it does for the session
     assert author(claude, with_model(plain, "m2"))[0] == "claude agent (model m2)"
     assert author(AgentSettings(preset="claude"), plain)[0] == "claude agent"
+
+
+def test_protected_patterns_and_files_renamed_out_of_a_protected_folder_are_reverted(
+    tmp_path: Path,
+) -> None:
+    """A pattern (``docs/*.md``) is matched by git, as in any pathspec; a plain folder is
+    matched by tgflow from the files the branch changes, a file moved out of it counting
+    under its old name too."""
+    origin = make_origin(
+        tmp_path,
+        {
+            ".github/workflows/ci.yml": CI,
+            "docs/keep.md": "original docs\n",
+            "docs/notes.txt": "notes\n",
+            "tasks/a.md": task_md(
+                "a",
+                steps=[
+                    write("a.txt", "a\n"),
+                    write("docs/keep.md", "weakened\n"),
+                    write("docs/notes.txt", "better notes\n"),
+                    {"run": "git mv .github/workflows/ci.yml ci-moved.yml"},
+                ],
+            ),
+        },
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    settings = NodeSettings(protected_paths=[".github/", "docs/*.md"])
+
+    record = run(ws, "a", settings)
+
+    assert record.status == NodeStatus.COMPLETED, record.reason
+    assert show(origin, "docs/keep.md") == "original docs"
+    assert show(origin, "docs/notes.txt") == "better notes"  # not matched: the agent's
+    assert show(origin, ".github/workflows/ci.yml") == CI.strip()
+    assert show(origin, "a.txt") == "a"
