@@ -228,11 +228,10 @@ def _reuse(ws: Workspace, branch: str, path: Path, staged: Path) -> None:
     branch, every file that differs rewritten and every other one removed. It becomes
     ``path`` only then: a run killed half-way leaves nothing a later run would take for a
     checkout with work to save."""
-    _clone(ws, branch, path, files=staged)
-    run_git(staged, "reset", "--quiet")  # the index from HEAD; refreshing it hashes the files
+    _clone(ws, branch, path, files=staged)  # the index from the branch: the files hashed
     run_git(staged, "clean", "-ffdxq")
     run_git(staged, "reset", "--quiet", "--hard")
-    (git_dir_of(path) / "ORIG_HEAD").unlink()  # the resets' own, not the task's
+    (git_dir_of(path) / "ORIG_HEAD").unlink(missing_ok=True)  # the reset's own, not the task's
     left = run_git(staged, "status", "--porcelain", "--ignored", "--untracked-files=all").out
     if left:
         raise WorkspaceError(f"files of the previous task are still there: {left[:200]}")
@@ -281,23 +280,29 @@ def _sane_head(git_dir: Path) -> bool:
 def _clone(ws: Workspace, branch: str, path: Path, files: Path | None = None) -> None:
     """The agent's own repository: borrows the clone's objects, holds only the task branch,
     has no remote (nothing to push to) and a config tgflow wrote (restored after a session).
-    ``files``: a spare's, to become ``path`` (``_reuse``); git then clones beside them,
-    checking nothing out, and only its git dir is kept."""
-    git_dir = git_dir_of(path)
+    ``files``: a spare's, to become ``path`` (``_reuse``): only its index is read then, from
+    the branch, and no file is written.
+
+    What ``git clone --shared`` would make, less its remote, in two commands where the clone
+    and the removal of its remote took three (about 10 ms less per checkout): a new
+    repository on the branch's name, the clone's objects borrowed (``info/alternates``, as
+    ``--shared`` writes it), its objects never collected (``gc.auto = 0``: they must stay
+    where tgflow fetches them from), then a reset onto the branch's commit."""
+    git_dir, worktree = git_dir_of(path), files or path
     git_dir.parent.mkdir(parents=True, exist_ok=True)
-    into = files.with_name("clone") if files else path
-    into.parent.mkdir(parents=True, exist_ok=True)
+    worktree.mkdir(parents=True, exist_ok=True)
+    sha = ws.commit(f"refs/heads/{branch}")
     run_git(
-        into.parent, "clone", "--quiet", *(["--no-checkout"] if files else []), "--shared",
-        "--no-tags", "--single-branch", "--branch", branch, "--separate-git-dir", str(git_dir),
-        "--config", "gc.auto=0",  # its objects must stay where tgflow fetches them
-        str(ws.integration), str(into),
+        worktree, "init", "--quiet", "--initial-branch", branch, "--separate-git-dir",
+        str(git_dir), ".",
     )  # fmt: skip
-    worktree = files or path
-    if files:
-        shutil.rmtree(into)
+    objects = ws.integration.resolve() / ".git" / "objects"
+    (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
+    (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n", encoding="utf-8")
+    with (git_dir / "config").open("a", encoding="utf-8") as config:
+        config.write("[gc]\n\tauto = 0\n")
     (worktree / ".git").write_text(link_text(path), encoding="utf-8")
-    run_git(worktree, "remote", "remove", "origin")
+    run_git(worktree, "reset", "--quiet", *([] if files else ["--hard"]), sha)
     exclude = git_dir / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     exclude.write_text(f"/{SAFE_EXIT_DIR}/\n", encoding="utf-8")
