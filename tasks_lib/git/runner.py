@@ -1,6 +1,6 @@
 """The one way tgflow runs git, so every command gets the same environment and the same errors.
 
-``subprocess`` runs them (stdin closed, or a file holding ``input``), in a folder that must
+``subprocess`` runs them (stdin closed, or fed ``input``), in a folder that must
 exist (GitPython's ``Git.execute``, used before, ran a command whose folder was gone in the
 process's own folder instead, which may be a person's repository) and, with a timeout, in a
 process group of their own, killed whole when it passes. A command costs what git costs
@@ -24,12 +24,11 @@ import functools
 import os
 import signal
 import subprocess
-import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tasks_lib.git import WorkspaceError
 
@@ -95,18 +94,17 @@ def run_git(
     """Run ``git args`` in ``cwd``. ``identity`` (name, email) is passed per command and never
     written to any config; ``check`` raises ``GitError`` on a non-zero exit. A timeout always
     raises (``GitTimeout``): there is no exit status to hand back. ``input`` is the command's
-    standard input (``update-ref --stdin``: many ref changes in one command), from a file so
-    that no amount of it can block on a pipe."""
+    standard input (``update-ref --stdin``: many ref changes in one command)."""
     prefix = (
         ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"] if identity else []
     )
     # git may look at cwd itself but never above it (a ceiling is never entered).
     ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(cwd).resolve().parent)}
     argv = ["git", *PINNED, *prefix, *args]
+    full = {**os.environ, **ENV, **ceiling, **(env or {})}
+    data = None if input is None else input.encode("utf-8")
     try:
-        with _stdin(input) as stdin:
-            full = {**os.environ, **ENV, **ceiling, **(env or {})}
-            status, out, err = _execute(argv, Path(cwd), full, stdin, timeout_s)
+        status, out, err = _execute(argv, Path(cwd), full, data, timeout_s)
     except subprocess.TimeoutExpired:
         raise GitTimeout(list(args), cwd, timeout_s or 0) from None
     except (FileNotFoundError, NotADirectoryError):
@@ -118,24 +116,26 @@ def run_git(
 
 
 def _execute(
-    argv: list[str], cwd: Path, env: dict[str, str], stdin: BinaryIO | None, timeout_s: float | None
+    argv: list[str], cwd: Path, env: dict[str, str], input: bytes | None, timeout_s: float | None
 ) -> tuple[int, str, str]:
-    """One command, to its end: (exit status, stdout, stderr). Past ``timeout_s`` its whole
-    process group is killed (git's helpers too: a remote helper, an ssh) and
-    ``TimeoutExpired`` raised. A missing ``cwd`` raises ``FileNotFoundError``."""
+    """One command, to its end: (exit status, stdout, stderr). ``input`` is written to its
+    standard input while its output is read (``communicate``: no size of either blocks),
+    else stdin is closed. Past ``timeout_s`` its whole process group is killed (git's
+    helpers too: a remote helper, an ssh) and ``TimeoutExpired`` raised. A missing ``cwd``
+    raises ``FileNotFoundError``."""
     if not cwd.is_dir():
         raise FileNotFoundError(cwd)
     with subprocess.Popen(
         argv,
         cwd=cwd,
         env=env,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=timeout_s is not None,
     ) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout_s)
+            out, err = proc.communicate(input, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -143,18 +143,6 @@ def _execute(
             raise
     decode = functools.partial(bytes.decode, encoding="utf-8", errors="surrogateescape")
     return proc.returncode, decode(out), decode(err)
-
-
-@contextlib.contextmanager
-def _stdin(text: str | None) -> Iterator[BinaryIO | None]:
-    """None (stdin closed), or an unlinked file holding ``text``."""
-    if text is None:
-        yield None
-        return
-    with tempfile.TemporaryFile() as f:
-        f.write(text.encode("utf-8"))
-        f.seek(0)
-        yield f
 
 
 class ObjectReader:
@@ -167,10 +155,14 @@ class ObjectReader:
     ``packed-refs`` is checked against its stat) and looks again for an object it does not
     find (a pack fetched since). One request at a time (the node threads share it); a
     reader found dead, inherited by a forked child, or left reading a repository that was
-    deleted and made again at its path (its ``.git`` is another file now), is replaced."""
+    deleted and made again at its path (its ``.git`` is another file now), is replaced. That
+    last is looked for only when the reader finds nothing: a reader of a deleted repository
+    finds none of its refs or loose objects, and an object it still finds in a pack it holds
+    open is that object (its id is its contents), so a stat per answer would buy nothing."""
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
+        self._git_dir = Path(cwd) / ".git"
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0
@@ -178,58 +170,66 @@ class ObjectReader:
 
     def info(self, name: str) -> tuple[str, str] | None:
         """(object id, type) of what ``name`` (any revision expression) names, or None."""
-        found = self._ask("info", name)
-        return None if found is None else found[:2]
+        return self.infos([name])[0]
+
+    def infos(self, names: list[str]) -> list[tuple[str, str] | None]:
+        """``info`` of each name, all in one round trip to the reader."""
+        return [None if f is None else f[:2] for f in self._ask([("info", n) for n in names])]
 
     def contents(self, name: str) -> tuple[str, bytes] | None:
         """(type, bytes) of the object ``name`` names, or None."""
-        found = self._ask("contents", name)
+        found = self._ask([("contents", name)])[0]
         return None if found is None else (found[1], found[2])
 
     def close(self) -> None:
         with self._lock:
             self._stop()
 
-    def _ask(self, command: str, name: str) -> tuple[str, str, bytes] | None:
-        if "\n" in name or not name:  # one request per line: such a name is no object's
-            return None
+    def _ask(self, requests: list[tuple[str, str]]) -> list[tuple[str, str, bytes] | None]:
+        """The answers to (command, name) requests, sent together (``--buffer``: git answers
+        at the ``flush``)."""
+        # One request per line: a name with a newline (or none) is no object's.
+        asked = [(c, n) for c, n in requests if n and "\n" not in n]
         with self._lock:
-            for _ in range(2):  # a reader that died (killed, its repository moved) once more
+            for attempt in range(2):  # a reader that died (killed, its repository moved) again
                 proc = self._started()
                 assert proc.stdin is not None and proc.stdout is not None
                 try:
-                    proc.stdin.write(f"{command} {name}\n".encode())
+                    lines = "".join(f"{command} {name}\n" for command, name in asked)
+                    proc.stdin.write(f"{lines}flush\n".encode())
                     proc.stdin.flush()
-                    header = proc.stdout.readline()
-                    if not header:
-                        raise BrokenPipeError
-                    line = header.decode().rstrip("\n")
-                    if line.endswith((" missing", " ambiguous")):  # "<name> missing"
-                        return None
-                    sha, kind, size = line.split(" ")
-                    data = b""
-                    if command == "contents":
-                        data = proc.stdout.read(int(size) + 1)  # and its newline
-                        if len(data) != int(size) + 1:
-                            raise BrokenPipeError
-                    return sha, kind, data[:-1]
+                    answers = [self._answer(proc.stdout, command) for command, _ in asked]
+                    if None in answers and attempt == 0 and _identity(self._git_dir) != self._repo:
+                        raise BrokenPipeError  # reading a repository since replaced
+                    found = dict(zip(asked, answers, strict=True))
+                    return [found.get(request) for request in requests]
                 except (OSError, ValueError):
                     self._stop()
             raise GitError(["cat-file", "--batch-command"], self.cwd, -1, "the reader died")
 
+    @staticmethod
+    def _answer(out: IO[bytes], command: str) -> tuple[str, str, bytes] | None:
+        header = out.readline()
+        if not header:
+            raise BrokenPipeError
+        line = header.decode().rstrip("\n")
+        if line.endswith((" missing", " ambiguous")):  # "<name> missing"
+            return None
+        sha, kind, size = line.split(" ")
+        data = b""
+        if command == "contents":
+            data = out.read(int(size) + 1)  # and its newline
+            if len(data) != int(size) + 1:
+                raise BrokenPipeError
+        return sha, kind, data[:-1]
+
     def _started(self) -> subprocess.Popen[bytes]:
-        repo = _identity(Path(self.cwd) / ".git")
-        if (
-            self._proc is None
-            or self._proc.poll() is not None
-            or self._pid != os.getpid()
-            or self._repo != repo
-        ):
+        if self._proc is None or self._proc.poll() is not None or self._pid != os.getpid():
             self._stop()
-            self._proc, self._pid, self._repo = None, os.getpid(), repo
+            self._proc, self._pid, self._repo = None, os.getpid(), _identity(self._git_dir)
             ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(self.cwd).resolve().parent)}
             self._proc = subprocess.Popen(
-                ["git", *PINNED, "cat-file", "--batch-command"],
+                ["git", *PINNED, "cat-file", "--batch-command", "--buffer"],
                 cwd=self.cwd,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -406,8 +406,8 @@ class Workspace:
     def commits_of(self, *refs: str) -> dict[str, str]:
         """``commit_of`` for several full ref names (``refs/...``): the ones that name a
         commit, with it."""
-        found = {ref: self.commit_of(ref) for ref in refs}
-        return {ref: sha for ref, sha in found.items() if sha is not None}
+        found = reader(self.integration).infos([f"{ref}^{{commit}}" for ref in refs])
+        return {ref: each[0] for ref, each in zip(refs, found, strict=True) if each is not None}
 
     def tree_of(self, ref: str) -> str:
         """The tree of the commit ``ref`` names (``git rev-parse ref^{tree}``)."""
@@ -507,9 +507,10 @@ class Workspace:
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether ``a``'s commit is ``b``'s or one of its ancestors (False when either names
         no commit): the names read through the reader, the answer kept by the two commits."""
-        sha_a, sha_b = self.commit_of(a), self.commit_of(b)
-        if sha_a is None or sha_b is None:
+        named = reader(self.integration).infos([f"{a}^{{commit}}", f"{b}^{{commit}}"])
+        if named[0] is None or named[1] is None:
             return False
+        sha_a, sha_b = named[0][0], named[1][0]
         if sha_a == sha_b or sha_a in self._parents(sha_b):  # e.g. a session's one commit
             return True
         key = (self.root, sha_a, sha_b)

@@ -61,3 +61,21 @@ def test_a_reader_that_died_or_whose_repository_was_made_again_is_replaced(
     again = _repo(repo)
     assert reader.info("HEAD") == (again, "commit")
     reader.close()
+
+
+def test_several_names_are_answered_in_one_round_trip_in_the_order_asked(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    head = _repo(repo)
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    reader = ObjectReader(repo)
+    assert reader.infos(["refs/heads/none", "HEAD", "bad\nname", "", "HEAD^{tree}", "HEAD"]) == [
+        None,
+        (head, "commit"),
+        None,
+        None,
+        (tree, "tree"),
+        (head, "commit"),
+    ]
+    assert reader.infos([]) == []
+    assert reader.contents("HEAD:a.txt") == ("blob", b"one\n")  # the stream still in step
+    reader.close()
