@@ -134,8 +134,10 @@ class NodeSettings(BaseModel):
         "limit per repository, created when the run starts). Git refusing a stale push "
         "stays the final arbiter either way.",
     )
+    # 8, not 4: at 4, 40 branches need 10 validations or more, which at 5 s each is about
+    # the run's lower bound already (bench/integration_bench.py): the queue was the bottleneck.
     merge_batch: int = Field(
-        4,
+        8,
         ge=1,
         description="Branches waiting to land that are merged and validated together (bisected "
         "when the validation fails, so only the culprits go back); 1: one at a time.",
