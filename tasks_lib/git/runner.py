@@ -103,12 +103,12 @@ def run_git(
     argv = ["git", *PINNED, *prefix, *args]
     full = {**os.environ, **ENV, **ceiling, **(env or {})}
     data = None if input is None else input.encode("utf-8")
+    if not Path(cwd).is_dir():  # never run where the process stands instead
+        raise GitError(list(args), cwd, 128, f"no such folder: {cwd}")
     try:
         status, out, err = _execute(argv, Path(cwd), full, data, timeout_s)
     except subprocess.TimeoutExpired:
         raise GitTimeout(list(args), cwd, timeout_s or 0) from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise GitError(list(args), cwd, 128, f"no such folder: {cwd}") from None
     result = GitResult(status, out.strip(), err.strip())
     if check and result.status != 0:
         raise GitError(list(args), cwd, result.status, result.output)
@@ -121,10 +121,7 @@ def _execute(
     """One command, to its end: (exit status, stdout, stderr). ``input`` is written to its
     standard input while its output is read (``communicate``: no size of either blocks),
     else stdin is closed. Past ``timeout_s`` its whole process group is killed (git's
-    helpers too: a remote helper, an ssh) and ``TimeoutExpired`` raised. A missing ``cwd``
-    raises ``FileNotFoundError``."""
-    if not cwd.is_dir():
-        raise FileNotFoundError(cwd)
+    helpers too: a remote helper, an ssh) and ``TimeoutExpired`` raised."""
     with subprocess.Popen(
         argv,
         cwd=cwd,

@@ -270,14 +270,11 @@ class Workspace:
         if not lacking_at:
             return 0
         with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
-            files, lacking = [], []
-            for n, info in enumerate(commits):
-                files.append(Path(tmp) / f"message-{n}")
-                files[-1].write_text(info[8].strip() + "\n", encoding="utf-8")
-                if n in lacking_at:
-                    lacking.append(str(files[-1]))
-            if lacking:
-                self.git(cwd, "interpret-trailers", "--in-place", "--trailer", trailer, *lacking)
+            files = [Path(tmp) / f"message-{n}" for n in range(len(commits))]
+            for message_file, info in zip(files, commits, strict=True):
+                message_file.write_text(info[8].strip() + "\n", encoding="utf-8")
+            lacking = [str(files[n]) for n in lacking_at]
+            self.git(cwd, "interpret-trailers", "--in-place", "--trailer", trailer, *lacking)
             for message_file, info in zip(files, commits, strict=True):
                 sha, tree, parents, name, email, authored, committed = info[:7]
                 new_parents = [rewritten.get(p, p) for p in parents.split()]
