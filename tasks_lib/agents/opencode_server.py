@@ -291,7 +291,7 @@ class OpenCodeServerAgent(Agent):
                         api, session, events, request, started, server=server
                     )
             except BaseException:
-                self._abort(api, session, events)  # never leave a session running behind us
+                self._abort(api, session)  # never leave a session running behind us
                 raise
             finally:
                 for text in request.inbox.take():
@@ -345,10 +345,10 @@ class OpenCodeServerAgent(Agent):
             for text in request.inbox.take():
                 self._tell(api, session, request, text)
             if request.cancel.is_set():
-                self._abort(api, session, events)
+                self._abort(api, session)
                 return Outcome.CANCELLED, "cancelled"
             if now - started > timeout_s:
-                self._abort(api, session, events)
+                self._abort(api, session)
                 return Outcome.TIMED_OUT, f"{self.name}: no result within {timeout_s:g} s"
             if event is None:
                 if server.exited():
@@ -356,7 +356,7 @@ class OpenCodeServerAgent(Agent):
                     return Outcome.FAILED, f"opencode serve exited during the session:\n{tail}"
                 if now - last_event > idle_s:
                     if nudged:
-                        self._abort(api, session, events)
+                        self._abort(api, session)
                         reason = f"no events for {idle_s:g} s, also after a follow-up prompt"
                         return Outcome.STALLED, f"{self.name}: {reason}"
                     # Recovery first, as a person would: stop the stuck turn, say continue.
@@ -390,12 +390,12 @@ class OpenCodeServerAgent(Agent):
                 self._prompt(api, session, request, NUDGE)
                 self._say(session, request, f"tgflow: sent follow-up prompt: {NUDGE}")
             if session.tally.limit is not None:  # it would wait for the reset, holding us
-                self._abort(api, session, events)
+                self._abort(api, session)
                 return Outcome.LIMITED, (
                     f"usage limit of {self.provider}: {session.tally.limit.message}"
                 )
             if session.tally.provider_retries > self.settings.max_provider_retries:
-                self._abort(api, session, events)
+                self._abort(api, session)
                 return Outcome.FAILED, (
                     f"provider error, retried {session.tally.provider_retries}x: "
                     f"{session.retry_message}"
@@ -467,21 +467,19 @@ class OpenCodeServerAgent(Agent):
         session.log.append(line)
         request.on_line(line)
 
-    def _abort(
-        self, api: httpx.Client, session: _Session, events: queue.Queue[dict[str, Any]]
-    ) -> None:
-        """Abort and wait (briefly) for the session to go idle: never leave it busy."""
+    def _abort(self, api: httpx.Client, session: _Session) -> None:
+        """Abort and wait (briefly) until the server no longer counts the session busy: one left
+        running would go on editing a worktree that is about to be cleaned or reused. The
+        server's status, not the idle event, is the test: under load the event can come first."""
         with contextlib.suppress(httpx.HTTPError):
             api.post(f"/session/{session.id}/abort")
         deadline = time.monotonic() + ABORT_SETTLE_S
         while time.monotonic() < deadline:
-            try:
-                event = events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            props = event.get("properties") or {}
-            if event.get("type") == "session.idle" and _session_of(props) == session.id:
-                return
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                status = api.get("/session/status").json().get(session.id) or {}
+                if status.get("type", "idle") == "idle":
+                    return
+            time.sleep(0.2)
 
     def _read_messages(self, api: httpx.Client, session: _Session) -> None:
         """Tokens, cost and the verdict from the stored messages (the source of truth)."""

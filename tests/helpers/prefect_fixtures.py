@@ -95,7 +95,9 @@ def artifact(flow_run_id: UUID, key: str) -> Any:
 
 
 def task_run_logs(task_run_id: UUID, timeout_s: float = 15.0) -> list[str]:
-    """The task run's log messages on the server (logs arrive in batches: poll briefly)."""
+    """The ended task run's log messages on the server. Logs arrive in batches, so a first
+    answer may hold only part of them: poll until the engine's last line ("Finished in state
+    ...") is there."""
     import time
 
     from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
@@ -107,8 +109,9 @@ def task_run_logs(task_run_id: UUID, timeout_s: float = 15.0) -> list[str]:
                 log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id]))
             )
         )
-        if logs or time.monotonic() > deadline:
-            return [log.message for log in logs]
+        messages = [log.message for log in logs]
+        if any(m.startswith("Finished in state") for m in messages) or time.monotonic() > deadline:
+            return messages
         time.sleep(0.5)
 
 

@@ -163,7 +163,10 @@ def counting_script(marks: Path, task_id: str, *extra: str) -> str:
     name = task_id.replace("/", "-")
     lines = [
         f'- run: "echo session >> {marks}/{name}.sessions"',
-        f"- run: \"python3 -c 'import os; print(os.getpgrp())' > {marks}/{name}.pgid\"",
+        # written aside and moved in: a reader never sees the file empty (the shell creates it
+        # before python has started, seconds before on a loaded machine)
+        f"- run: \"python3 -c 'import os; print(os.getpgrp())' > {marks}/{name}.tmp"
+        f' && mv {marks}/{name}.tmp {marks}/{name}.pgid"',
         f'- write: {{path: "out/{name}.txt", content: "{task_id} done\\n"}}',
         *extra,
     ]
