@@ -63,21 +63,30 @@ class FairLock:
         with self._changed:
             return sum(len(q) for q in self._queues)
 
-    def acquire(self, *, priority: bool = False) -> None:
+    def acquire(self, *, priority: bool = False, on_wait: Callable[[], None] | None = None) -> None:
+        """Take the lock in turn. ``on_wait`` runs first when the lock cannot be taken at once
+        (held, or others are ahead), the thread keeping its place in the queue meanwhile:
+        for what must be done before a wait of unknown length, and only then."""
         me, queue = object(), self._queues[0 if priority else 1]
         with self._changed:
             if self._holder == threading.get_ident():
                 raise RuntimeError("this thread already holds the merge lock (it is not reentrant)")
             queue.append(me)
-            try:
+            must_wait = self._holder is not None or self._next() is not me
+        try:
+            if must_wait and on_wait is not None:
+                on_wait()
+            with self._changed:
                 while self._holder is not None or self._next() is not me:
                     self._changed.wait()
-            except BaseException:  # interrupted while queued: leave the queue to the others
-                queue.remove(me)
+                queue.popleft()
+                self._holder = threading.get_ident()
+        except BaseException:  # interrupted while queued: leave the queue to the others
+            with self._changed:
+                if me in queue:
+                    queue.remove(me)
                 self._changed.notify_all()
-                raise
-            queue.popleft()
-            self._holder = threading.get_ident()
+            raise
         if self._across is not None:
             held = self._across()
             try:

@@ -33,6 +33,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.develop import (
     agent_author,
+    back_up_deferred,
     backup_branch,
     has_markers,
     merge_base_into_branch,
@@ -66,9 +67,10 @@ def integrate(node: Node) -> None:
     doc), its branch then landing alone."""
     ws, rec, rounds = node.ws, node.record, node.settings.conflict_rounds
     node.on_slot(False)  # waiting to merge needs no agent: another node may start meanwhile
-    merge_queue(ws).land(node, node.settings.merge_batch, serve)
+    merge_queue(ws).land(node, node.settings.merge_batch, serve, before_wait=back_up_deferred)
     if _landed(node):
         return _clean_up(node)
+    back_up_deferred(node)  # a conflict: resolving it takes a session
     for round_ in range(1, rounds + 1):
         node.on_slot(True)
         if round_ < rounds:

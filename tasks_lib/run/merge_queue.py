@@ -78,6 +78,7 @@ def land_batch(items: Sequence[T], trial: Callable[[Sequence[T]], Trial[T]]) -> 
 @dataclass
 class _Ticket(Generic[T]):
     item: T
+    queued: bool = False
     served: bool = False
     error: BaseException | None = None
 
@@ -101,15 +102,32 @@ class MergeQueue(Generic[T]):
         with self._guard:
             return len(self._waiting)
 
-    def land(self, item: T, cap: int, serve: Callable[[list[T]], None]) -> None:
+    def land(
+        self,
+        item: T,
+        cap: int,
+        serve: Callable[[list[T]], None],
+        before_wait: Callable[[T], None] | None = None,
+    ) -> None:
         """Queue ``item``; whoever holds the lock calls ``serve`` with up to ``cap`` waiting
         items, oldest first (``serve`` records each item's outcome on the item). An error
-        ``serve`` raises reaches every item of its batch."""
+        ``serve`` raises reaches every item of its batch. ``before_wait(item)`` runs when the
+        item must wait for the lock, before it joins the queue (so nobody serves it while
+        that runs)."""
         ticket: _Ticket[T] = _Ticket(item)
-        with self._guard:
-            self._waiting.append(ticket)
+
+        def join(waits: bool) -> None:
+            if waits and before_wait is not None:
+                before_wait(item)
+            with self._guard:
+                self._waiting.append(ticket)
+                ticket.queued = True
+
         try:
-            with self._lock:
+            self._lock.acquire(on_wait=lambda: join(True))
+            try:
+                if not ticket.queued:  # the lock was free: the item is served now
+                    join(False)
                 while not ticket.served:
                     with self._guard:
                         size = min(cap, len(self._waiting))
@@ -122,6 +140,8 @@ class MergeQueue(Generic[T]):
                     finally:
                         for t in batch:
                             t.served = True
+            finally:
+                self._lock.release()
         finally:
             with self._guard:
                 if ticket in self._waiting:  # interrupted while queued: not served, not waiting

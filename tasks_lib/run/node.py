@@ -23,7 +23,14 @@ from tasks_lib.graph.taskfile import Status, Task
 from tasks_lib.run.approval import ApprovalRequest, Approver, approval_rule
 from tasks_lib.run.budget import Ledger, task_budget
 from tasks_lib.run.config import NodeSettings
-from tasks_lib.run.develop import backup_branch, develop, prompt_context, trailed
+from tasks_lib.run.develop import (
+    back_up_deferred,
+    backup_branch,
+    backup_rides_with_base,
+    develop,
+    prompt_context,
+    trailed,
+)
 from tasks_lib.run.integrate import integrate
 from tasks_lib.run.node_state import Node, NodeFailed, failure_note
 from tasks_lib.run.records import Cause, NodeRecord, NodeStatus
@@ -157,15 +164,17 @@ def _run(
     node.worktree = checkout.path
     rec.notes += checkout.notes
     node.context = prompt_context(node, on_main, summaries, checkout.resumed)
+    why = approval_rule(node.task, node.settings.approve_when) if approve else None
+    node.defer_backup = backup_rides_with_base(node, asks=why is not None)
     # A kept branch goes back to the agent (never merely re-validated: the task file may have
     # been fixed since), its commits and the last failure in the prompt; except the retry of
     # an attempt that only lost a merge race: its work was fine, it only needs merging again.
     develop(node, not (checkout.resumed and previous_cause is Cause.CONFLICT))
     if stop_after_develop:
+        back_up_deferred(node)  # a node that stops keeps its work on the origin
         rec.status = NodeStatus.CANCELLED
         rec.reason = "stopped after develop (as if the run were killed); the branch is kept"
         return
-    why = approval_rule(node.task, node.settings.approve_when) if approve else None
     if approve is not None and why is not None:
         _ask(node, approve, why)
     integrate(node)

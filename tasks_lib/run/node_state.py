@@ -92,6 +92,8 @@ class Node:
     start_base: str | None = None  # the settled base the attempt started from
     checkpoints: int = 0  # pushes of the session's work to the origin (``run/checkpoints``)
     backed_up: bool = False  # this attempt pushed the branch to the origin (``backup_branch``)
+    # The branch reaches the origin with base, not before it (``develop.backup_rides_with_base``)
+    defer_backup: bool = False
     context: PromptContext | None = None
     validated_tree: str | None = None  # the tree the last passing validation on the branch saw
     landing: Landing | None = None  # how the merge queue served the branch, once it has

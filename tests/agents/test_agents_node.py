@@ -158,8 +158,10 @@ def test_three_node_graph_on_one_server_two_sessions_at_once(fake: FakeModel, tm
     settings = NodeSettings(idle_timeout_s=30.0)
     records: dict[str, NodeRecord] = {}
     with server_for(fake) as agent:
-        # a and b are independent: both sessions run at once on the one server.
-        fake.reset(script("opencode", "shared.txt"))
+        # a and b are independent: both sessions run at once on the one server (the first
+        # model request of each is answered only once both have arrived, or after a minute).
+        first, *rest = script("opencode", "shared.txt")
+        fake.reset([{**first, "meet": 2}, *rest])
         threads = [
             threading.Thread(target=lambda t=t: records.update({t: run(ws, t, agent, settings)}))
             for t in ("a", "b")

@@ -11,6 +11,9 @@ Anthropic Messages (Claude Code) and OpenAI Responses (Codex). It replays a scri
                                     message, as OpenAI and Anthropic send them), then the step
     any step + {"stall": true}      hang mid-stream (until the server stops); with
                                     {"times": N} only the first N requests of that step hang
+    any step + {"meet": N}          hold each request of that step until N of them have
+                                    arrived (at most MEET_TIMEOUT_S): only sessions running
+                                    at once get past it without waiting
 
 The step is chosen statelessly from the request: its index is the number of assistant-authored
 items already in the history, so retries and concurrent sessions just work, and an error step
@@ -37,6 +40,7 @@ from urllib.parse import urlsplit
 
 Step = dict[str, Any]
 CANNED = "Fake title"
+MEET_TIMEOUT_S = 60.0
 USAGE_IN, USAGE_OUT = 100, 10
 
 
@@ -52,6 +56,8 @@ class FakeModel:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._stalls: dict[int, int] = {}
+        self._met = threading.Condition(self._lock)
+        self._meetings: dict[int, int] = {}  # ``meet`` step -> its requests so far
         self._limits: dict[int | None, float] = {}  # limit step -> its first request
         self.limits_sent: list[float] = []  # the reset (epoch seconds) of each 429 sent
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -89,6 +95,7 @@ class FakeModel:
             self.script = list(script)
             self.requests.clear()
             self._stalls.clear()
+            self._meetings.clear()
             self._limits.clear()
             self.limits_sent.clear()
 
@@ -122,6 +129,15 @@ class FakeModel:
             self._stalls[index] = seen + 1
         times = step.get("times")
         return times is None or seen < int(times)
+
+    def _meet(self, index: int, step: Step) -> None:
+        """Wait until ``step["meet"]`` requests of this step have arrived (or the timeout)."""
+        with self._met:
+            self._meetings[index] = self._meetings.get(index, 0) + 1
+            self._met.notify_all()
+            self._met.wait_for(
+                lambda: self._meetings.get(index, 0) >= int(step["meet"]), MEET_TIMEOUT_S
+            )
 
     def _limited_until(self, index: int | None, step: Step) -> float | None:
         """When a ``limit`` step's limit resets (epoch seconds), while it holds; else None."""
@@ -189,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry = {"time": time.time(), "path": self.path, "api": api, "step": index, "body": body}
         self.fake._log(entry)
         step = self.fake.step_for(index) if index is not None else {"text": CANNED}
+        if index is not None and "meet" in step:
+            self.fake._meet(index, step)
         reset = self.fake._limited_until(index, step)
         if reset is not None:
             self._limit(api, reset)
