@@ -335,14 +335,23 @@ def reclaim(path: Path) -> list[str]:
     return notes
 
 
-def collect(ws: Workspace, path: Path) -> list[str]:
+@dataclass
+class Collected:
+    """What ``collect`` did: its notes, and the rescue refs it made (they reach the origin
+    with the branch's backup, ``push_branch``)."""
+
+    notes: list[str] = field(default_factory=list)
+    rescued: list[str] = field(default_factory=list)
+
+
+def collect(ws: Workspace, path: Path) -> Collected:
     """The checkout's work into tgflow's clone: its HEAD (whatever branch, or none) becomes
     the task branch; commits the agent left elsewhere (another branch, a tip the branch no
     longer contains) are kept under ``refs/tgflow/rescued/`` and on the origin."""
     git_dir, name = git_dir_of(path), path.name
     branch = f"refs/heads/{BRANCH_PREFIX}{name}"
     if not (git_dir / "HEAD").is_file():
-        return []
+        return Collected()
     staged = f"{_SESSION_REFS}{name}/"
     fetched = run_git(
         ws.integration, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(git_dir),
@@ -370,7 +379,7 @@ def collect(ws: Workspace, path: Path) -> list[str]:
                 notes.append(_rescue(changes, name, sha, what))
     # One transaction: the branch moves only from where it was read, rescues come with it.
     ws.update_refs(changes, {branch: start} if start is not None and branch in changes else None)
-    return notes
+    return Collected(notes, [ref for ref in changes if ref.startswith(RESCUED_REFS)])
 
 
 def _rescue(changes: dict[str, str | None], name: str, sha: str, what: str) -> str:
@@ -449,7 +458,7 @@ def save_work(ws: Workspace, path: Path, message: str) -> list[str]:
     if ws.in_merge(path):
         ws.git(path, "merge", "--abort", check=False)
         notes.append(f"aborted a half-done merge in {path}")
-    notes += collect(ws, path)
+    notes += collect(ws, path).notes
     sha = commit_all(ws, path, message)
     if sha:
         notes.append(f"saved uncommitted work on {BRANCH_PREFIX}{path.name} as {sha[:10]}")

@@ -310,7 +310,10 @@ def _session(node: Node, text: str) -> SessionResult:
     node.ledger.settle(node.task.id, Spend.of(result.tokens_in, result.tokens_out, result.cost_usd))
     rec.notes += worktrees.reclaim(wt)
     node.ws.add_task_trailer(wt, before, node.task.id)
-    rec.notes += worktrees.collect(node.ws, wt)
+    collected = worktrees.collect(node.ws, wt)
+    rec.notes += collected.notes
+    if collected.rescued:  # they reach the origin with the branch's own push, not with base
+        node.defer_backup = False
     count_session(rec, result)
     return result
 
@@ -425,12 +428,12 @@ def backup_rides_with_base(node: Node, asks: bool) -> bool:
     """Whether the branch may wait for the push of base to reach the origin: when nothing takes
     time between the agent's end and the merge (no validation to run, no person to ask
     (``asks``), no other process taking turns on the merge lock), the merge follows within
-    milliseconds and its push carries the work, so a push of the branch alone first would
-    only cost time (it and its bookkeeping were four commands, about a sixth of a node's own
-    time on 50 files). It is still pushed alone,
-    first, whenever the node would otherwise wait: for the merge lock (the queue's
-    ``before_wait``), after a conflict, or when it stops before merging
-    (``back_up_deferred``); and a failure backs it up as always (``wind_down``)."""
+    milliseconds and its push carries the work; a push of the branch alone first would only
+    cost time (it and its bookkeeping were four commands, about a sixth of a node's own time
+    on 50 files). The branch is still pushed alone, first, whenever the node would otherwise
+    wait or not land: for the merge lock (the queue's ``before_wait``), after a conflict, when
+    the agent left commits to rescue (``session``), and on every failure or stop
+    (``wind_down``, ``run_node``, ``back_up_deferred``)."""
     s = node.settings
     return s.push and not s.validate_commands and not asks and not node.ws.merge_lock.shared
 

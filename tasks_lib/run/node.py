@@ -131,6 +131,10 @@ def run_node(
     except WorkspaceError as e:
         rec.status, rec.reason, rec.cause = NodeStatus.FAILED, str(e), Cause.GIT
         rec.notes.append("git failed; the task branch (if any) is kept")
+        try:  # a branch left to reach the origin with base must get there alone now
+            back_up_deferred(node)
+        except WorkspaceError as trouble:  # the failure above still decides
+            rec.notes.append(f"could not back the branch up on the origin: {trouble}")
     rec.reason, rec.notes = mask(rec.reason), [mask(n) for n in rec.notes]
     return rec.close_attempt(attempt)
 

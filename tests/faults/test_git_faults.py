@@ -192,7 +192,12 @@ def test_origin_refusing_to_delete_branches_still_gets_main_and_keeps_the_branch
     )
     hook.chmod(0o755)
     ws = open_ws(origin, tmp_path / "ws")
-    record = run(ws, "a")
+    task = ws.find_task("a")
+    assert task is not None
+    # With a validation to run, the branch is backed up on the origin before it (without,
+    # it would reach the origin only inside the push of main, leaving nothing to delete).
+    settings = NodeSettings(sandbox="none", validate_commands=["true"])
+    record = run_node(ws, task, ScriptedAgent(), settings)
     assert record.status == NodeStatus.COMPLETED, record.reason
     assert show(origin, "a.txt") == "a"
     assert record.cleanup["remote_branch"] is False

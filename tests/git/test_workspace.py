@@ -243,8 +243,9 @@ def test_a_rewritten_branch_replaces_its_backup_once_the_old_commits_are_rescued
     assert worktrees.push_branch(ws, "r")[0]
     first = git(origin, "rev-parse", "refs/heads/tgflow/r")
     git(checkout.path, "commit", "-q", "--amend", "-m", "r work, amended\n\nTgflow-Task: r")
-    notes = worktrees.collect(ws, checkout.path)  # the old tip is rescued: it is not lost
-    assert any("refs/tgflow/rescued/r/" in n for n in notes)
+    collected = worktrees.collect(ws, checkout.path)  # the old tip is rescued: it is not lost
+    assert any("refs/tgflow/rescued/r/" in n for n in collected.notes)
+    assert [r.startswith("refs/tgflow/rescued/r/") for r in collected.rescued] == [True]
 
     ok, output = worktrees.push_branch(ws, "r")  # a forced push (``+sha:ref``)
 
