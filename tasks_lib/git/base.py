@@ -38,6 +38,7 @@ class BaseChange:
     reason: str | None
     attempts: int = 1
     with_base: list[str] = field(default_factory=list)  # the ``also`` refspecs pushed with it
+    dropped: list[str] = field(default_factory=list)  # the ``drop`` refs deleted with its push
     settled: bool = False  # base was pushed, and settled with its tracking ref
 
 
@@ -48,6 +49,7 @@ def change_base(
     push: bool,
     retries: int,
     also: Callable[[], list[str]] | None = None,
+    drop: Callable[[], list[str]] | None = None,
     cheap_redo: bool = False,
 ) -> BaseChange:
     """Refresh, run ``edit()`` (it commits on base; returns a failure reason or None), push
@@ -59,6 +61,9 @@ def change_base(
     (e.g. deleting the branches merged: one push where there would be one more per branch).
     A push of them all that fails, whatever for, is not judged: base is pushed alone, exactly
     as without them, and they are not in ``with_base`` (the caller pushes them itself).
+    ``drop()``, asked with it: local refs that go once base is pushed, in the transaction that
+    records the push (the branches merged: their work is on base; a command less each). They
+    stay when base is not pushed; ``dropped`` names those that went.
 
     ``cheap_redo``: ``edit`` costs little to do again (a merge with no validation to run).
     When the origin's base is, as far as this process can know, the commit it pushed there
@@ -77,7 +82,7 @@ def change_base(
         if change.reason is None and push:
             head = ws.head()
             if head != pre:
-                change = _push_base(ws, edit, retries, head, pre, also or list)
+                change = _push_base(ws, edit, retries, head, pre, also or list, drop or list)
     except BaseException:
         ws.reset_to(fallback)
         ws.settle()
@@ -159,6 +164,7 @@ def _push_base(
     head: str,
     on: str,
     also: Callable[[], list[str]],
+    drop: Callable[[], list[str]],
 ) -> BaseChange:
     """Push base, at ``head`` (the commit the integration worktree, on base, stands on; made
     on ``on``, origin's base as last seen), with ``also()`` (see ``change_base``). A rejected
@@ -166,14 +172,15 @@ def _push_base(
     run pushed), ``redo()`` our work there (re-merge, re-validate, re-commit; it returns a
     failure reason or None), push again. Bounded; never forced: base is leased at ``on``."""
     for attempt in range(1, retries + 2):
-        base, extra, settled = f"{head}:{ws.base_ref()}", also(), {SETTLED_REF: head}
+        base, extra, dropped = f"{head}:{ws.base_ref()}", also(), drop()
+        settled: dict[str, str | None] = {SETTLED_REF: head, **dict.fromkeys(dropped)}
         lease = {ws.base_ref(): on}
         pushed = ws.push(base, *extra, with_refs=settled, lease=lease)
         if pushed.status != 0 and extra:  # atomic: nothing landed; base alone decides
             pushed, extra = ws.push(base, with_refs=settled, lease=lease), []
         if pushed.status == 0:
             ws.remember_pushed(head)
-            return BaseChange(None, attempt, extra, settled=True)
+            return BaseChange(None, attempt, extra, dropped, settled=True)
         if not _rejected(pushed.output):
             said = pushed.remote_message or pushed.output.replace("\n", "; ")
             return BaseChange(f"push of {ws.base} to {ws.origin} refused: {said}", attempt)

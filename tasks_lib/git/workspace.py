@@ -310,13 +310,14 @@ class Workspace:
     def push(
         self,
         *refspecs: str,
-        with_refs: Mapping[str, str] | None = None,
+        with_refs: Mapping[str, str | None] | None = None,
         lease: Mapping[str, str] | None = None,
     ) -> GitResult:
         """``git push`` of these refspecs (``[+]src:dst`` or ``:dst``) to the origin, in one
         ``--atomic`` push when there are several (all land or none); the caller reads the
         verdict. Pushed to the URL, so the tracking refs are updated here, in one transaction
-        with ``with_refs`` (ref -> commit: what the caller would set next, on success).
+        with ``with_refs`` (ref -> commit, or None to delete it: what the caller would set
+        next, on success).
         ``lease`` (ref -> commit): refused unless the origin's ref is still that commit."""
         self._restore_origin_url()
         atomic = ["--atomic"] if len(refspecs) > 1 else []

@@ -101,7 +101,10 @@ def _clean_up(node: Node) -> None:
     node.record.cleanup = worktrees.cleanup(
         node.ws, node.task.id, node.settings.push, checkpointed=node.checkpoints > 0
     )
-    if node.landing is not None and node.landing.branch_deleted:  # with base, in ``serve``
+    landing = node.landing
+    if landing is not None and landing.local_deleted:  # with base, in ``serve``
+        node.record.cleanup["branch"] = True
+    if landing is not None and landing.branch_deleted:
         node.record.cleanup["remote_branch"] = True
     node.record.status = NodeStatus.COMPLETED
 
@@ -179,9 +182,12 @@ def serve(batch: list[Node]) -> None:
         """The landed branches the origin holds go in the push of base: their work is in it."""
         return [f":{node.branch_ref}" for node in outcome.landed if node.backed_up]
 
+    def merged() -> list[str]:
+        return [node.branch_ref for node in outcome.landed]
+
     try:
         change = change_base(
-            ws, edit, push=s.push, retries=s.push_retries, also=with_base,
+            ws, edit, push=s.push, retries=s.push_retries, also=with_base, drop=merged,
             cheap_redo=not s.validate_commands,  # a merge and a status commit, no validation
         )  # fmt: skip
     finally:
@@ -206,6 +212,7 @@ def serve(batch: list[Node]) -> None:
                 f"(attempt {change.attempts})"
             )
         node.landing.branch_deleted = f":{node.branch_ref}" in change.with_base
+        node.landing.local_deleted = node.branch_ref in change.dropped
         others = [n.task.id for n in outcome.landed if n is not node]
         rec.merged_with = others
         if others:

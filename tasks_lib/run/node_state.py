@@ -35,6 +35,7 @@ class Landing:
     conflicts: list[str] = field(default_factory=list)
     failure: NodeFailed | None = None
     branch_deleted: bool = False  # its branch on the origin went in the same push as base
+    local_deleted: bool = False  # its branch in the clone went as that push was recorded
 
 
 class NodeFailed(TgflowError):
