@@ -102,6 +102,29 @@ def slug(task_id: str) -> str:
     return branch_slug(task_id) or "task-" + hashlib.sha1(task_id.encode("utf-8")).hexdigest()[:8]
 
 
+_TRAILER_LIKE = re.compile(r"^[A-Za-z0-9-]+\s*:|^\(cherry picked from commit ")
+
+
+def with_trailer(message: str, trailer: str) -> str | None:
+    """``message`` with ``trailer`` added as ``git interpret-trailers`` adds it, where that is
+    plain to see: some text (git trims an empty one its own way), no line git treats apart (a
+    comment, a ``---`` patch divider, a CR) and no trailer block (no line of the last paragraph
+    past the title looks like ``token:``), so the trailer goes after a blank line at the end.
+    None otherwise: git's own rules then decide (a block ``interpret-trailers`` takes as
+    trailers only in part, for one). The usual agent commit spares a command this way."""
+    lines = message.rstrip("\n").split("\n")
+    if (
+        not message.strip()
+        or "\r" in message
+        or any(line.startswith(("#", "---")) for line in lines)
+    ):
+        return None
+    blank = [n for n, line in enumerate(lines) if not line.strip()]
+    if blank and any(_TRAILER_LIKE.match(line) for line in lines[blank[-1] + 1 :]):
+        return None
+    return "\n".join(lines) + f"\n\n{trailer}\n"
+
+
 @dataclass
 class Workspace:
     """A clone of one origin under ``root``; plain data, so it pickles for Prefect."""
@@ -269,26 +292,32 @@ class Workspace:
         lacking_at = [n for n, found in enumerate(values) if task_id not in found]
         if not lacking_at:
             return 0
-        with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
-            files = [Path(tmp) / f"message-{n}" for n in range(len(commits))]
-            for message_file, info in zip(files, commits, strict=True):
-                message_file.write_text(info[8].strip() + "\n", encoding="utf-8")
-            lacking = [str(files[n]) for n in lacking_at]
-            self.git(cwd, "interpret-trailers", "--in-place", "--trailer", trailer, *lacking)
-            for message_file, info in zip(files, commits, strict=True):
-                sha, tree, parents, name, email, authored, committed = info[:7]
-                new_parents = [rewritten.get(p, p) for p in parents.split()]
-                if str(message_file) not in lacking and new_parents == parents.split():
-                    continue
-                env = {
-                    **self.identity_env((name, email)),
-                    "GIT_AUTHOR_DATE": authored,
-                    "GIT_COMMITTER_DATE": committed,
-                }
-                rewritten[sha] = run_git(
-                    cwd, "commit-tree", tree, *(a for p in new_parents for a in ("-p", p)),
-                    "-F", str(message_file), env=env,
-                ).out  # fmt: skip
+        messages = [info[8].strip() + "\n" for info in commits]
+        for n in lacking_at:
+            messages[n] = with_trailer(messages[n], trailer) or ""
+        if unplain := [n for n in lacking_at if not messages[n]]:  # git's own rules decide
+            with tempfile.TemporaryDirectory(prefix="tgflow-trailer-") as tmp:
+                files = [Path(tmp) / f"message-{n}" for n in unplain]
+                for message_file, n in zip(files, unplain, strict=True):
+                    message_file.write_text(commits[n][8].strip() + "\n", encoding="utf-8")
+                names = [str(f) for f in files]
+                self.git(cwd, "interpret-trailers", "--in-place", "--trailer", trailer, *names)
+                for message_file, n in zip(files, unplain, strict=True):
+                    messages[n] = message_file.read_bytes().decode("utf-8")  # CRs kept
+        for n, info in enumerate(commits):
+            sha, tree, parents, name, email, authored, committed = info[:7]
+            new_parents = [rewritten.get(p, p) for p in parents.split()]
+            if n not in lacking_at and new_parents == parents.split():
+                continue
+            env = {
+                **self.identity_env((name, email)),
+                "GIT_AUTHOR_DATE": authored,
+                "GIT_COMMITTER_DATE": committed,
+            }
+            rewritten[sha] = run_git(
+                cwd, "commit-tree", tree, *(a for p in new_parents for a in ("-p", p)),
+                env=env, input=messages[n],
+            ).out  # fmt: skip
         if rewritten.get(head, head) != head:
             self.git(
                 cwd, "update-ref", "-m", "tgflow: add task trailers", "HEAD", rewritten[head], head
