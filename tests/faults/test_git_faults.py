@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.gitrepos import git, log, make_origin, show, task_md
+from helpers.gitrepos import branches, git, log, make_origin, show, task_md
 from helpers.workspaces import open_ws
 
 from tasks_lib.agents.scripted import ScriptedAgent
@@ -173,6 +173,7 @@ def test_push_refused_by_a_pre_receive_hook_quotes_the_origins_message(tmp_path:
     assert record.status == NodeStatus.FAILED
     assert "policy: main is frozen until the release is out" in (record.reason or "")
     assert "\n" not in (record.reason or "")
+    assert branches(ws.integration) == ["tgflow/a"]  # main not pushed: the work stays here
 
 
 def test_origin_refusing_to_delete_branches_still_gets_main_and_keeps_the_branch(

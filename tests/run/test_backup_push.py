@@ -53,6 +53,7 @@ def test_with_nothing_to_wait_for_the_branch_goes_to_the_origin_only_in_the_push
     assert show(origin, "a.txt") == "x"
     assert updates.read_text().split() == ["refs/heads/main"]  # one push, base only
     assert branches(origin) == []  # no task branch left
+    assert branches(ws.integration) == [] and record.cleanup["branch"]  # gone with that push
 
 
 def test_a_node_that_must_wait_for_the_merge_lock_backs_its_branch_up_first(
