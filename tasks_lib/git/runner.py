@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from tasks_lib.git import WorkspaceError
 
@@ -142,28 +142,71 @@ def _execute(
     return proc.returncode, decode(out), decode(err)
 
 
-class ObjectReader:
-    """One ``git cat-file --batch-command`` that answers many reads of one repository: what a
-    name resolves to and an object's contents, each in a write and a read where a command of
-    its own costs 2-5 ms (a node asks some fifteen: its base, refs, task file, conventions).
+class _Resident:
+    """One long-lived git process of one repository (tgflow's clone, never a checkout an
+    agent worked in), asked many times where a command each would cost 2-5 ms. One request
+    at a time (the node threads share it). A process found dead, inherited by a forked
+    child, or serving a repository that was deleted and made again at its path (its
+    ``.git`` is another file now), is replaced."""
 
-    It serves tgflow's own clone only, never a checkout an agent worked in. Nothing it
-    answers is stale: git resolves a name anew for each request (refs are read from disk,
-    ``packed-refs`` is checked against its stat) and looks again for an object it does not
-    find (a pack fetched since). One request at a time (the node threads share it); a
-    reader found dead, inherited by a forked child, or left reading a repository that was
-    deleted and made again at its path (its ``.git`` is another file now), is replaced. That
-    last is looked for only when the reader finds nothing: a reader of a deleted repository
-    finds none of its refs or loose objects, and an object it still finds in a pack it holds
-    open is that object (its id is its contents), so a stat per answer would buy nothing."""
+    ARGS: tuple[str, ...] = ()
+    STDERR: int = subprocess.DEVNULL
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, env: Mapping[str, str] | None = None) -> None:
         self.cwd = cwd
+        self._env = dict(env or {})
         self._git_dir = Path(cwd) / ".git"
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0
-        self._repo: tuple[int, int] | None = None  # the (device, inode) of its ``.git``
+        self._repo: tuple[int, int, int, int] | None = None  # see ``_identity``
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None or self._pid != os.getpid():
+            self._stop()
+            self._proc, self._pid, self._repo = None, os.getpid(), _identity(self._git_dir)
+            ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(self.cwd).resolve().parent)}
+            self._proc = subprocess.Popen(
+                ["git", *PINNED, *self.ARGS],
+                cwd=self.cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.STDERR,
+                env={**os.environ, **ENV, **ceiling, **self._env},
+            )
+        return self._proc
+
+    def _replaced(self) -> bool:
+        """Its repository is no longer the one it started in."""
+        return _identity(self._git_dir) != self._repo
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+class ObjectReader(_Resident):
+    """One ``git cat-file --batch-command`` that answers many reads of one repository: what a
+    name resolves to and an object's contents, each in a write and a read where a command of
+    its own costs 2-5 ms (a node asks some fifteen: its base, refs, task file, conventions).
+
+    Nothing it answers is stale: git resolves a name anew for each request (refs are read
+    from disk, ``packed-refs`` is checked against its stat) and looks again for an object it
+    does not find (a pack fetched since). A repository made again at its path is looked for
+    only when the reader finds nothing: a reader of a deleted repository
+    finds none of its refs or loose objects, and an object it still finds in a pack it holds
+    open is that object (its id is its contents), so a stat per answer would buy nothing."""
+
+    ARGS = ("cat-file", "--batch-command", "--buffer")
 
     def info(self, name: str) -> tuple[str, str] | None:
         """(object id, type) of what ``name`` (any revision expression) names, or None."""
@@ -177,10 +220,6 @@ class ObjectReader:
         """(type, bytes) of the object ``name`` names, or None."""
         found = self._ask([("contents", name)])[0]
         return None if found is None else (found[1], found[2])
-
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
 
     def _ask(self, requests: list[tuple[str, str]]) -> list[tuple[str, str, bytes] | None]:
         """The answers to (command, name) requests, sent together (``--buffer``: git answers
@@ -196,7 +235,7 @@ class ObjectReader:
                     proc.stdin.write(f"{lines}flush\n".encode())
                     proc.stdin.flush()
                     answers = [self._answer(proc.stdout, command) for command, _ in asked]
-                    if None in answers and attempt == 0 and _identity(self._git_dir) != self._repo:
+                    if None in answers and attempt == 0 and self._replaced():
                         raise BrokenPipeError  # reading a repository since replaced
                     found = dict(zip(asked, answers, strict=True))
                     return [found.get(request) for request in requests]
@@ -220,53 +259,105 @@ class ObjectReader:
                 raise BrokenPipeError
         return sha, kind, data[:-1]
 
-    def _started(self) -> subprocess.Popen[bytes]:
-        if self._proc is None or self._proc.poll() is not None or self._pid != os.getpid():
-            self._stop()
-            self._proc, self._pid, self._repo = None, os.getpid(), _identity(self._git_dir)
-            ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(self.cwd).resolve().parent)}
-            self._proc = subprocess.Popen(
-                ["git", *PINNED, "cat-file", "--batch-command", "--buffer"],
-                cwd=self.cwd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, **ENV, **ceiling},
-            )
-        return self._proc
 
-    def _stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and self._pid == os.getpid():
-            proc.kill()
-            proc.wait()
+class RefWriter(_Resident):
+    """One ``git update-ref --stdin`` that makes many transactions (``start`` ... ``commit``,
+    as git allows since 2.27), each a write and a read where a command of its own costs 2-5
+    ms (a node makes three or four: its branch, what it collected, what a push moved).
+
+    Each transaction is git's own: its refs are locked and read at ``prepare`` (a loose ref
+    from disk, ``packed-refs`` checked against its stat), so nothing is decided on what the
+    process saw before. A transaction git refuses ends the process (``fatal:``, on stderr):
+    that is raised as the ``GitError`` the command would have raised, and the next
+    transaction starts a new one."""
+
+    ARGS = ("update-ref", "--stdin")
+    STDERR = subprocess.PIPE
+    _STEPS = ("start", "prepare", "commit")
+
+    def transaction(self, lines: list[str]) -> None:
+        """``update-ref --stdin`` instructions (``update``, ``delete``...), all or none."""
+        if any("\n" in line for line in lines):
+            raise ValueError(f"a ref instruction spans lines: {lines!r}")
+        with self._lock:
+            if self._proc is not None and self._replaced():
+                self._stop()
+            for attempt in range(2):  # a writer found dead before it was asked, once
+                proc = self._started()
+                assert proc.stdin is not None and proc.stdout is not None
+                body = "".join(f"{line}\n" for line in lines)
+                try:
+                    proc.stdin.write(f"start\n{body}prepare\ncommit\n".encode())
+                    proc.stdin.flush()
+                    said = [proc.stdout.readline() for _ in self._STEPS]
+                except OSError:
+                    said = []
+                if said == [f"{step}: ok\n".encode() for step in self._STEPS]:
+                    return
+                refused = said[:1] == [b"start: ok\n"]  # git read the transaction, then died
+                status, err = self._ended(proc)
+                if refused or attempt == 1:
+                    raise GitError(["update-ref", "--stdin"], self.cwd, status, err)
+
+    def _ended(self, proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+        """The exit status and stderr of a writer that stopped answering."""
+        assert proc.stderr is not None
+        try:
+            proc.wait(timeout=10)
+            err = proc.stderr.read().decode("utf-8", "replace").strip()
+        except subprocess.TimeoutExpired:
+            err = "the ref writer stopped answering"
+        self._stop()
+        return proc.returncode if proc.returncode is not None else -1, err
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """The repository at ``path`` (its ``.git``) and its folder, by (device, inode): the
+    folder is a resident's own working folder, held by it, so a folder made again at that
+    path has another inode, even where the file system reuses those of deleted files."""
     try:
-        found = path.stat()
+        git_dir, folder = path.stat(), path.parent.stat()
     except OSError:
         return None
-    return found.st_dev, found.st_ino
+    return git_dir.st_dev, git_dir.st_ino, folder.st_dev, folder.st_ino
 
 
-_READERS: dict[Path, ObjectReader] = {}  # most recently asked for last
-_READERS_GUARD = threading.Lock()
-MAX_READERS = 8  # a process works on one clone or a few (tests: many, one after another)
+_Key = tuple[type["_Resident"], Path, tuple[tuple[str, str], ...]]
+_RESIDENTS: dict[_Key, _Resident] = {}  # most recently asked for last
+_RESIDENTS_GUARD = threading.Lock()
+MAX_RESIDENTS = 16  # a process works on one clone or a few (tests: many, one after another)
 
 
-def reader(cwd: Path) -> ObjectReader:
-    """The process's reader of the repository at ``cwd``; the least recently asked for is
-    closed when there would be more than ``MAX_READERS``, the rest at exit."""
-    with _READERS_GUARD:
-        found = _READERS.pop(cwd, None) or ObjectReader(cwd)
-        _READERS[cwd] = found
-        if len(_READERS) > MAX_READERS:
-            _READERS.pop(next(iter(_READERS))).close()
+R = TypeVar("R", bound=_Resident)
+
+
+def _resident(kind: type[R], cwd: Path, env: Mapping[str, str] | None) -> R:
+    """The process's ``kind`` of ``cwd`` (with ``env``); the least recently asked for is
+    closed when there would be more than ``MAX_RESIDENTS``, the rest at exit."""
+    key: _Key = (kind, cwd, tuple(sorted((env or {}).items())))
+    with _RESIDENTS_GUARD:
+        found = _RESIDENTS.pop(key, None) or kind(cwd, env)
+        _RESIDENTS[key] = found
+        if len(_RESIDENTS) > MAX_RESIDENTS:
+            _RESIDENTS.pop(next(iter(_RESIDENTS))).close()
+        assert isinstance(found, kind)
         return found
 
 
+def reader(cwd: Path) -> ObjectReader:
+    """The process's reader of the repository at ``cwd``."""
+    return _resident(ObjectReader, cwd, None)
+
+
+def writer(cwd: Path, identity: tuple[str, str]) -> RefWriter:
+    """The process's ref writer of the repository at ``cwd``; its reflog entries name
+    ``identity`` (name, email), as tgflow's commands do."""
+    name, email = identity
+    env = {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    return _resident(RefWriter, cwd, env)
+
+
 @atexit.register
-def _close_readers() -> None:
-    for each in list(_READERS.values()):
+def _close_residents() -> None:
+    for each in list(_RESIDENTS.values()):
         each.close()

@@ -34,7 +34,7 @@ from tasks_lib.git.origin import (
     refuse_checked_out_origin,
     remote_heads,
 )
-from tasks_lib.git.runner import GitError, GitResult, reader, run_git
+from tasks_lib.git.runner import GitError, GitResult, reader, run_git, writer
 from tasks_lib.graph.dag import branch_slug
 from tasks_lib.graph.taskfile import LoadResult, Task, load_tasks
 
@@ -446,9 +446,9 @@ class Workspace:
     def update_refs(
         self, changes: Mapping[str, str | None], expected: Mapping[str, str] | None = None
     ) -> None:
-        """Set refs to commits, or delete them (None), in one transaction (``update-ref
-        --stdin``): all of them or, on any failure (a ref in ``expected`` that has moved from
-        the commit given there), none."""
+        """Set refs to commits, or delete them (None), in one transaction of the clone's ref
+        writer (``runner.RefWriter``, no command each): all of them or, on any failure (a ref
+        in ``expected`` that has moved from the commit given there), none."""
         was = expected or {}
         lines = [
             f"update {ref} {sha} {was.get(ref, '')}".rstrip()
@@ -457,7 +457,7 @@ class Workspace:
             for ref, sha in changes.items()
         ]
         if lines:
-            self.git(self.integration, "update-ref", "--stdin", input="\n".join(lines) + "\n")
+            writer(self.integration, self.identity).transaction(lines)
 
     def head(self, cwd: Path | None = None) -> str:
         if cwd is None or cwd == self.integration:
@@ -563,12 +563,22 @@ class Workspace:
     # --- the integration worktree --------------------------------------------------------
 
     def fetch(self) -> None:
+        """Every branch and checkpoint of the origin, as it is now. A node's push records what
+        it pushed in the same tracking refs, outside the merge lock: a fetch that read one
+        before that push moved it is refused by git ("is at X but expected Y") for that ref
+        and asked again (a fetch is the same whenever it is made)."""
         self._restore_origin_url()
-        self.git(
-            self.integration, "fetch", "--quiet", "--prune", self.origin,
+        args = [
+            "fetch", "--quiet", "--prune", self.origin,
             "+refs/heads/*:refs/remotes/origin/*",
             "+refs/tgflow/checkpoint/*:refs/tgflow/origin-checkpoint/*",  # git/checkpoint.py
-        )  # fmt: skip
+        ]  # fmt: skip
+        for attempt in range(3):
+            fetched = run_git(self.integration, *args, identity=self.identity, check=False)
+            if fetched.status == 0:
+                return
+            if attempt == 2 or "but expected" not in fetched.err:
+                raise GitError(args, self.integration, fetched.status, fetched.output)
 
     def sync(self) -> str:
         """Fetch and put the integration worktree exactly on origin/base. Returns its sha."""

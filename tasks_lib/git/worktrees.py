@@ -130,7 +130,7 @@ def start_task(ws: Workspace, task_id: str, base: str | None = None) -> TaskChec
     else:
         # From the settled base: base itself may hold a merge still being validated.
         start = base or ws.settled()
-        ws.git(ws.integration, "branch", "--quiet", "-f", "--no-track", branch, start)
+        ws.update_refs({f"refs/heads/{branch}": ws.commit(start)})
     _check_out(ws, branch, path)
     return TaskCheckout(path, branch, resumed, notes)
 

@@ -225,12 +225,12 @@ def test_update_refs_changes_all_or_nothing(origin: Path, tmp_path: Path) -> Non
         )
     assert ws.commits_of("refs/tgflow/new", "refs/tgflow/old") == {"refs/tgflow/old": main}
 
-    with counting() as commands:
+    with counting() as commands:  # the clone's ref writer: no command
         ws.update_refs(
             {"refs/tgflow/new": main, "refs/tgflow/old": None}, {"refs/tgflow/old": main}
         )
     assert ws.commits_of("refs/tgflow/new", "refs/tgflow/old") == {"refs/tgflow/new": main}
-    assert len(commands) == 1
+    assert commands == []
 
 
 def test_a_rewritten_branch_replaces_its_backup_once_the_old_commits_are_rescued(
@@ -318,3 +318,29 @@ def test_is_ancestor_answers_as_git_does_for_parents_merges_and_strangers(
     assert not ws.is_ancestor("refs/tgflow/none", c2)
     git(ws.integration, "update-ref", "refs/heads/tgflow/a", c0)
     assert not ws.is_ancestor(c1, "refs/heads/tgflow/a")  # the ref moved: its new commit
+
+
+def test_a_fetch_refused_for_a_ref_a_push_moved_meanwhile_is_made_again(
+    origin: Path, tmp_path: Path
+) -> None:
+    """A node's push records its branch in the tracking refs outside the merge lock; another
+    node's fetch that read that ref before is refused by git for it, and fetches again."""
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    original, fetches = runner._execute, []
+
+    def execute(command: list[str], *args: Any) -> Any:
+        if "fetch" in command:
+            fetches.append(command)
+            if len(fetches) == 1:  # what git says when the ref moved under it
+                moved = f"is at {'1' * 40} but expected {'2' * 40}"
+                return 1, "", f"error: cannot lock ref 'refs/remotes/origin/tgflow/a': {moved}"
+        return original(command, *args)
+
+    with mock.patch.object(runner, "_execute", execute):
+        ws.fetch()
+    assert len(fetches) == 2
+
+    fetches.clear()
+    with mock.patch.object(runner, "_execute", lambda c, *a: (128, "", "fatal: no origin")):
+        with pytest.raises(GitError, match="no origin"):  # any other failure is raised
+            ws.fetch()
