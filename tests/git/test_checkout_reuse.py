@@ -78,7 +78,7 @@ def assert_fresh(checkout: worktrees.TaskCheckout, commit: str) -> None:
     assert files_on_disk(path) == {rel: git(path, "show", f"HEAD:{rel}") for rel in tree}
     assert {line[0] for line in git(path, "ls-files", "-v").split("\n")} == {"H"}
     assert git(path, "for-each-ref", "--format=%(refname)") == f"refs/heads/{checkout.branch}"
-    assert [h.name for h in (git_dir / "hooks").iterdir() if h.suffix != ".sample"] == []
+    assert not (git_dir / "hooks").exists()  # no template: no hook, not even a sample
     assert (git_dir / "config").read_bytes() == git_dir.with_suffix(".config").read_bytes()
     assert (git_dir / "info" / "exclude").read_text() == "/.tgflow/\n"
     assert not tmp_dir_of(path).exists()
@@ -115,6 +115,7 @@ def test_a_reused_checkout_holds_nothing_of_the_task_before(origin: Path, tmp_pa
     git(before.path, "tag", "v-before")
     git(before.path, "config", "core.autocrlf", "true")
     hook = git_dir_of(before.path) / "hooks" / "pre-commit"
+    hook.parent.mkdir()
     hook.write_text("#!/bin/sh\necho planted\n")
     hook.chmod(0o755)
     (git_dir_of(before.path) / "index.lock").write_text("")
@@ -328,3 +329,17 @@ def test_a_small_repository_gets_fresh_clones_and_parks_nothing(
     monkeypatch.setattr(worktrees, "REUSE_FROM_FILES", len(FILES))  # at the bound: reused
     worktrees.remove_worktree(ws, "two")
     assert spares(ws) == ["0"]
+
+
+def test_a_checkouts_repository_copied_from_the_first_is_what_git_init_made(
+    origin: Path, tmp_path: Path
+) -> None:
+    """The first checkout's repository is made by ``git init``; the next ones are written from
+    what it made (no command): the same files, the same config, HEAD on their own branch."""
+    ws = open_ws(origin, tmp_path / "ws")
+    first, second = worktrees.start_task(ws, "first"), worktrees.start_task(ws, "second")
+    made, copied = git_dir_of(first.path), git_dir_of(second.path)
+    assert layout(copied, "second") == layout(made, "first")
+    assert (copied / "config").read_bytes() == (made / "config").read_bytes()
+    assert (copied / "HEAD").read_text() == f"ref: refs/heads/{second.branch}\n"
+    assert_fresh(second, ws.commit(ws.base_ref()))
