@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks_lib.git import BRANCH_PREFIX, WorkspaceError
+from tasks_lib.git import BRANCH_PREFIX, WorkspaceError, history
 from tasks_lib.git.links import ensure_linked
 from tasks_lib.git.locks import FairLock, config_lock_for, merge_lock_for
 from tasks_lib.git.origin import (
@@ -81,8 +81,14 @@ def _show_at_commit(integration: Path, sha: str, rel: str) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _files_changed(integration: Path, base: str, sha: str) -> tuple[str, ...]:
-    out = run_git(integration, "diff", "--no-renames", "--name-only", f"{base}...{sha}").out
-    return tuple(p for p in out.split("\n") if p)
+    line = history.line_on(integration, base, sha)
+    if line is not None:  # base is where they meet: the two trees, read
+        found = reader(integration).info(f"{base}^{{tree}}")
+        if not line or found is None:
+            return ()
+        return tuple(history.files_between(integration, found[0], line[-1].tree))
+    out = run_git(integration, "diff", "--no-renames", "--name-only", "-z", f"{base}...{sha}").out
+    return tuple(p for p in out.split("\0") if p)
 
 
 # (clone, a, b) -> whether commit a is an ancestor of commit b: a fact of the two commits,
@@ -523,10 +529,22 @@ class Workspace:
         out = self.git(self.integration, "rev-list", "--reverse", ref, f"^{self.base_ref()}")
         return out.split()
 
+    def commits_beyond_base(self, ref: str) -> list[tuple[str, str]]:
+        """(commit, subject) of each commit of ``ref`` not on base, oldest first: read from
+        the objects when ``ref`` is base plus a line of commits (``history.line_on``), else
+        one ``git log``."""
+        base_sha, sha = self.commit(self.base_ref()), self.commit(ref)
+        line = history.line_on(self.integration, base_sha, sha)
+        if line is not None:
+            return [(c.sha, c.subject) for c in line]
+        out = self.git(self.integration, "log", "--reverse", "--format=%H %s", sha, f"^{base_sha}")
+        return [(c, subject) for c, _, subject in (x.partition(" ") for x in out.split("\n") if x)]
+
     def files_changed(self, ref: str, base: str | None = None) -> list[str]:
         """Files ``ref`` changes relative to where it meets base (``base``: base's commit,
         when the caller has read it) (``A...B``: from their merge base, as ``git merge-base``
-        finds it, in one command; a file renamed counts under both names). Kept by the two
+        finds it; a file renamed counts under both names): read from the two trees when
+        ``ref`` is base plus a line of commits, else one ``git diff``. Kept by the two
         commits: a node asks again, unchanged, when it merges."""
         base_sha, sha = base or self.commit(self.base_ref()), self.commit(ref)
         return list(_files_changed(self.integration, base_sha, sha))

@@ -335,11 +335,9 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
 
 
 def _commit_lines(node: Node) -> list[str]:
-    ws = node.ws
-    out = ws.git(
-        ws.integration, "log", "--reverse", "--format=%h %s", node.branch_ref, f"^{ws.base_ref()}"
-    )
-    return [line for line in out.split("\n") if line]
+    return [
+        f"{sha[:10]} {subject}" for sha, subject in node.ws.commits_beyond_base(node.branch_ref)
+    ]
 
 
 def _summary(node: Node) -> str:
