@@ -341,6 +341,6 @@ def test_a_fetch_refused_for_a_ref_a_push_moved_meanwhile_is_made_again(
     assert len(fetches) == 2
 
     fetches.clear()
-    with mock.patch.object(runner, "_execute", lambda c, *a: (128, "", "fatal: no origin")):
-        with pytest.raises(GitError, match="no origin"):  # any other failure is raised
-            ws.fetch()
+    refused = mock.patch.object(runner, "_execute", lambda c, *a: (128, "", "fatal: no origin"))
+    with refused, pytest.raises(GitError, match="no origin"):  # any other failure is raised
+        ws.fetch()
