@@ -82,7 +82,8 @@ def make_origin(tmp: Path, files: int, tasks: int) -> Path:
 
 class GitCount:
     """The git commands tgflow starts: every one goes through ``runner._execute``; the agent's
-    own do not and are not seen (nor is the clone's reader, one process for all nodes)."""
+    own do not and are not seen (nor are the clone's reader and ref writer, one process each
+    for all nodes, whose requests are timed with the rest of tgflow's work)."""
 
     def __init__(self) -> None:
         self.commands = 0

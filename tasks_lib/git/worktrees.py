@@ -319,15 +319,17 @@ def _init(ws: Workspace, branch: str, git_dir: Path, worktree: Path) -> None:
     template: nothing of a person's ``init.templateDir`` (hooks) reaches the agent's repo."""
     made = _NEW_GIT_DIR.get(ws.root)
     if made is None:
+        fresh = not git_dir.exists()  # else git init keeps what is there: nothing to copy
         run_git(
             worktree, "init", "--quiet", "--template=", "--initial-branch", branch,
             "--separate-git-dir", str(git_dir), ".",
         )  # fmt: skip
-        _NEW_GIT_DIR[ws.root] = {
-            item.relative_to(git_dir).as_posix(): None if item.is_dir() else item.read_bytes()
-            for item in sorted(git_dir.rglob("*"))
-            if item.name != "HEAD" or item.parent != git_dir
-        }
+        if fresh:
+            _NEW_GIT_DIR[ws.root] = {
+                item.relative_to(git_dir).as_posix(): None if item.is_dir() else item.read_bytes()
+                for item in sorted(git_dir.rglob("*"))
+                if item.name != "HEAD" or item.parent != git_dir
+            }
         return
     git_dir.mkdir(exist_ok=True)
     for rel, data in made.items():  # sorted: a folder before what it holds

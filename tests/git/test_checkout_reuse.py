@@ -343,3 +343,19 @@ def test_a_checkouts_repository_copied_from_the_first_is_what_git_init_made(
     assert (copied / "config").read_bytes() == (made / "config").read_bytes()
     assert (copied / "HEAD").read_text() == f"ref: refs/heads/{second.branch}\n"
     assert_fresh(second, ws.commit(ws.base_ref()))
+
+
+def test_what_a_git_dir_held_before_its_init_is_never_copied_to_the_next(
+    origin: Path, tmp_path: Path
+) -> None:
+    """``git init`` keeps what a git dir already holds: a first repository made over one (a
+    killed run's, should any reach it) is not the one the next are copied from."""
+    ws = open_ws(origin, tmp_path / "ws")
+    first, second = tmp_path / "first.git", tmp_path / "second.git"
+    (first / "refs" / "heads").mkdir(parents=True)
+    (first / "refs" / "heads" / "left-over").write_text(ws.commit(ws.base_ref()) + "\n")
+    for git_dir in (first, second):
+        (tmp_path / f"{git_dir.stem}-files").mkdir()
+        worktrees._init(ws, "tgflow/x", git_dir, tmp_path / f"{git_dir.stem}-files")
+    assert (first / "HEAD").is_file() and (second / "HEAD").is_file()
+    assert not (second / "refs" / "heads" / "left-over").exists()
