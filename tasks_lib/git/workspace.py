@@ -271,8 +271,8 @@ class Workspace:
         committer is tgflow, as for every commit of the session.
 
         However many commits there are, one ``git log`` lists them (oldest first) with all
-        they need and one ``interpret-trailers`` gives every message that lacks it the
-        trailer; then one ``commit-tree`` per commit rewritten. (One ``commit --amend`` for
+        they need; a plain message gets the trailer in process (``with_trailer``), the rest
+        in one ``interpret-trailers``; then one ``commit-tree`` per commit rewritten. (One ``commit --amend`` for
         the usual single commit was measured no cheaper than the three: it reads and writes
         the index.)"""
         base_sha = self.commit(self.base_ref())  # cwd borrows it
