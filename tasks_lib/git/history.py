@@ -11,6 +11,7 @@ compare every answer with git's own.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,12 @@ class Commit:
     subject: str  # as ``%s`` shows it: the title's lines, joined by a space
 
 
-def line_on(integration: Path, base: str, tip: str) -> list[Commit] | None:
+@functools.lru_cache(maxsize=256)
+def line_on(integration: Path, base: str, tip: str) -> tuple[Commit, ...] | None:
     """The commits ``tip`` holds beyond commit ``base``, oldest first, when ``tip`` is
     ``base`` itself or ``base`` plus a line of one-parent commits; None for anything else
-    (the caller asks git), or a commit whose message git would re-encode."""
+    (the caller asks git), or a commit whose message git would re-encode. Kept by the two
+    commits (a fact of them): a node asks for its commits, then for the files they change."""
     commits: list[Commit] = []
     sha = tip
     while sha != base:
@@ -47,7 +50,7 @@ def line_on(integration: Path, base: str, tip: str) -> list[Commit] | None:
         tree = next(value.decode() for key, value in fields if key == b"tree")
         commits.append(Commit(sha, tree, _subject(message)))
         sha = parents[0]
-    return commits[::-1]
+    return tuple(reversed(commits))
 
 
 def _subject(message: bytes) -> str:

@@ -272,9 +272,9 @@ class Workspace:
 
         However many commits there are, one ``git log`` lists them (oldest first) with all
         they need; a plain message gets the trailer in process (``with_trailer``), the rest
-        in one ``interpret-trailers``; then one ``commit-tree`` per commit rewritten. (One ``commit --amend`` for
-        the usual single commit was measured no cheaper than the three: it reads and writes
-        the index.)"""
+        in one ``interpret-trailers``; then one ``commit-tree`` per commit rewritten. (One
+        ``commit --amend`` for the usual single commit was measured no cheaper than the
+        three: it reads and writes the index.)"""
         base_sha = self.commit(self.base_ref())  # cwd borrows it
         # Commit, tree, parents, author, dates, trailer values, message.
         fields = "%x00".join(

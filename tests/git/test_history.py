@@ -116,7 +116,7 @@ def test_a_line_of_commits_reads_as_git_log_and_diff_say(
 def test_a_merge_on_the_branch_or_a_base_moved_since_is_left_to_git(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     base = _repo(repo)
-    assert history.line_on(repo, base, base) == []
+    assert history.line_on(repo, base, base) == ()
     git(repo, "switch", "-q", "-c", "task")
     _apply(repo, ("write", "b", 1, ""))
     _commit(repo, "task work")
