@@ -91,9 +91,10 @@ FAMILIES: dict[str, Callable[[random.Random], list[list[int]]]] = {
 }
 
 
-def estimated_scope(rng: random.Random, seconds: int) -> Scope:
-    """A person's scope for work of ``seconds``: log2 of it around moderate, plus noise."""
-    index = round(2 + math.log2(seconds / MEDIAN_S) + rng.gauss(0, SCOPE_NOISE))
+def estimated_scope(rng: random.Random, seconds: float, median: float = MEDIAN_S) -> Scope:
+    """A person's scope for work of ``seconds``: log2 of it around moderate (work of the
+    ``median`` length), plus noise."""
+    index = round(2 + math.log2(seconds / median) + rng.gauss(0, SCOPE_NOISE))
     return list(Scope)[min(4, max(0, index))]
 
 
