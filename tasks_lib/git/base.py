@@ -124,13 +124,13 @@ def merge(
                 "-m", f"Task {task_id}: {name}", "--trailer", f"{TASK_TRAILER}: {task_id}",
             )  # fmt: skip
     except GitError:
-        conflicts = ws.git(ws.integration, "diff", "--name-only", "--diff-filter=U")
+        conflicts = ws.paths(ws.integration, "diff", "--name-only", "--diff-filter=U")
         if ws.ref_exists("MERGE_HEAD"):
             ws.git(ws.integration, "merge", "--abort")
         ws.reset_to(pre)
         if not conflicts:
             raise
-        return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts.split("\n"))
+        return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts)
     sha, tree = ws.commit("HEAD"), ws.tree_of("HEAD")
     return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
 

@@ -47,8 +47,19 @@ PINNED = [
 @dataclass(frozen=True)
 class GitResult:
     status: int
-    out: str  # stdout without its surrounding whitespace
+    stdout: str  # as git wrote it
     err: str
+
+    @property
+    def out(self) -> str:
+        """Standard output without its surrounding whitespace: a sha, a ref, a verdict."""
+        return self.stdout.strip()
+
+    @property
+    def paths(self) -> list[str]:
+        """The names a ``-z`` command listed, each exactly as it is: not quoted as git
+        prints names outside ASCII, no leading space taken for whitespace around output."""
+        return [p for p in self.stdout.split("\0") if p]
 
     @property
     def output(self) -> str:
@@ -109,7 +120,7 @@ def run_git(
         status, out, err = _execute(argv, Path(cwd), full, data, timeout_s)
     except subprocess.TimeoutExpired:
         raise GitTimeout(list(args), cwd, timeout_s or 0) from None
-    result = GitResult(status, out.strip(), err.strip())
+    result = GitResult(status, out, err.strip())
     if check and result.status != 0:
         raise GitError(list(args), cwd, result.status, result.output)
     return result

@@ -87,8 +87,9 @@ def _files_changed(integration: Path, base: str, sha: str) -> tuple[str, ...]:
         if not line or found is None:
             return ()
         return tuple(history.files_between(integration, found[0], line[-1].tree))
-    out = run_git(integration, "diff", "--no-renames", "--name-only", "-z", f"{base}...{sha}").out
-    return tuple(p for p in out.split("\0") if p)
+    return tuple(
+        run_git(integration, "diff", "-z", "--no-renames", "--name-only", f"{base}...{sha}").paths
+    )
 
 
 # (clone, a, b) -> whether commit a is an ancestor of commit b: a fact of the two commits,
@@ -336,6 +337,11 @@ class Workspace:
         """Git with our identity (our commits need one on a machine without config)."""
         ensure_linked(self.integration, self.worktrees_dir, cwd)
         return run_git(cwd, *args, identity=self.identity, check=check, input=input).out
+
+    def paths(self, cwd: Path, command: str, *args: str) -> list[str]:
+        """The file names git ``command`` lists (run with ``-z``), each exactly as it is."""
+        ensure_linked(self.integration, self.worktrees_dir, cwd)
+        return run_git(cwd, command, "-z", *args, identity=self.identity).paths
 
     def succeeds(self, cwd: Path, *args: str) -> bool:
         """For the git commands that answer a question with their exit status."""

@@ -550,10 +550,9 @@ def revert_paths(
             if any(f == p or f.startswith(f"{p}/") for p in plain)
         ]
     else:  # ``A...HEAD``: from their merge base, as ``git merge-base`` finds it.
-        diff = ws.git(
+        changed = ws.paths(
             cwd, "diff", "--no-renames", "--name-only", f"{base_sha}...HEAD", "--", *pathspecs
         )
-        changed = [p for p in diff.split("\n") if p]
     if not changed:
         return []
     mb = ws.git(cwd, "merge-base", base_sha, "HEAD")

@@ -291,7 +291,7 @@ def _resolve(node: Node, round_: int, *, held: bool) -> None:
         conflict.resolved = True
         rec.notes.append(f"conflict round {round_}: {ws.base} merged into the branch cleanly")
     else:
-        files = ws.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n")
+        files = ws.paths(wt, "diff", "--name-only", "--diff-filter=U")
         conflict.files = files
         (wt / BLOCKED_FILE).unlink(missing_ok=True)
         session(node, prompt(node, conflict_files=files))  # on failure wind_down aborts

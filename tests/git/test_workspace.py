@@ -127,6 +127,22 @@ def test_merge_conflict_is_aborted_not_left_half_done(origin: Path, tmp_path: Pa
     assert git(ws.integration, "status", "--porcelain") == ""
 
 
+def test_conflicted_files_are_named_as_they_are(origin: Path, tmp_path: Path) -> None:
+    """Not as git prints them: it quotes a name with a byte outside ASCII, and a name's
+    leading space is whitespace to whoever strips its output."""
+    ws = Workspace.open(str(origin), tmp_path / "ws")
+    name = " café.md"
+    for task_id, text in (("a", "A\n"), ("b", "B\n")):
+        checkout = worktrees.start_task(ws, task_id)
+        write_files(checkout.path, {name: text})
+        worktrees.commit_all(ws, checkout.path, task_id)
+    assert merge(ws, "a", "Merge task a").merged
+
+    result = merge(ws, "b", "Merge task b")
+
+    assert not result.merged and result.conflicts == [name]
+
+
 def test_commits_on_a_detached_head_survive_the_checkout(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws")
     checkout = worktrees.start_task(ws, "d")
