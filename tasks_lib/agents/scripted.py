@@ -229,7 +229,7 @@ def commit_all(prompt: Prompt, steps: list[Step]) -> None:
 
 def resolve_conflicts() -> None:
     """Resolve every conflicted file by keeping both sides (ours, then theirs)."""
-    files = git("diff", "--name-only", "--diff-filter=U").split()
+    files = [n for n in git("diff", "-z", "--name-only", "--diff-filter=U").split("\0") if n]
     for name in files:
         path = Path(name)
         if not path.is_file():

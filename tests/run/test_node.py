@@ -92,8 +92,11 @@ def test_diamond_node_by_node_ends_merged_pushed_and_clean(tmp_path: Path) -> No
     assert_nothing_left(ws, origin)
 
 
+# A name git would quote (a byte outside ASCII) or split (spaces, one leading) is the same
+# name to the agent resolving it and in the record.
+@pytest.mark.parametrize("name", ["shared.txt", " shared é.txt"])
 def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges(
-    tmp_path: Path,
+    tmp_path: Path, name: str
 ) -> None:
     origin = tmp_path / "origin.git"
     merged_a = f"git --git-dir={origin} log main --format=%s | grep -q 'Merge task a'"
@@ -101,16 +104,16 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
     make_origin(
         tmp_path,
         {
-            "shared.txt": "first line\nthe line\n",
+            name: "first line\nthe line\n",
             "tasks/a.md": task_md(
-                "a", steps=[{"replace": {"path": "shared.txt", "old": "the line", "new": "A"}}]
+                "a", steps=[{"replace": {"path": name, "old": "the line", "new": "A"}}]
             ),
             # b starts from the same main as a, and finishes after a has merged.
             "tasks/b.md": task_md(
                 "b",
                 steps=[
                     {"run": wait_for_a},
-                    {"replace": {"path": "shared.txt", "old": "the line", "new": "B"}},
+                    {"replace": {"path": name, "old": "the line", "new": "B"}},
                 ],
             ),
         },
@@ -130,9 +133,9 @@ def test_second_of_two_nodes_editing_the_same_line_conflicts_resolves_and_merges
     assert records["a"].status == NodeStatus.COMPLETED
     b = records["b"]
     assert b.status == NodeStatus.COMPLETED, b.reason
-    assert [(c.round, c.files, c.resolved) for c in b.conflicts] == [(1, ["shared.txt"], True)]
+    assert [(c.round, c.files, c.resolved) for c in b.conflicts] == [(1, [name], True)]
     assert b.sessions == 2  # the implementation, then the conflict resolution
-    assert show(origin, "shared.txt").splitlines() == ["first line", "B", "A"]
+    assert show(origin, name).splitlines() == ["first line", "B", "A"]
     assert_nothing_left(ws, origin)
 
 
