@@ -138,12 +138,14 @@ def merge(
 def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
     """Commit these files of the integration worktree on base (status updates). The commit is
     not read here: ``change_base`` reads HEAD once after the whole edit. Only a file base does
-    not have yet is added first (``commit -- paths`` takes the others as they are)."""
+    not have yet is added first (``commit -- paths`` takes the others as they are). Each name
+    is literal: as a pattern, ``[id].md`` would also take ``i.md``."""
     rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
-    new = [r for r in rel if not ws.exists_at("HEAD", r)]
+    new = [f":(literal){r}" for r in rel if not ws.exists_at("HEAD", r)]
     if new:
         ws.git(ws.integration, "add", "--", *new)
-    ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *rel)
+    spec = [f":(literal){r}" for r in rel]
+    ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *spec)
 
 
 def _known(ws: Workspace) -> bool:

@@ -155,6 +155,28 @@ def test_commits_on_a_detached_head_survive_the_checkout(origin: Path, tmp_path:
     assert git(ws.integration, "show", "tgflow/d:d.txt") == "d"
 
 
+@pytest.mark.parametrize("new", [True, False])
+def test_a_commit_of_paths_holds_those_files_whatever_their_names(
+    origin: Path, tmp_path: Path, new: bool
+) -> None:
+    """A name is a name, not a pattern: ``[id].md`` as a glob also matches ``i.md``."""
+    ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
+    reconcile(ws, push=False)
+    if not new:
+        write_files(ws.integration, {"tasks/[id].md": "before\n"})
+        commit_paths(ws, [ws.integration / "tasks/[id].md"], "the task file")
+    write_files(ws.integration, {"tasks/i.md": "someone else's\n"})
+    git(ws.integration, "add", "tasks/i.md")
+    git(ws.integration, "commit", "-qm", "i")
+    write_files(ws.integration, {"tasks/[id].md": "status\n", "tasks/i.md": "not this\n"})
+
+    commit_paths(ws, [ws.integration / "tasks/[id].md"], "status of id")
+
+    assert git(ws.integration, "show", "--name-only", "--format=", "HEAD") == "tasks/[id].md"
+    assert git(ws.integration, "diff", "--cached", "--name-only") == ""  # nothing else staged
+    assert git(ws.integration, "diff", "--name-only") == "tasks/i.md"
+
+
 def test_merges_of_a_no_push_run_survive_the_next_pushing_run(origin: Path, tmp_path: Path) -> None:
     ws = Workspace.open(str(origin), tmp_path / "ws", push=False)
     reconcile(ws, push=False)
