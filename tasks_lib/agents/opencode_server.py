@@ -47,7 +47,8 @@ from tasks_lib.agents.tally import Tally
 LISTENING = re.compile(r"listening on (http://[\w.:\[\]-]+)")
 NUDGE = "There was an error, please continue."
 START_TIMEOUT_S = 60.0
-ABORT_SETTLE_S = 10.0
+ABORT_SETTLE_S = 30.0
+ABORT_AGAIN_S = 3.0
 
 
 class OpenCodeServerError(AgentError):
@@ -470,16 +471,22 @@ class OpenCodeServerAgent(Agent):
     def _abort(self, api: httpx.Client, session: _Session) -> None:
         """Abort and wait (briefly) until the server no longer counts the session busy: one left
         running would go on editing a worktree that is about to be cleaned or reused. The
-        server's status, not the idle event, is the test: under load the event can come first."""
-        with contextlib.suppress(httpx.HTTPError):
-            api.post(f"/session/{session.id}/abort")
+        server's status, not the idle event, is the test: under load the event can come first.
+        The abort is asked again while the session stays busy (under load a session was seen
+        still busy 10 s after one abort), and a session never seen idle is said in its log."""
         deadline = time.monotonic() + ABORT_SETTLE_S
+        asked = 0.0
         while time.monotonic() < deadline:
+            if time.monotonic() - asked >= ABORT_AGAIN_S:
+                asked = time.monotonic()
+                with contextlib.suppress(httpx.HTTPError):
+                    api.post(f"/session/{session.id}/abort")
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 status = api.get("/session/status").json().get(session.id) or {}
                 if status.get("type", "idle") == "idle":
                     return
             time.sleep(0.2)
+        session.log.append(f"the server still counts session {session.id} busy after its abort")
 
     def _read_messages(self, api: httpx.Client, session: _Session) -> None:
         """Tokens, cost and the verdict from the stored messages (the source of truth)."""
