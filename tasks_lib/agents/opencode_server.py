@@ -48,6 +48,7 @@ LISTENING = re.compile(r"listening on (http://[\w.:\[\]-]+)")
 NUDGE = "There was an error, please continue."
 START_TIMEOUT_S = 60.0
 ABORT_SETTLE_S = 30.0
+ABORT_START_S = 10.0  # a prompt sent but not started when it is aborted, at most this long
 ABORT_AGAIN_S = 3.0
 
 
@@ -472,20 +473,26 @@ class OpenCodeServerAgent(Agent):
         """Abort and wait (briefly) until the server no longer counts the session busy: one left
         running would go on editing a worktree that is about to be cleaned or reused. The
         server's status, not the idle event, is the test: under load the event can come first.
-        The abort is asked again while the session stays busy (under load a session was seen
-        still busy 10 s after one abort), and a session never seen idle is said in its log."""
-        deadline = time.monotonic() + ABORT_SETTLE_S
-        asked = 0.0
-        while time.monotonic() < deadline:
-            if time.monotonic() - asked >= ABORT_AGAIN_S:
-                asked = time.monotonic()
+        A prompt just sent may not have started yet (the server lists no status for it, and
+        an abort then does nothing): until the session was seen busy, idle proves nothing for
+        ``ABORT_START_S``. A session busy again is asked to abort again."""
+        now = time.monotonic()
+        deadline, start_by = now + ABORT_SETTLE_S, now + ABORT_START_S
+        seen_busy, asked = session.busy, -ABORT_AGAIN_S
+        while now < deadline:
+            if now - asked >= ABORT_AGAIN_S:
+                asked = now
                 with contextlib.suppress(httpx.HTTPError):
                     api.post(f"/session/{session.id}/abort")
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 status = api.get("/session/status").json().get(session.id) or {}
-                if status.get("type", "idle") == "idle":
+                if status.get("type", "idle") != "idle":
+                    if not seen_busy:  # it started after the abort: abort it now
+                        seen_busy, asked = True, -ABORT_AGAIN_S
+                elif seen_busy or now >= start_by:
                     return
             time.sleep(0.2)
+            now = time.monotonic()
         session.log.append(f"the server still counts session {session.id} busy after its abort")
 
     def _read_messages(self, api: httpx.Client, session: _Session) -> None:

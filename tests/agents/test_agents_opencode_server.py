@@ -170,6 +170,22 @@ def test_cancel_aborts_the_session(server, fake: FakeModel, worktree: Path):
     assert busy_sessions(server, worktree) == {}
 
 
+def test_a_cancel_before_the_prompt_started_still_stops_it(server, fake: FakeModel, worktree: Path):
+    """The abort right after the prompt was sent comes before the server started it (it lists
+    no status then, and an abort does nothing); the prompt must not start afterwards and run
+    on behind the cancelled session."""
+    fake.reset([shell_step("opencode", "true", stall=True)])
+    request = SessionRequest(task_id="c", worktree=worktree, prompt="Task: c", idle_timeout_s=60)
+    request.cancel.set()
+
+    result = server.run(request)
+
+    assert result.outcome is Outcome.CANCELLED
+    for _ in range(15):  # long enough for a prompt left queued to have started
+        assert busy_sessions(server, worktree) == {}
+        time.sleep(0.2)
+
+
 @pytest.mark.serial
 def test_a_persons_message_reaches_the_model_in_the_sessions_next_request(
     server, fake: FakeModel, worktree: Path, tmp_path: Path
