@@ -141,11 +141,10 @@ def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
     not have yet is added first (``commit -- paths`` takes the others as they are). Each name
     is literal: as a pattern, ``[id].md`` would also take ``i.md``."""
     rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
-    new = [f":(literal){r}" for r in rel if not ws.exists_at("HEAD", r)]
+    new = [r for r in rel if not ws.exists_at("HEAD", r)]
     if new:
-        ws.git(ws.integration, "add", "--", *new)
-    spec = [f":(literal){r}" for r in rel]
-    ws.git(ws.integration, "commit", "--quiet", "-m", message, "--", *spec)
+        ws.git(ws.integration, "--literal-pathspecs", "add", "--", *new)
+    ws.git(ws.integration, "--literal-pathspecs", "commit", "--quiet", "-m", message, "--", *rel)
 
 
 def _known(ws: Workspace) -> bool:
