@@ -157,7 +157,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-batch", type=int, metavar="N",
                         help="branches waiting to land that are merged and validated together; "
                              "a failing batch is bisected so only the culprits go back "
-                             "(4; 1: one at a time)")  # fmt: skip
+                             "(8; 1: one at a time)")  # fmt: skip
+    parser.add_argument("--no-validate-ahead", dest="validate_ahead", action="store_const",
+                        const=False,
+                        help="validate one merged batch at a time (default: the branches that "
+                             "arrive while a batch validates are validated on top of it, in a "
+                             "second checkout)")  # fmt: skip
     parser.add_argument("--sandbox", choices=("bwrap", "none"),
                         help="where agents and validation run: bubblewrap (only the task's "
                              "checkout writable, the origin and ~/.ssh hidden, no process "

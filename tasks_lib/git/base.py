@@ -103,6 +103,7 @@ def merge(
     strategy: Literal["merge", "squash"] = "merge",
     author: tuple[str, str] | None = None,
     at: str | None = None,
+    cwd: Path | None = None,
 ) -> MergeResult:
     """Land the task branch on base; a conflict is aborted, never left.
 
@@ -110,41 +111,52 @@ def merge(
     ``squash``: one commit with the branch's whole change, authored by ``author`` (the agent,
     whose work it is) and committed by tgflow, with the task trailer: the history of base
     reads one commit per task. ``at``: HEAD's commit, when the caller knows it (it holds the
-    merge lock, so nothing else moves HEAD)."""
-    pre, branch = at or ws.head(), ws.branch(task_id)
+    merge lock, so nothing else moves HEAD). ``cwd``: a detached checkout of tgflow's clone
+    to merge in instead of the integration worktree (a batch validated ahead of base)."""
+    where = cwd or ws.integration
+    pre, branch = at or ws.head(where), ws.branch(task_id)
     try:
         if strategy == "merge":
             message = f"Merge task {task_id}: {name}"
-            ws.git(ws.integration, "merge", "--no-ff", "--no-edit", "-m", message, branch)
+            ws.git(where, "merge", "--no-ff", "--no-edit", "-m", message, branch)
         else:
-            ws.git(ws.integration, "merge", "--squash", branch)
+            ws.git(where, "merge", "--squash", branch)
             by = ["--author", f"{author[0]} <{author[1]}>"] if author else []
             ws.git(
-                ws.integration, "commit", "--quiet", "--no-verify", "--allow-empty", *by,
+                where, "commit", "--quiet", "--no-verify", "--allow-empty", *by,
                 "-m", f"Task {task_id}: {name}", "--trailer", f"{TASK_TRAILER}: {task_id}",
             )  # fmt: skip
     except GitError:
-        conflicts = ws.paths(ws.integration, "diff", "--name-only", "--diff-filter=U")
-        if ws.ref_exists("MERGE_HEAD"):
-            ws.git(ws.integration, "merge", "--abort")
-        ws.reset_to(pre)
+        conflicts = ws.paths(where, "diff", "--name-only", "--diff-filter=U")
+        if ws.in_merge(where):
+            ws.git(where, "merge", "--abort")
+        if where == ws.integration:
+            ws.reset_to(pre)
+        else:
+            ws.git(where, "reset", "--quiet", "--hard", pre)
         if not conflicts:
             raise
         return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts)
-    sha, tree = ws.commit("HEAD"), ws.tree_of("HEAD")
+    if where == ws.integration:
+        sha, tree = ws.commit("HEAD"), ws.tree_of("HEAD")
+    else:
+        sha, tree = ws.git(where, "rev-parse", "HEAD", "HEAD^{tree}").split()
     return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
 
 
-def commit_paths(ws: Workspace, paths: list[Path], message: str) -> None:
-    """Commit these files of the integration worktree on base (status updates). The commit is
-    not read here: ``change_base`` reads HEAD once after the whole edit. Only a file base does
-    not have yet is added first (``commit -- paths`` takes the others as they are). Each name
-    is literal: as a pattern, ``[id].md`` would also take ``i.md``."""
-    rel = [str(p.relative_to(ws.integration)) if p.is_absolute() else str(p) for p in paths]
-    new = [r for r in rel if not ws.exists_at("HEAD", r)]
+def commit_paths(ws: Workspace, paths: list[Path], message: str, cwd: Path | None = None) -> None:
+    """Commit these files of the integration worktree on base (status updates), or of ``cwd``
+    (see ``merge``). The commit is not read here: ``change_base`` reads HEAD once after the
+    whole edit. Only a file HEAD does not have yet is added first (``commit -- paths`` takes
+    the others as they are). Each name is literal: as a pattern, ``[id].md`` would also take
+    ``i.md``."""
+    where = cwd or ws.integration
+    rel = [str(p.relative_to(where)) if p.is_absolute() else str(p) for p in paths]
+    head = "HEAD" if where == ws.integration else ws.head(where)
+    new = [r for r in rel if not ws.exists_at(head, r)]
     if new:
-        ws.git(ws.integration, "--literal-pathspecs", "add", "--", *new)
-    ws.git(ws.integration, "--literal-pathspecs", "commit", "--quiet", "-m", message, "--", *rel)
+        ws.git(where, "--literal-pathspecs", "add", "--", *new)
+    ws.git(where, "--literal-pathspecs", "commit", "--quiet", "-m", message, "--", *rel)
 
 
 def _known(ws: Workspace) -> bool:

@@ -26,6 +26,7 @@ CLONES_DIR = "clones"  # beside integration/ and worktrees/: the checkouts' git 
 TMP_DIR = "tmp"  # a checkout's (and the integration clone's) temp files while sandboxed
 DISPLACED_DIR = "displaced"  # a .git an agent put in a checkout, kept for a person to look at
 SPARES_DIR = "spare"  # checkouts done with, their files kept for the next task to start
+AHEAD_DIR = "ahead"  # detached checkouts of tgflow's clone: batches validated ahead of base
 
 
 def git_dir_of(checkout: Path) -> Path:

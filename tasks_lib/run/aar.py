@@ -275,10 +275,12 @@ def parallelism(run: RunRecord) -> list[Line]:
 
 
 def merge_queue(run: RunRecord) -> list[Line]:
-    """What the merge queue saved: branches validated together, validations not rerun."""
+    """What the merge queue saved: branches validated together, validations not rerun, and
+    validations run beside the one before instead of after it."""
     merged = _merged(run)
     batches = {tuple(sorted([n.task_id, *n.merged_with])) for n in merged if n.merged_with}
     skipped = [n.task_id for n in merged if n.validation_skipped]
+    ahead = [n.task_id for n in merged if n.validated_ahead]
     lines = []
     if batches:
         together = sum(len(b) for b in batches)
@@ -295,6 +297,14 @@ def merge_queue(run: RunRecord) -> list[Line]:
                 RIGHT,
                 f"Post-merge validation skipped for {_and(skipped)}: the merged tree was the "
                 f"one validated on the branch ({run.base} had not moved since).",
+            )
+        )
+    if ahead:
+        lines.append(
+            Line(
+                RIGHT,
+                f"Validated ahead: {_and(ahead)}, while the batch before them was validated, on "
+                "the head it left; they landed as the commits validated, without waiting for it.",
             )
         )
     return lines

@@ -21,16 +21,25 @@ ever (others merging into the file while it resolves):
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks_lib.git import worktrees
-from tasks_lib.git.base import change_base, merge
+from tasks_lib.git.base import change_base
 from tasks_lib.git.locks import FairLock
 from tasks_lib.git.workspace import Workspace
-from tasks_lib.graph.taskfile import Status
+from tasks_lib.run.batch import (
+    Ahead,
+    Merged,
+    Validation,
+    commit_lines,
+    merge_in,
+    pipeline,
+    record_validation,
+    validate_merged,
+)
 from tasks_lib.run.develop import (
     agent_author,
     back_up_deferred,
@@ -45,12 +54,10 @@ from tasks_lib.run.develop import (
     trailed,
     validate,
 )
-from tasks_lib.run.isolation import sandbox_for
 from tasks_lib.run.merge_queue import BatchOutcome, MergeQueue, Trial, land_batch
 from tasks_lib.run.node_state import Landing, Node, NodeFailed
 from tasks_lib.run.prompt import BLOCKED_FILE
 from tasks_lib.run.records import Cause, Conflict, NodeStatus
-from tasks_lib.run.validation import run_validation
 
 _QUEUES: dict[FairLock, MergeQueue[Node]] = {}
 _QUEUES_GUARD = threading.Lock()
@@ -124,58 +131,65 @@ def _landed(node: Node) -> bool:
 
 
 def serve(batch: list[Node]) -> None:
-    """Merge the batch onto base (each ``--no-ff`` in turn), validate once, bisect on a
-    failure (``land_batch``), record each task completed on base and push, in one base
-    transaction. Every node's verdict goes to ``node.landing`` (each node cleans up after
-    itself, outside the lock). The caller holds the merge lock."""
+    """Merge the batch onto base (each ``--no-ff`` in turn, each task's status committed),
+    validate once, bisect on a failure (``land_batch``) and push, in one base transaction.
+    The batch validated ahead (``batch.Ahead``) lands as its commits when base is where they
+    were made; while the batch's validation runs, what waits goes ahead of it. Every node's
+    verdict goes to ``node.landing`` (each node cleans up after itself, outside the lock).
+    The caller holds the merge lock."""
     first = batch[0]
     ws, s = first.ws, first.settings
     began = datetime.now(UTC)
     for node in batch:
         node.record.merge_began = began
-        node.record.commits = _commit_lines(node)
+        node.record.commits = commit_lines(node)
         node.record.files_changed = ws.files_changed(node.branch_ref)
-    merged_as: dict[str, str] = {}
+    queue, pipe = merge_queue(ws), pipeline(ws)
+    ahead = pipe.take(batch)
     failed: dict[str, str] = {}  # task id -> why the last trial that held it failed
     outcome: BatchOutcome[Node] = BatchOutcome()
 
+    def going_ahead(on: str) -> AbstractContextManager[None]:
+        """While the batch's first validation runs, what waits is validated on top of it (no
+        validation to run: nothing to gain)."""
+        if not (s.validate_ahead and s.validate_commands):
+            return nullcontext()
+        return queue.while_validating(pipe.starter(queue, on, s.merge_batch))
+
     def trial(items: Sequence[Node]) -> Trial[Node]:
+        nonlocal ahead
         pre = ws.head()
-        head, tree = pre, None  # where base stands as the merges go (a conflict stays put)
-        merged: list[Node] = []
-        conflicted: list[Node] = []
-        for node in items:
-            done = merge(
-                ws, node.task.id, node.task.name, s.merge_strategy, agent_author(node), at=head
-            )
-            if done.merged and done.sha is not None:
-                merged.append(node)
-                merged_as[node.task.id] = done.sha
-                head, tree = done.sha, done.tree
-            else:
-                conflicted.append(node)
-                assert node.landing is not None
-                node.landing.conflicts = done.conflicts
-        if not merged:
-            return Trial(True, [], conflicted)
-        problem = _validate_merged(merged, pre, tree)
-        if problem is None:
-            return Trial(True, merged, conflicted)
-        for node in merged:
-            failed[node.task.id] = problem
-        ws.reset_to(pre)
-        return Trial(False, merged, conflicted)
+        if ahead is not None:  # the first trial: the whole batch
+            done, ahead = ahead, None
+            try:
+                reused = _reuse(done, pre, going_ahead)
+            finally:
+                pipe.release(done)
+            if first.cancel.is_set():
+                raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
+            if reused is not None:
+                merged, validation = reused
+                if validation.problem is None:
+                    ws.reset_to(merged.head)  # a descendant of base: its commits are base's
+                return _concluded(merged, validation, failed, lambda: None)
+        merged = merge_in(list(items), pre)
+        if not merged.merged:
+            return _concluded(merged, Validation(None, None), failed, lambda: None)
+        with going_ahead(merged.head) if list(items) == batch else nullcontext():
+            validation = validate_merged(merged, ws.integration, first.cancel)
+        if first.cancel.is_set():
+            raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
+        return _concluded(merged, validation, failed, lambda: ws.reset_to(pre))
 
     def edit() -> str | None:
         nonlocal outcome
         for node in batch:  # again on a redo (the origin moved): the verdicts start over
             node.landing = Landing()
-        merged_as.clear()
         failed.clear()
         outcome = land_batch(batch, trial)
-        for node in outcome.landed:
-            node.record.merge_commit = merged_as[node.task.id]
-            node.write_task_file(Status.COMPLETED, summary=_summary(node))
+        for node in batch:
+            if node not in outcome.landed:  # a merge a failed trial made is no more
+                node.record.merge_commit = None
         return None if outcome.landed else NOTHING_LANDED
 
     def with_base() -> list[str]:
@@ -191,6 +205,8 @@ def serve(batch: list[Node]) -> None:
             cheap_redo=not s.validate_commands,  # a merge and a status commit, no validation
         )  # fmt: skip
     finally:
+        if ahead is not None:  # never tried (an error came first)
+            pipe.release(ahead)
         ended = datetime.now(UTC)
         for node in batch:
             node.record.merge_ended = ended
@@ -226,44 +242,48 @@ def serve(batch: list[Node]) -> None:
 NOTHING_LANDED = "nothing of the batch landed"
 
 
-def _validate_merged(merged: list[Node], pre: str, tree: str | None) -> str | None:
-    """The merged tree's validation, once for the batch; None when it passes. Skipped when
-    one branch merged and the tree (``tree``, base's now) is the one its own validation
-    passed (base had not moved since it was merged into the branch): the same files, the
-    same commands."""
-    first = merged[0]
-    ws, s = first.ws, first.settings
-    tree = tree if len(merged) == 1 else None
-    if tree is not None and first.validated_tree == tree:
-        first.record.validation_skipped = True
-        first.record.notes.append(
-            "post-merge validation skipped: the merged tree is the one validated on the branch "
-            f"({tree[:10]}; {ws.base} had not moved since it was merged into the branch)"
+def _reuse(
+    ahead: Ahead, pre: str, going_ahead: Callable[[str], AbstractContextManager[None]]
+) -> tuple[Merged, Validation] | None:
+    """The served batch's validation ahead, waited for, when it stands on ``pre`` (base now:
+    the batch before it landed whole on the head it was made on); else None, and it stops."""
+    ahead.ready.wait()
+    merged = ahead.merged
+    if ahead.on != pre or merged is None or ahead.error is not None:
+        return None
+    first = ahead.nodes[0]
+    if merged.merged:
+        with going_ahead(merged.head):
+            ahead.verdict(first.cancel)
+    if ahead.error is not None or first.cancel.is_set():
+        return None
+    validation = ahead.validation or Validation(None, None)
+    for node in merged.merged:
+        node.record.validated_ahead = True
+        node.record.notes.append(
+            f"merged and validated ahead of {first.ws.base}, in a checkout of its own while "
+            "the batch before it was validated, on the head that batch left"
         )
-        return None
+    return merged, validation
 
-    def on_line(line: str) -> None:
-        for node in merged:
-            node.on_line(line)
 
-    result = run_validation(
-        s.validate_commands,
-        ws.integration,
-        s.validate_timeout_s,
-        on_line,
-        first.cancel,
-        sandbox_for(ws, s.sandbox, ws.integration),
-    )
-    for node in merged:  # one run for all: each carries its share, so totals stay true
-        node.record.validate_seconds += result.duration_s / len(merged)
-    if first.cancel.is_set():
-        raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
-    if result.ok:
-        return None
-    return (
-        f"validation after merging into {ws.base} failed: {result.output_tail}\n"
-        f"({ws.base} reset to {pre[:10]}; nothing pushed)"
-    )
+def _concluded(
+    merged: Merged, validation: Validation, failed: dict[str, str], undo: Callable[[], object]
+) -> Trial[Node]:
+    """The trial's verdict, in the records: base holds the merged batch when it passed; else
+    ``undo`` puts it back."""
+    for node in merged.conflicted:
+        assert node.landing is not None
+        node.landing.conflicts = merged.conflicts[node.task.id]
+    if not merged.merged:
+        return Trial(True, [], merged.conflicted)
+    record_validation(merged, validation)
+    if validation.problem is None:
+        return Trial(True, merged.merged, merged.conflicted)
+    for node in merged.merged:
+        failed[node.task.id] = validation.problem
+    undo()
+    return Trial(False, merged.merged, merged.conflicted)
 
 
 def _bisected(node: Node, batch: list[Node]) -> str:
@@ -332,21 +352,3 @@ def _conclude_merge(node: Node, wt: Path, files: list[str], base_sha: str) -> No
         leftovers = trailed(node, f"tgflow: commit uncommitted work of {node.task.id}")
         if worktrees.commit_all(ws, wt, leftovers, agent_author(node)):
             rec.notes.append("committed work the agent left uncommitted")
-
-
-def _commit_lines(node: Node) -> list[str]:
-    return [
-        f"{sha[:10]} {subject}" for sha, subject in node.ws.commits_beyond_base(node.branch_ref)
-    ]
-
-
-def _summary(node: Node) -> str:
-    rec = node.record
-    commits = "\n".join(f"- {c}" for c in rec.commits) or "- (none)"
-    files = "\n".join(f"- `{f}`" for f in rec.files_changed) or "- (none)"
-    merged = rec.merge_commit[:10] if rec.merge_commit else "?"
-    return (
-        f"Merged into {node.ws.base} by tgflow as {merged} (agent {rec.agent}, attempt "
-        f"{node.attempt}, {rec.sessions} session(s)).\n\n"
-        f"Commits:\n{commits}\n\nFiles changed:\n{files}"
-    )

@@ -150,27 +150,33 @@ class Node:
             known = own.relative_to(self.ws.integration)
         return known
 
-    def _in_worktree(self) -> Task | None:
+    def _in_worktree(self, cwd: Path | None = None) -> Task | None:
+        """The task file in the integration worktree, or in the checkout ``cwd`` (where it must
+        be where the run found it: looking through a folder there is not worth it)."""
         known = self._known_path(self.task.id)
-        found = _read(self.ws.integration / known) if known is not None else None
+        found = _read((cwd or self.ws.integration) / known) if known is not None else None
         if found is not None and found.id == self.task.id:
             return found
-        return self.ws.find_task(self.task.id, self.settings.tasks_dir)
+        return None if cwd is not None else self.ws.find_task(self.task.id, self.settings.tasks_dir)
 
     def write_task_file(
-        self, status: Status, *, summary: str | None = None, note: str | None = None
+        self,
+        status: Status,
+        *,
+        summary: str | None = None,
+        note: str | None = None,
+        cwd: Path | None = None,
     ) -> bool:
         """Edit the task file in the integration worktree and commit it on base (the caller
         holds the merge lock: the worktree is base as this change found it, not the settled
-        base ``on_base`` reads)."""
-        on_main = self._in_worktree()
+        base ``on_base`` reads); or in ``cwd``, a checkout on top of base (``merge``)."""
+        on_main = self._in_worktree(cwd)
         if on_main is None:
             raise NodeFailed(NodeStatus.FAILED, f"task file of {self.task.id} vanished from main")
         if not update_task_file(on_main.path, status=status, note=note, summary=summary):
             return False
-        commit_paths(
-            self.ws, [on_main.path], f"chore: update task {self.task.id} status to {status}"
-        )
+        message = f"chore: update task {self.task.id} status to {status}"
+        commit_paths(self.ws, [on_main.path], message, cwd)
         return True
 
 

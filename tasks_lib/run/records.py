@@ -109,6 +109,7 @@ class NodeRecord(BaseModel):
     merge_began: datetime | None = None
     merge_ended: datetime | None = None
     validation_skipped: bool = False  # its merged tree was the one validated on the branch
+    validated_ahead: bool = False  # its batch was validated while the batch before it was
     # The machine its (last) node run worked on, "host:folder of its clones", on a node pool.
     ran_on: str | None = None
     tokens_in: int | None = None

@@ -24,12 +24,15 @@ from helpers.agent_helpers import (
 )
 from helpers.fakemodel import FakeModel
 from helpers.gitrepos import git, log, make_origin
+from helpers.workspaces import open_ws
 
 from tasks_lib.agents.base import Outcome, SessionRequest
 from tasks_lib.agents.command import CommandAgent
 from tasks_lib.agents.opencode_server import OpenCodeServerAgent
 from tasks_lib.agents.registry import make_agent
 from tasks_lib.agents.sandbox import Sandbox, sandbox_problem
+from tasks_lib.git.links import AHEAD_DIR
+from tasks_lib.run.isolation import sandbox_for as isolation
 from tasks_lib.run.validation import run_validation
 
 pytest_plugins = ["helpers.agent_fixtures"]
@@ -344,3 +347,31 @@ def test_validation_commands_run_sandboxed(tmp_path: Path) -> None:
     assert (wt / "inside.txt").exists() and (tmp_path / "session-tmp" / "t").exists()
     assert not (tmp_path / "work" / "outside.txt").exists()
     assert left == []
+
+
+def test_a_validation_ahead_of_base_writes_only_its_own_checkout(tmp_path: Path) -> None:
+    """A batch validated ahead runs the agents' code in a checkout of tgflow's clone beside it
+    (``batch.Ahead``): that checkout and its temp are writable; tgflow's clone, its refs and
+    the checkout's link to them are not."""
+    origin = make_origin(tmp_path, {"README.md": "demo\n"})
+    ws = open_ws(origin, tmp_path / "ws")
+    ahead = ws.root / AHEAD_DIR / "0"
+    ahead.parent.mkdir()
+    git(ws.integration, "worktree", "add", "-q", "--detach", str(ahead), "main")
+    main = git(ws.integration, "rev-parse", "main")
+    commands = [
+        'touch inside.txt && touch "$TMPDIR/t"',
+        f"touch {ws.integration}/outside.txt",
+        "git update-ref refs/heads/main HEAD^{tree} 2>&1 || git update-ref -d refs/heads/main",
+        "echo gitdir: /tmp > .git",
+    ]
+
+    results = [
+        run_validation([c], ahead, timeout_s=60, sandbox=isolation(ws, None, ahead))
+        for c in commands
+    ]
+
+    assert [r.ok for r in results] == [True, False, False, False], [r.output_tail for r in results]
+    assert (ahead / "inside.txt").exists() and not (ws.integration / "outside.txt").exists()
+    assert git(ws.integration, "rev-parse", "main") == main
+    assert (ahead / ".git").read_text().startswith(f"gitdir: {ws.integration}")

@@ -188,12 +188,14 @@ def test_the_merge_queue_says_what_it_saved() -> None:
                 node("a", NodeStatus.COMPLETED, 0, 10, merged_with=["b"]),
                 node("b", NodeStatus.COMPLETED, 0, 10, merged_with=["a"]),
                 node("c", NodeStatus.COMPLETED, 0, 20, validation_skipped=True),
+                node("d", NodeStatus.COMPLETED, 0, 20, validated_ahead=True),
             ]
         )
     )
     right = sections(text)["What Went Right"]
     assert "Merge queue: 2 branch(es) landed in 1 batch(es)" in right
     assert "Post-merge validation skipped for c: the merged tree was the one validated" in right
+    assert "Validated ahead: d, while the batch before them was validated" in right
 
 
 def test_a_node_pool_run_says_where_nodes_ran_and_which_lost_their_machine() -> None:

@@ -162,3 +162,130 @@ cd {other} && git pull -q && echo x > x.txt && git add x.txt \\
     assert not any("post-merge validation skipped" in n for n in second.notes)
     assert (tmp_path / "validations").read_text().split() == ["a", "b", "integration"]
     assert show(origin, "x.txt") == "x" and show(origin, "b.txt") == "b"
+
+
+def held_check(tmp: Path, breaks: str) -> str:
+    """The build, breaking when ``breaks`` (a shell test) holds. On a task branch it waits
+    for that task's gate; after merging it logs where it ran (``integration``, or the
+    checkout a batch goes ahead in) and the first run in the integration clone waits for
+    ``go``, so the test decides what arrives while a batch is validated."""
+    return f"""
+where=$(basename "$PWD")
+case "$PWD" in
+  */ahead/*) echo ahead >> {tmp}/merged-validations
+    touch {tmp}/went-ahead ;;
+  */integration) echo integration >> {tmp}/merged-validations
+    touch {tmp}/validating-merged
+    while [ ! -e {tmp}/go ]; do sleep 0.05; done ;;
+  *) touch {tmp}/validating-$where
+    while [ ! -e {tmp}/gate-$where ]; do sleep 0.05; done ;;
+esac
+! {{ {breaks}; }}
+"""
+
+
+def start_nodes(
+    ws: Workspace, ids: list[str], settings: NodeSettings
+) -> tuple[dict[str, NodeRecord], list[threading.Thread]]:
+    records: dict[str, NodeRecord] = {}
+
+    def node(task_id: str) -> None:
+        task = ws.find_task(task_id)
+        assert task is not None
+        records[task_id] = run_node(ws, task, ScriptedAgent(), settings)
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    return records, threads
+
+
+def arrive_while_validating(
+    ws: Workspace, tmp: Path, first: list[str], then: str, threads: list[threading.Thread]
+) -> None:
+    """``first`` queue together and their merged batch starts validating; ``then`` arrives
+    during that validation; the validation ends when ``then`` went ahead."""
+    wait_for(lambda: all((tmp / f"validating-{i}").exists() for i in [*first, then]), "branches")
+    queue = merge_queue(ws)
+    with ws.merge_lock:
+        for n, task_id in enumerate(first, 1):
+            (tmp / f"gate-{task_id}").touch()
+            wait_for(lambda n=n: queue.waiting == n, f"{task_id} in the queue")
+    wait_for(lambda: (tmp / "validating-merged").exists(), "the first batch's validation")
+    (tmp / f"gate-{then}").touch()
+    wait_for(lambda: (tmp / "went-ahead").exists(), f"{then} validated ahead")
+    (tmp / "go").touch()
+    for t in threads:
+        t.join(120)
+
+
+def test_a_branch_arriving_while_a_batch_validates_lands_as_the_commits_validated_ahead(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    pushed_tips_checker(origin, tmp_path)
+    ws = open_ws(origin, tmp_path / "ws")
+    settings = NodeSettings(validate_commands=[held_check(tmp_path, "false")], sandbox="none")
+    records, threads = start_nodes(ws, ids, settings)
+
+    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
+
+    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.COMPLETED), {
+        i: records[i].reason for i in ids
+    }
+    c = records["c"]
+    assert c.validated_ahead and any("validated ahead of main" in n for n in c.notes), c.notes
+    # c was validated once, ahead of a and b, while they were: not again on base.
+    assert (tmp_path / "merged-validations").read_text().split() == ["integration", "ahead"]
+    # What landed is what was validated: c's merge commit, made ahead, is on the origin's
+    # main, and so is its status commit (the validation saw it), with a's and b's beneath.
+    assert git(origin, "rev-parse", "main~1") == c.merge_commit
+    assert (
+        git(origin, "log", "-1", "--format=%s", "main")
+        == "chore: update task c status to completed"
+    )
+    assert c.merge_commit and c.merge_commit[:10] in show(origin, "tasks/c.md")
+    assert [s for s in log(origin) if s.startswith("Merge task")] == [
+        "Merge task c: Task c",
+        "Merge task b: Task b",
+        "Merge task a: Task a",
+    ]
+    tips = [t for t in (tmp_path / "pushed").read_text().split("\n") if t]
+    assert len(tips) == 2 and all(t.startswith("green") for t in tips), tips
+
+
+def test_a_branch_validated_ahead_of_a_batch_that_fails_is_validated_again_on_what_landed(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    breaks = "[ -e a.txt ] && [ -e b.txt ]"  # a and b each pass, together they break
+    settings = NodeSettings(validate_commands=[held_check(tmp_path, breaks)], sandbox="none")
+    records, threads = start_nodes(ws, ids, settings)
+
+    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
+
+    assert {i: records[i].status for i in ids} == {
+        "a": NodeStatus.COMPLETED,
+        "b": NodeStatus.FAILED,
+        "c": NodeStatus.COMPLETED,
+    }, {i: records[i].reason for i in ids}
+    assert records["b"].cause is Cause.VALIDATION
+    c = records["c"]
+    assert not c.validated_ahead and not any("validated ahead" in n for n in c.notes), c.notes
+    # ab fails (and c ahead of it, on a and b), a alone is its branch's tree (skipped), b on
+    # a is the tree that failed; then c is validated on a, what landed.
+    assert (tmp_path / "merged-validations").read_text().split() == [
+        "integration", "ahead", "integration",
+    ]  # fmt: skip
+    assert show(origin, "c.txt") == "c" and show(origin, "a.txt") == "a"
+    assert "b.txt" not in git(origin, "ls-tree", "--name-only", "main")
+    assert f"{c.merge_commit} Merge task c: Task c" in git(origin, "log", "--format=%H %s", "main")
