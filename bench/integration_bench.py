@@ -11,8 +11,12 @@ agents' work must fit in the slots and the last of it still needs one validation
 
 The simulated part drives tgflow's own code in simulated time: the real ``schedule()``
 starts nodes, and its completions queue is fed from a heap of events in time order; the merge
-server is the real ``land_batch``, whose trials each advance the clock by V. Batch cap 1 is
-the behaviour before the queue (one merge and validation per node). A node holds its agent
+server is the real ``land_batch``, whose trials each advance the clock by V, and the branches
+that arrive while a batch's first trial runs are validated ahead of it as the real queue does
+(``merge_queue``: reserved as the next batch, their validation started then, reused when the
+batch before landed whole; ``ahead=False``, and the rows saying "one validation at a time",
+are ``validate_ahead = false``). Batch cap 1 is the behaviour before the queue (one merge and
+validation per node). A node holds its agent
 slot while it develops (agent time, lognormal, mean 10) and gives it up when it queues, as
 the real node does (a ``Slot`` on the scheduler's queue); as in ``MergeQueue``, a batch's
 nodes land when the whole batch was served. A branch fails the post-merge validation with
@@ -69,6 +73,7 @@ from pathlib import Path
 from bench import Result, table
 from bench.node_bench import OneFileAgent, check_pushed, make_origin
 from bench.priority_bench import estimated_scope, learned
+from tasks_lib.git.links import AHEAD_DIR
 from tasks_lib.git.reconcile import reconcile
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.dag import TaskGraph, load_graph
@@ -95,6 +100,7 @@ REAL_TASKS = 6
 REAL_SLOTS = 3
 REAL_VALIDATION_S = 2.0
 REAL_CAPS = (1, 4)
+REAL_ROUNDS = 3
 
 Shape = Callable[[random.Random], list[tuple[str, ...]]]  # each task's dependencies
 
@@ -221,9 +227,20 @@ def rerun(scene: Scenario, folder: Path) -> TaskGraph:
     return scene.graph.with_costs(learned(folder, earlier, tasks, tasks))
 
 
+@dataclass
+class _Ahead:
+    """A batch validated ahead (``MergeQueue.reserve``), from ``start`` to ``end``, on top of
+    the head the batch being served then would leave."""
+
+    items: list[str]
+    end: float
+    passes: bool
+
+
 class Simulation:
     """One run of a scenario in simulated time (the module's doc): nodes develop, queue and
-    land through ``land_batch``, one batch at a time. ``graph``: the scenario's, weighed
+    land through ``land_batch``, one batch at a time, the next one validated ahead (``ahead``:
+    the merge queue's rule, see ``merge_queue``). ``graph``: the scenario's, weighed
     otherwise (``rerun``)."""
 
     def __init__(
@@ -233,9 +250,11 @@ class Simulation:
         cap: int,
         held: bool,
         graph: TaskGraph | None = None,
+        ahead: bool = True,
     ) -> None:
         self.scene, self.validation_s, self.cap, self.held = scene, validation_s, cap, held
         self.graph = graph or scene.graph
+        self.ahead = ahead
         self.now = 0.0
         self.trials = 0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -243,6 +262,9 @@ class Simulation:
         self._developed: dict[str, int] = dict.fromkeys(scene.graph.order, 0)
         self._waiting: deque[str] = deque()
         self._serving = False
+        self._validating = False  # the served batch's first trial runs: the next may go ahead
+        self._reserved: list[str] = []
+        self._ahead: _Ahead | None = None
         self.completions = _Completions(self._step)
 
     def run(self) -> float:
@@ -277,21 +299,49 @@ class Simulation:
         if not self.held:
             self.completions.put(Slot(task_id, held=False))
         self._waiting.append(task_id)
+        self._go_ahead()
         self._serve()
 
-    def _serve(self) -> None:
-        if self._serving or not self._waiting:
+    def _go_ahead(self) -> None:
+        """``MergeQueue.reserve`` while the served batch's first validation runs."""
+        if not (self.ahead and self._validating) or self._reserved or not self._waiting:
             return
-        batch = [self._waiting.popleft() for _ in range(min(self.cap, len(self._waiting)))]
+        self._reserved = [self._waiting.popleft() for _ in range(min(self.cap, len(self._waiting)))]
+        self.trials += 1
+        self._ahead = _Ahead(
+            self._reserved, self.now + self.validation_s, self._passes(self._reserved)
+        )
+
+    def _serve(self) -> None:
+        if self._serving or not (self._reserved or self._waiting):
+            return
+        batch, self._reserved = self._reserved, []
+        if not batch:
+            batch = [self._waiting.popleft() for _ in range(min(self.cap, len(self._waiting)))]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.items != batch:
+            raise RuntimeError(f"{self.scene.name}: the batch validated ahead was not served next")
+        first = max(self.now, ahead.end) if ahead is not None else self.now + self.validation_s
         out = land_batch(batch, self._trial)
-        self.trials += out.trials
-        self._serving = True
-        self._at(self.now + out.trials * self.validation_s, lambda: self._served(out))
+        self.trials += out.trials - (ahead is not None)  # its first trial ran ahead
+        whole = len(out.landed) == len(batch)
+        self._serving = self._validating = True
+        self._go_ahead()
+
+        def verdict() -> None:
+            self._validating = False
+            if not whole and self._ahead is not None:  # stood on a head that did not land
+                self._ahead = None
+
+        self._at(first, verdict)
+        self._at(first + (out.trials - 1) * self.validation_s, lambda: self._served(out))
+
+    def _passes(self, items: Sequence[str]) -> bool:
+        """A version fails when it is a culprit's first: its rework is the second session."""
+        return not any(self._developed[i] < len(self.scene.sessions[i]) for i in items)
 
     def _trial(self, items: Sequence[str]) -> Trial[str]:
-        """A version fails when it is a culprit's first: its rework is the second session."""
-        broken = any(self._developed[i] < len(self.scene.sessions[i]) for i in items)
-        return Trial(passed=not broken, merged=list(items))
+        return Trial(passed=self._passes(items), merged=list(items))
 
     def _served(self, out: BatchOutcome[str]) -> None:
         self._serving = False
@@ -309,7 +359,7 @@ def simulated() -> list[Result]:
     for p in FAILURE_PS:
         scenes = [scenario(shape, seed, p) for shape in SHAPES for seed in SEEDS]
         free = [m for m, _ in _runs(scenes, 0.0, 1, held=False)]
-        results += _reruns(scenes, free) + _estimates(p)
+        results += _reruns(scenes, free) + _one_at_a_time(scenes) + _estimates(p)
         for v in VALIDATIONS_S:
             off = _runs(scenes, v, 1, held=False)
             for cap in CAPS:
@@ -333,7 +383,8 @@ def simulated() -> list[Result]:
 def _reruns(scenes: list[Scenario], free: list[float]) -> list[Result]:
     """At the target's V, by what the scheduler knows of the tasks' lengths: the first run's
     floor (what this scheduler needs with any queue, knowing the scopes: its makespan with
-    merges that cost nothing, plus the last validation); then for each batch cap, a first
+    merges that cost nothing, plus the last validation), and the same with no scopes at all;
+    then for each batch cap, a first
     run of tasks that give no scope, and a second run of the same tasks weighed by
     durations learned from the first (``rerun``), against the issue's target."""
     v, target = TARGET
@@ -347,6 +398,17 @@ def _reruns(scenes: list[Scenario], free: list[float]) -> list[Result]:
             f"{statistics.median(floor):.2f}, {max(floor):.2f}",
         )
     ]
+    unscoped = [
+        max(1.0, (Simulation(s, 0.0, 1, held=False, graph=s.unscoped).run() + v) / s.lower_bound(v))
+        for s in scenes
+    ]
+    rows.append(
+        Result(
+            "integration",
+            f"p = {p:g}, V = {v:g} s: the same floor when no task gives a scope, median, max",
+            f"{statistics.median(unscoped):.2f}, {max(unscoped):.2f}",
+        )
+    )
     with tempfile.TemporaryDirectory(prefix="integration-bench-") as tmp:
         weighed = {
             "no scopes (every cost ties)": [s.unscoped for s in scenes],
@@ -376,7 +438,7 @@ def _reruns(scenes: list[Scenario], free: list[float]) -> list[Result]:
 def _estimates(p: float) -> list[Result]:
     """At the target's V, each batch cap's worst scenario when the same work is estimated
     again ``ESTIMATES`` times (other scopes, the same graphs and agent times): whether the
-    verdict holds for any estimate, not one lucky draw."""
+    verdict holds for any estimate, not one lucky draw; validating ahead and not."""
     v, target = TARGET
     draws = [
         [scenario(shape, seed, p, n) for shape in SHAPES for seed in SEEDS]
@@ -384,19 +446,52 @@ def _estimates(p: float) -> list[Result]:
     ]
     rows: list[Result] = []
     for cap in CAPS[1:]:
-        worst = [
-            max(Simulation(s, v, cap, held=False).run() / s.lower_bound(v) for s in scenes)
-            for scenes in draws
-        ]
-        verdict = "met" if max(worst) <= target else "MISSED"
-        rows.append(
+        for ahead in (True, False):
+            worst = [
+                max(
+                    Simulation(s, v, cap, held=False, ahead=ahead).run() / s.lower_bound(v)
+                    for s in scenes
+                )
+                for scenes in draws
+            ]
+            verdict = "met" if max(worst) <= target else "MISSED"
+            rows.append(
+                Result(
+                    "integration",
+                    f"p = {p:g}, V = {v:g} s, batch {cap}"
+                    + ("" if ahead else ", one validation at a time")
+                    + f", {ESTIMATES} other estimates of the scopes: max makespan / LB, "
+                    f"lowest-highest (target ≤ {target:g})",
+                    f"{min(worst):.2f}-{max(worst):.2f}, {verdict}",
+                )
+            )
+    return rows
+
+
+def _one_at_a_time(scenes: list[Scenario]) -> list[Result]:
+    """At the target's V, the committed draw validating one batch at a time: what going
+    ahead changes, paired."""
+    v, target = TARGET
+    rows: list[Result] = []
+    for cap in CAPS[1:]:
+        ahead = [Simulation(s, v, cap, held=False).run() for s in scenes]
+        one = [Simulation(s, v, cap, held=False, ahead=False).run() for s in scenes]
+        ratios = [m / s.lower_bound(v) for m, s in zip(one, scenes, strict=True)]
+        paired = [a / b for a, b in zip(ahead, one, strict=True)]
+        rows += [
             Result(
                 "integration",
-                f"p = {p:g}, V = {v:g} s, batch {cap}, {ESTIMATES} other estimates of the "
-                f"scopes: max makespan / LB, lowest-highest (target ≤ {target:g})",
-                f"{min(worst):.2f}-{max(worst):.2f}, {verdict}",
-            )
-        )
+                f"p = {scenes[0].failure_p:g}, V = {v:g} s, batch {cap}, one validation at a "
+                f"time: makespan / LB, median, max (target ≤ {target:g})",
+                f"{statistics.median(ratios):.2f}, {max(ratios):.2f}",
+            ),
+            Result(
+                "integration",
+                f"p = {scenes[0].failure_p:g}, V = {v:g} s, batch {cap}, validating ahead / "
+                "one at a time: makespan, median (min-max)",
+                f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})",
+            ),
+        ]
     return rows
 
 
@@ -483,10 +578,11 @@ def _by_family(scenes: list[Scenario], ratios: list[float]) -> dict[str, list[fl
     return families
 
 
-def real_run(tmp: Path, cap: int) -> tuple[float, int, int]:
+def real_run(tmp: Path, cap: int, ahead: bool = True) -> tuple[float, int, int, int]:
     """Wall seconds of ``REAL_TASKS`` independent one-file nodes in ``REAL_SLOTS`` threads
     through ``schedule()`` and ``run_node`` (pushed to a bare origin), and the validations
-    run on the task branches and after merging (each run appends its folder to a log)."""
+    run on the task branches, after merging, and of those ahead of base (each run appends
+    its folder to a log)."""
     origin = make_origin(tmp, files=50, tasks=REAL_TASKS)
     ws = Workspace.open(str(origin), tmp / "ws")
     with ws.merge_lock:
@@ -498,6 +594,7 @@ def real_run(tmp: Path, cap: int) -> tuple[float, int, int]:
         validate_commands=[f"pwd >> {shlex.quote(str(log))}; sleep {REAL_VALIDATION_S:g}"],
         sandbox="none",  # the log is outside the checkout, which a sandbox keeps read-only
         merge_batch=cap,
+        validate_ahead=ahead,
     )
     completions: queue.Queue[NodeRecord | Slot] = queue.Queue()
 
@@ -520,35 +617,54 @@ def real_run(tmp: Path, cap: int) -> tuple[float, int, int]:
     assert not failed, f"merge_batch {cap}: {failed}"
     check_pushed(origin, list(graph.tasks))
     folders = [Path(line).resolve() for line in log.read_text().splitlines()]
-    after_merge = sum(f == ws.integration.resolve() for f in folders)
-    return wall, len(folders) - after_merge, after_merge
+    went_ahead = sum(f.parent == (ws.root / AHEAD_DIR).resolve() for f in folders)
+    after_merge = sum(f == ws.integration.resolve() for f in folders) + went_ahead
+    return wall, len(folders) - after_merge, after_merge, went_ahead
 
 
 def real() -> list[Result]:
-    runs: dict[int, float] = {}
+    """Each batch cap validating ahead, and the largest one validating one batch at a time,
+    interleaved ``REAL_ROUNDS`` times (when branches arrive moves from run to run: one run
+    batches two of them, the next validates them apart); the median wall of each."""
+    runs: dict[tuple[int, bool], list[tuple[float, int, int, int]]] = {}
     results: list[Result] = []
     each = (
         f"real git, {REAL_TASKS} independent nodes, {REAL_SLOTS} slots, V = {REAL_VALIDATION_S:g} s"
     )
-    for cap in REAL_CAPS:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs[cap], branch, merged = real_run(Path(tmp), cap)
+    largest = REAL_CAPS[-1]
+    kinds = [*((c, True) for c in REAL_CAPS), (largest, False)]
+    for _ in range(REAL_ROUNDS):
+        for cap, ahead in kinds:
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.setdefault((cap, ahead), []).append(real_run(Path(tmp), cap, ahead))
+    wall = {kind: statistics.median(w for w, *_ in done) for kind, done in runs.items()}
+    for (cap, ahead), done in runs.items():
+        how = "" if ahead else ", one validation at a time"
+        counts = "; ".join(f"{b}, {m} ({a})" for _, b, m, a in done)
         results.append(
             Result(
                 "integration",
-                f"{each}, merge_batch {cap}: wall; validations on branches, after merging",
-                f"{runs[cap]:.1f} s; {branch}, {merged}",
+                f"{each}, merge_batch {cap}{how}: median wall of {REAL_ROUNDS}; each run's "
+                "validations on branches, after merging (of them ahead)",
+                f"{wall[cap, ahead]:.1f} s; {counts}",
             )
         )
     first, *others = REAL_CAPS
     results += [
         Result(
             "integration",
-            f"{each}: merge_batch {cap} / merge_batch {first} wall",
-            f"{runs[cap] / runs[first]:.2f}",
+            f"{each}: merge_batch {cap} / merge_batch {first}, median wall",
+            f"{wall[cap, True] / wall[first, True]:.2f}",
         )
         for cap in others
     ]
+    results.append(
+        Result(
+            "integration",
+            f"{each}, merge_batch {largest}: validating ahead / one at a time, median wall",
+            f"{wall[largest, True] / wall[largest, False]:.2f}",
+        )
+    )
     return results
 
 
