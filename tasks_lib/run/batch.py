@@ -131,7 +131,8 @@ class Ahead:
         self.error: BaseException | None = None
         self.validation: Validation | None = None  # set when ``done`` is, unless ``error``
         self.ready, self.done = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ahead {number}")
+        # A daemon: a run that ends with a batch reserved must not wait for its validation.
+        self._thread = threading.Thread(target=self._run, name=f"ahead {number}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

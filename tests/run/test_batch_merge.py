@@ -3,6 +3,7 @@ for the tree that was validated already."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -185,14 +186,14 @@ esac
 
 
 def start_nodes(
-    ws: Workspace, ids: list[str], settings: NodeSettings
+    ws: Workspace, ids: list[str], settings: NodeSettings, cancel: threading.Event | None = None
 ) -> tuple[dict[str, NodeRecord], list[threading.Thread]]:
     records: dict[str, NodeRecord] = {}
 
     def node(task_id: str) -> None:
         task = ws.find_task(task_id)
         assert task is not None
-        records[task_id] = run_node(ws, task, ScriptedAgent(), settings)
+        records[task_id] = run_node(ws, task, ScriptedAgent(), settings, cancel=cancel)
 
     threads = [threading.Thread(target=node, args=(i,)) for i in ids]
     for t in threads:
@@ -289,3 +290,40 @@ def test_a_branch_validated_ahead_of_a_batch_that_fails_is_validated_again_on_wh
     assert show(origin, "c.txt") == "c" and show(origin, "a.txt") == "a"
     assert "b.txt" not in git(origin, "ls-tree", "--name-only", "main")
     assert f"{c.merge_commit} Merge task c: Task c" in git(origin, "log", "--format=%H %s", "main")
+
+
+def test_a_cancelled_run_stops_the_validation_ahead_and_lands_nothing(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    before = git(origin, "rev-parse", "main")
+    hang = "sleep 613.25"  # the validation ahead never ends by itself
+    went = f"touch {tmp_path}/went-ahead"
+    check = held_check(tmp_path, "false").replace(went, f"{went}; {hang}")
+    cancel = threading.Event()
+    settings = NodeSettings(validate_commands=[check], sandbox="none")
+    records, threads = start_nodes(ws, ids, settings, cancel)
+
+    wait_for(lambda: all((tmp_path / f"validating-{i}").exists() for i in ids), "branches")
+    queue = merge_queue(ws)
+    with ws.merge_lock:
+        for n, task_id in enumerate(["a", "b"], 1):
+            (tmp_path / f"gate-{task_id}").touch()
+            wait_for(lambda n=n: queue.waiting == n, f"{task_id} in the queue")
+    wait_for(lambda: (tmp_path / "validating-merged").exists(), "a and b validating")
+    (tmp_path / "gate-c").touch()
+    wait_for(lambda: (tmp_path / "went-ahead").exists(), "c validated ahead")
+    cancel.set()
+    for t in threads:
+        t.join(60)
+
+    assert not any(t.is_alive() for t in threads)
+    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.CANCELLED), {
+        i: records[i].reason for i in ids
+    }
+    assert git(origin, "rev-parse", "main") == before
+    left = subprocess.run(["pgrep", "-f", hang], capture_output=True, text=True).stdout
+    assert left == "", f"the validation ahead still runs: {left}"
