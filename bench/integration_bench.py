@@ -6,8 +6,9 @@ no scheduler and no queue can beat:
 
     LB = max(longest path of (agent time + V), total agent time / slots + V)
 
-(every node on a path must develop and be validated after its dependencies landed; the
-agents' work must fit in the slots and the last of it still needs one validation).
+(every node on a path must develop and be validated after its dependencies landed, a branch
+that fails once validated once more; the agents' work must fit in the slots and the last of
+it still needs one validation).
 
 The simulated part drives tgflow's own code in simulated time: the real ``schedule()``
 starts nodes, and its completions queue is fed from a heap of events in time order; the merge
@@ -155,12 +156,13 @@ class Scenario:
     failure_p: float
 
     def lower_bound(self, validation_s: float) -> float:
-        """The module's LB, a culprit's rework counted in its agent time."""
+        """The module's LB, a culprit's rework counted in its agent time, and on its path the
+        validation that found its first version failing (the rework starts only then)."""
         work = {i: sum(s) for i, s in self.sessions.items()}
         path: dict[str, float] = {}
         for i in self.graph.order:
             before = max((path[d] for d in self.graph.dependencies(i)), default=0.0)
-            path[i] = before + work[i] + validation_s
+            path[i] = before + work[i] + validation_s * len(self.sessions[i])
         return max(max(path.values()), sum(work.values()) / SLOTS + validation_s)
 
     def held_bound(self, validation_s: float) -> float:
