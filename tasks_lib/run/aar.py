@@ -303,8 +303,9 @@ def merge_queue(run: RunRecord) -> list[Line]:
         lines.append(
             Line(
                 RIGHT,
-                f"Validated ahead: {_and(ahead)}, while the batch before them was validated, on "
-                "the head it left; they landed as the commits validated, without waiting for it.",
+                f"Validated ahead: {_and(ahead)}, at the same time as the batch before, on the "
+                "head it left; landed as the commits validated, without a validation of their own "
+                "after it.",
             )
         )
     return lines

@@ -1,5 +1,6 @@
-"""Integrate: one node at a time per repository, merge the branch into base, validate the
-merged tree, record the status on base, push, and clean up.
+"""Integrate: through the merge queue, merge the branch into base with the others waiting,
+record their statuses, validate the merged tree, push, and clean up (``merge_queue``; the
+next batch is validated ahead meanwhile, ``batch``).
 
 Nothing broken is ever pushed: a failed post-merge validation resets base to where it was.
 Merges are served in the order nodes became ready (the merge lock is fair).

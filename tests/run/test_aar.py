@@ -195,7 +195,7 @@ def test_the_merge_queue_says_what_it_saved() -> None:
     right = sections(text)["What Went Right"]
     assert "Merge queue: 2 branch(es) landed in 1 batch(es)" in right
     assert "Post-merge validation skipped for c: the merged tree was the one validated" in right
-    assert "Validated ahead: d, while the batch before them was validated" in right
+    assert "Validated ahead: d, at the same time as the batch before" in right
 
 
 def test_a_node_pool_run_says_where_nodes_ran_and_which_lost_their_machine() -> None:

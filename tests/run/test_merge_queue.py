@@ -113,3 +113,42 @@ def test_an_error_while_serving_reaches_every_item_of_the_batch() -> None:
     for t in threads:
         t.join(10)
     assert sorted(errors) == ["a: git broke", "b: git broke"] and queue.waiting == 0
+
+
+def test_what_joins_while_a_batch_validates_is_reserved_and_served_next_as_it_was() -> None:
+    """While a validates, the first to join (b) is reserved; c and d, joining once a batch
+    is reserved, wait: the next batch served is exactly b, then c and d together."""
+    lock, served, reserved = FairLock(), [], []
+    queue: MergeQueue[str] = MergeQueue(lock)
+    validating, go = threading.Event(), threading.Event()
+
+    def serve(batch: list[str]) -> None:
+        served.append(batch)
+        if batch == ["a"]:
+
+            def start() -> None:
+                reserved.extend(queue.reserve(3))
+
+            with queue.while_validating(start):
+                validating.set()
+                go.wait(10)
+
+    def land(name: str) -> threading.Thread:
+        t = threading.Thread(target=queue.land, args=(name, 3, serve))
+        t.start()
+        return t
+
+    threads = [land("a")]
+    validating.wait(10)
+    threads.append(land("b"))  # joins while a validates: reserved at once
+    while not reserved:
+        time.sleep(0.01)
+    threads += [land("c"), land("d")]  # a batch is reserved already: they wait
+    while queue.waiting < 2:
+        time.sleep(0.01)
+    go.set()
+    for t in threads:
+        t.join(10)
+
+    assert reserved == ["b"]
+    assert served == [["a"], ["b"], ["c", "d"]]
