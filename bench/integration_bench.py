@@ -323,20 +323,38 @@ class Simulation:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead.items != batch:
             raise RuntimeError(f"{self.scene.name}: the batch validated ahead was not served next")
-        first = max(self.now, ahead.end) if ahead is not None else self.now + self.validation_s
         out = land_batch(batch, self._trial)
-        self.trials += out.trials - (ahead is not None)  # its first trial ran ahead
+        self.trials += out.trials - (ahead is not None and ahead.passes)  # run ahead: counted
         whole = len(out.landed) == len(batch)
         self._serving = self._validating = True
         self._go_ahead()
+        v = self.validation_s
+
+        def bisected() -> None:
+            """The served batch's verdict is known: what is left of its trials runs alone."""
+            self._validating = False
+            if not whole:
+                self._ahead = None  # it stood on a head that did not land
+            self._at(self.now + (out.trials - 1) * v, lambda: self._served(out))
 
         def verdict() -> None:
-            self._validating = False
-            if not whole and self._ahead is not None:  # stood on a head that did not land
+            """A failure seen beside a validation ahead is run again alone (``integrate``)."""
+            if not whole and self._ahead is not None:
                 self._ahead = None
+                self.trials += 1
+                self._at(self.now + v, bisected)
+            else:
+                bisected()
 
-        self._at(first, verdict)
-        self._at(first + (out.trials - 1) * self.validation_s, lambda: self._served(out))
+        def untrusted() -> None:
+            """The validation ahead failed: the batch is tried on base as if it had not."""
+            self._ahead = None  # what went ahead of it stood on its failing head
+            self._at(self.now + v, verdict)
+
+        if ahead is None:
+            self._at(self.now + v, verdict)
+        else:
+            self._at(max(self.now, ahead.end), bisected if ahead.passes else untrusted)
 
     def _passes(self, items: Sequence[str]) -> bool:
         """A version fails when it is a culprit's first: its rework is the second session."""

@@ -70,10 +70,12 @@ def merge_in(nodes: list[Node], at: str, cwd: Path | None = None) -> Merged:
 @dataclass
 class Validation:
     """How a merged batch's validation went: ``problem`` None when it passed; ``result`` None
-    when it was skipped (``validate_merged``)."""
+    when it was skipped (``validate_merged``), or run ahead (``ahead``: recorded then)."""
 
     result: ValidationResult | None
     problem: str | None
+    ahead: bool = False
+    again: bool = False  # run a second time, alone: the first failed beside a validation ahead
 
 
 def validate_merged(merged: Merged, cwd: Path, cancel: threading.Event) -> Validation:
@@ -109,6 +111,12 @@ def record_validation(merged: Merged, validation: Validation) -> None:
     if validation.result is not None:
         for node in merged.merged:
             node.record.validate_seconds += validation.result.duration_s / len(merged.merged)
+            if validation.again:
+                verdict = "failed again" if validation.problem else "passed"
+                node.record.notes.append(
+                    "the post-merge validation failed while a batch was validated ahead beside "
+                    f"it; run again alone, it {verdict}"
+                )
         return
     first = merged.merged[0]
     first.record.validation_skipped = True
@@ -181,6 +189,17 @@ class Pipeline:
                 return None
             ahead, self._ahead = self._ahead, None
             return ahead
+
+    def drop(self, on: str) -> bool:
+        """Stop the validation ahead standing on ``on`` (a head that failed): True when there
+        was one. Its batch stays the next one served, tried as usual."""
+        with self._guard:
+            ahead = self._ahead if self._ahead is not None and self._ahead.on == on else None
+            if ahead is not None:
+                self._ahead = None
+        if ahead is not None:
+            self.release(ahead)
+        return ahead is not None
 
     def release(self, ahead: Ahead) -> None:
         ahead.stop()

@@ -34,6 +34,7 @@ from tasks_lib.git.workspace import Workspace
 from tasks_lib.run.batch import (
     Ahead,
     Merged,
+    Pipeline,
     Validation,
     commit_lines,
     merge_in,
@@ -163,21 +164,27 @@ def serve(batch: list[Node]) -> None:
         if ahead is not None:  # the first trial: the whole batch
             done, ahead = ahead, None
             try:
-                reused = _reuse(done, pre, going_ahead)
+                reused = _reuse(done, pre, going_ahead, pipe)
             finally:
                 pipe.release(done)
             if first.cancel.is_set():
                 raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
             if reused is not None:
-                merged, validation = reused
-                if validation.problem is None:
-                    ws.reset_to(merged.head)  # a descendant of base: its commits are base's
-                return _concluded(merged, validation, failed, lambda: None)
+                ws.reset_to(reused.head)  # a descendant of base: its commits are base's
+                return _concluded(reused, Validation(None, None, ahead=True), failed, lambda: None)
         merged = merge_in(list(items), pre)
         if not merged.merged:
             return _concluded(merged, Validation(None, None), failed, lambda: None)
-        with going_ahead(merged.head) if list(items) == batch else nullcontext():
+        whole = list(items) == batch
+        with going_ahead(merged.head) if whole else nullcontext():
             validation = validate_merged(merged, ws.integration, first.cancel)
+        if validation.problem is not None and pipe.drop(on=merged.head):
+            # It ran beside the validation ahead: two runs of one build on one machine can
+            # break each other (a port, a file in /tmp), and a culprit is sent back to its
+            # agent. Only a failure seen alone counts.
+            record_validation(merged, validation)
+            validation = validate_merged(merged, ws.integration, first.cancel)
+            validation.again = True
         if first.cancel.is_set():
             raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
         return _concluded(merged, validation, failed, lambda: ws.reset_to(pre))
@@ -244,10 +251,16 @@ NOTHING_LANDED = "nothing of the batch landed"
 
 
 def _reuse(
-    ahead: Ahead, pre: str, going_ahead: Callable[[str], AbstractContextManager[None]]
-) -> tuple[Merged, Validation] | None:
-    """The served batch's validation ahead, waited for, when it stands on ``pre`` (base now:
-    the batch before it landed whole on the head it was made on); else None, and it stops."""
+    ahead: Ahead,
+    pre: str,
+    going_ahead: Callable[[str], AbstractContextManager[None]],
+    pipe: Pipeline,
+) -> Merged | None:
+    """The served batch's validation ahead, waited for: what it merged when it stands on
+    ``pre`` (base now: the batch before it landed whole on the head it was made on) and
+    passed; else None, and it stops. A failure there is not trusted (it ran beside another
+    validation): the batch is tried on base as if it had not gone ahead, and what went ahead
+    of it is dropped (it stood on this failing head)."""
     ahead.ready.wait()
     merged = ahead.merged
     if ahead.on != pre or merged is None or ahead.error is not None:
@@ -259,13 +272,22 @@ def _reuse(
     if ahead.error is not None or first.cancel.is_set():
         return None
     validation = ahead.validation or Validation(None, None)
+    if validation.problem is not None:
+        pipe.drop(on=merged.head)
+        for node in merged.merged:
+            node.record.notes.append(
+                f"validated ahead of {first.ws.base} and failed there, beside another "
+                "validation: merged and validated again on base"
+            )
+        return None
+    record_validation(merged, validation)
     for node in merged.merged:
         node.record.validated_ahead = True
         node.record.notes.append(
             f"merged and validated ahead of {first.ws.base}, in a checkout of its own while "
             "the batch before it was validated, on the head that batch left"
         )
-    return merged, validation
+    return merged
 
 
 def _concluded(
@@ -278,7 +300,8 @@ def _concluded(
         node.landing.conflicts = merged.conflicts[node.task.id]
     if not merged.merged:
         return Trial(True, [], merged.conflicted)
-    record_validation(merged, validation)
+    if not validation.ahead:
+        record_validation(merged, validation)
     if validation.problem is None:
         return Trial(True, merged.merged, merged.conflicted)
     for node in merged.merged:

@@ -282,11 +282,14 @@ def test_a_branch_validated_ahead_of_a_batch_that_fails_is_validated_again_on_wh
     assert records["b"].cause is Cause.VALIDATION
     c = records["c"]
     assert not c.validated_ahead and not any("validated ahead" in n for n in c.notes), c.notes
-    # ab fails (and c ahead of it, on a and b), a alone is its branch's tree (skipped), b on
-    # a is the tree that failed; then c is validated on a, what landed.
+    # ab fails beside c ahead of it (on a and b): c is dropped and ab run again alone, where
+    # it fails again; a alone is its branch's tree (skipped), b on a is the tree that
+    # failed; then c is validated on a, what landed.
     assert (tmp_path / "merged-validations").read_text().split() == [
-        "integration", "ahead", "integration",
+        "integration", "ahead", "integration", "integration",
     ]  # fmt: skip
+    again = "failed while a batch was validated ahead beside it; run again alone, it failed again"
+    assert any(again in n for n in records["b"].notes), records["b"].notes
     assert show(origin, "c.txt") == "c" and show(origin, "a.txt") == "a"
     assert "b.txt" not in git(origin, "ls-tree", "--name-only", "main")
     assert f"{c.merge_commit} Merge task c: Task c" in git(origin, "log", "--format=%H %s", "main")
@@ -327,3 +330,80 @@ def test_a_cancelled_run_stops_the_validation_ahead_and_lands_nothing(tmp_path: 
     assert git(origin, "rev-parse", "main") == before
     left = subprocess.run(["pgrep", "-f", hang], capture_output=True, text=True).stdout
     assert left == "", f"the validation ahead still runs: {left}"
+
+
+def sharing_check(tmp: Path, ahead: str, merged: str) -> str:
+    """A build two runs of which break each other on one machine (as two test suites on one
+    port do): each takes a lock, and a run that cannot take it fails. ``ahead`` and
+    ``merged`` are what runs ahead and in the integration clone, around taking it."""
+    take = f"exec 9>{tmp}/port; flock -n 9 || {{ echo port in use; exit 1; }}"
+    return f"""
+where=$(basename "$PWD")
+case "$PWD" in
+  */ahead/*) {ahead.format(take=take, tmp=tmp)} ;;
+  */integration) {merged.format(take=take, tmp=tmp)} ;;
+  *) touch {tmp}/validating-$where
+    while [ ! -e {tmp}/gate-$where ]; do sleep 0.05; done ;;
+esac
+"""
+
+
+def test_a_validation_ahead_broken_by_the_one_beside_it_sends_no_branch_back(
+    tmp_path: Path,
+) -> None:
+    """c's validation ahead fails only because a and b's holds the port: c is validated
+    again on base, alone, and lands."""
+    ids = ["a", "b", "c"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    check = sharing_check(
+        tmp_path,
+        ahead="touch {tmp}/went-ahead; {take}",
+        merged="{take}; touch {tmp}/validating-merged; "
+        "while [ ! -e {tmp}/go ]; do sleep 0.05; done",
+    )
+    settings = NodeSettings(validate_commands=[check], sandbox="none")
+    records, threads = start_nodes(ws, ids, settings)
+
+    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
+
+    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.COMPLETED), {
+        i: records[i].reason for i in ids
+    }
+    c = records["c"]
+    assert not c.validated_ahead
+    assert any("validated ahead of main and failed there" in n for n in c.notes), c.notes
+    assert show(origin, "c.txt") == "c"
+
+
+def test_a_batch_broken_by_the_validation_ahead_beside_it_is_run_again_alone_and_lands(
+    tmp_path: Path,
+) -> None:
+    """a and b's validation fails only because c's, ahead of it, holds the port: c's is
+    stopped, a and b's run again alone, and all three land."""
+    ids = ["a", "b", "c"]
+    origin = make_origin(
+        tmp_path,
+        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    check = sharing_check(
+        tmp_path,
+        ahead="{take}; touch {tmp}/went-ahead; sleep 600",
+        merged="touch {tmp}/validating-merged; while [ ! -e {tmp}/go ]; do sleep 0.05; done; "
+        "{take}",
+    )
+    settings = NodeSettings(validate_commands=[check], sandbox="none")
+    records, threads = start_nodes(ws, ids, settings)
+
+    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
+
+    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.COMPLETED), {
+        i: records[i].reason for i in ids
+    }
+    again = "failed while a batch was validated ahead beside it; run again alone, it passed"
+    assert all(any(again in n for n in records[i].notes) for i in "ab"), records["a"].notes
+    assert not records["c"].validated_ahead and show(origin, "c.txt") == "c"
