@@ -15,8 +15,9 @@ starts nodes, and its completions queue is fed from a heap of events in time ord
 server is the real ``land_batch``, whose trials each advance the clock by V, and the branches
 that arrive while a batch's first trial runs are validated ahead of it as the real queue does
 (``merge_queue``: reserved as the next batch, their validation started then, reused when the
-batch before landed whole; ``ahead=False``, and the rows saying "one validation at a time",
-are ``validate_ahead = false``). Batch cap 1 is the behaviour before the queue (one merge and
+batch before landed whole and it passed; a failure seen beside another validation costs one
+more, alone, as in ``integrate``; ``ahead=False``, and the rows saying "one validation at a
+time", are ``validate_ahead = false``). Batch cap 1 is the behaviour before the queue (one merge and
 validation per node). A node holds its agent
 slot while it develops (agent time, lognormal, mean 10) and gives it up when it queues, as
 the real node does (a ``Slot`` on the scheduler's queue); as in ``MergeQueue``, a batch's

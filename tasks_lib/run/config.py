@@ -142,7 +142,7 @@ class NodeSettings(BaseModel):
         description="Branches waiting to land that are merged and validated together (bisected "
         "when the validation fails, so only the culprits go back); 1: one at a time.",
     )
-    # On: at V = 5 the worst of 130 simulated runs goes from 1.27 to 1.23 x the lower bound
+    # On: at V = 5 the worst of 520 simulated runs goes from 1.27 to 1.23 x the lower bound
     # (bench/integration_bench.py); it costs a second checkout of the clone, and a second
     # validation running beside the first while branches keep arriving.
     validate_ahead: bool = Field(
@@ -150,7 +150,9 @@ class NodeSettings(BaseModel):
         description="While a batch is validated after merging, validate the branches that "
         "arrive meanwhile on top of it, in a checkout of their own, so they land as soon as "
         "it did; dropped (and tried again on the real base) when that batch does not land "
-        "whole. False: one validation at a time.",
+        "whole. A failure seen while the other validation ran beside it is run again alone "
+        "before a branch is sent back. False: one validation at a time (a build that cannot "
+        "run twice at once on one machine).",
     )
     approve_when: list[str] = Field(
         default_factory=lambda: list(DEFAULT_RULE),
