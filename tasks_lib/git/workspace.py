@@ -535,11 +535,11 @@ class Workspace:
         out = self.git(self.integration, "rev-list", "--reverse", ref, f"^{self.base_ref()}")
         return out.split()
 
-    def commits_beyond_base(self, ref: str) -> list[tuple[str, str]]:
-        """(commit, subject) of each commit of ``ref`` not on base, oldest first: read from
-        the objects when ``ref`` is base plus a line of commits (``history.line_on``), else
-        one ``git log``."""
-        base_sha, sha = self.commit(self.base_ref()), self.commit(ref)
+    def commits_beyond_base(self, ref: str, base: str | None = None) -> list[tuple[str, str]]:
+        """(commit, subject) of each commit of ``ref`` not on base (``base``: the commit to
+        count from instead), oldest first: read from the objects when ``ref`` is base plus a
+        line of commits (``history.line_on``), else one ``git log``."""
+        base_sha, sha = base or self.commit(self.base_ref()), self.commit(ref)
         line = history.line_on(self.integration, base_sha, sha)
         if line is not None:
             return [(c.sha, c.subject) for c in line]

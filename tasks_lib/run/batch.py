@@ -108,6 +108,8 @@ def validate_merged(merged: Merged, cwd: Path, cancel: threading.Event) -> Valid
 def record_validation(merged: Merged, validation: Validation) -> None:
     """The validation in the records of the batch it decided: one run for all, each node
     carrying its share, so totals stay true; or why there was none."""
+    if not merged.merged:  # every branch conflicted: nothing was validated
+        return
     if validation.result is not None:
         for node in merged.merged:
             node.record.validate_seconds += validation.result.duration_s / len(merged.merged)
@@ -146,9 +148,9 @@ class Ahead:
     def _run(self) -> None:
         try:
             _stand_on(self.nodes[0].ws, self.checkout, self.on)
-            for node in self.nodes:  # as ``serve`` does: the summary names them
-                node.record.commits = commit_lines(node)
-                node.record.files_changed = node.ws.files_changed(node.branch_ref)
+            for node in self.nodes:  # as ``serve`` does, on the base they would land on
+                node.record.commits = commit_lines(node, self.on)
+                node.record.files_changed = node.ws.files_changed(node.branch_ref, self.on)
             self.merged = merge_in(self.nodes, self.on, self.checkout)
             self.ready.set()
             if self.merged.merged:
@@ -182,21 +184,23 @@ class Pipeline:
 
     def take(self, batch: list[Node]) -> Ahead | None:
         """The validation ahead of exactly this batch, now the served batch's to use and
-        ``release``. The queue serves what it reserved next; a branch that resolved a
-        conflict is served on its own, before it (``integrate``), and takes none."""
+        ``release``. The queue serves what it reserved next; when another batch is served
+        (a branch that resolved a conflict, on its own; the reserved batch less a node whose
+        wait was interrupted) the validation ahead is stopped: base is about to move, or it
+        holds a branch nobody waits for."""
         with self._guard:
-            if self._ahead is None or self._ahead.nodes != batch:
-                return None
             ahead, self._ahead = self._ahead, None
-            return ahead
+        if ahead is not None and ahead.nodes != batch:
+            self.release(ahead)
+            return None
+        return ahead
 
-    def drop(self, on: str) -> bool:
-        """Stop the validation ahead standing on ``on`` (a head that failed): True when there
-        was one. Its batch stays the next one served, tried as usual."""
+    def drop(self) -> bool:
+        """Stop the validation ahead, if one is reserved (it ran beside a validation that
+        failed, or stood on a head that did): True when there was one. Its batch stays the
+        next one served, tried as usual."""
         with self._guard:
-            ahead = self._ahead if self._ahead is not None and self._ahead.on == on else None
-            if ahead is not None:
-                self._ahead = None
+            ahead, self._ahead = self._ahead, None
         if ahead is not None:
             self.release(ahead)
         return ahead is not None
@@ -214,7 +218,7 @@ class Pipeline:
                 if self._ahead is not None:
                     return
                 free = [n for n in range(CHECKOUTS) if n not in self._busy]
-                nodes = queue.reserve(cap) if free else []
+                nodes = queue.reserve(cap, start) if free else []
                 if not nodes:
                     return
                 self._ahead = Ahead(nodes, on, free[0])
@@ -244,10 +248,9 @@ def _stand_on(ws: Workspace, checkout: Path, at: str) -> None:
     ws.git(checkout, "clean", "-fdq")
 
 
-def commit_lines(node: Node) -> list[str]:
-    return [
-        f"{sha[:10]} {subject}" for sha, subject in node.ws.commits_beyond_base(node.branch_ref)
-    ]
+def commit_lines(node: Node, base: str | None = None) -> list[str]:
+    commits = node.ws.commits_beyond_base(node.branch_ref, base)
+    return [f"{sha[:10]} {subject}" for sha, subject in commits]
 
 
 def summary(node: Node) -> str:

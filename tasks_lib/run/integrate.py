@@ -141,13 +141,10 @@ def serve(batch: list[Node]) -> None:
     The caller holds the merge lock."""
     first = batch[0]
     ws, s = first.ws, first.settings
-    began = datetime.now(UTC)
-    for node in batch:
-        node.record.merge_began = began
-        node.record.commits = commit_lines(node)
-        node.record.files_changed = ws.files_changed(node.branch_ref)
     queue, pipe = merge_queue(ws), pipeline(ws)
     ahead = pipe.take(batch)
+    went_ahead: list[Node] = []  # landed as the commits validated ahead (``_reuse``)
+    edits = 0
     failed: dict[str, str] = {}  # task id -> why the last trial that held it failed
     outcome: BatchOutcome[Node] = BatchOutcome()
 
@@ -171,6 +168,7 @@ def serve(batch: list[Node]) -> None:
                 raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
             if reused is not None:
                 ws.reset_to(reused.head)  # a descendant of base: its commits are base's
+                went_ahead.extend(reused.merged)
                 return _concluded(reused, Validation(None, None, ahead=True), failed, lambda: None)
         merged = merge_in(list(items), pre)
         if not merged.merged:
@@ -178,7 +176,7 @@ def serve(batch: list[Node]) -> None:
         whole = list(items) == batch
         with going_ahead(merged.head) if whole else nullcontext():
             validation = validate_merged(merged, ws.integration, first.cancel)
-        if validation.problem is not None and pipe.drop(on=merged.head):
+        if validation.problem is not None and pipe.drop():
             # It ran beside the validation ahead: two runs of one build on one machine can
             # break each other (a port, a file in /tmp), and a culprit is sent back to its
             # agent. Only a failure seen alone counts.
@@ -190,10 +188,14 @@ def serve(batch: list[Node]) -> None:
         return _concluded(merged, validation, failed, lambda: ws.reset_to(pre))
 
     def edit() -> str | None:
-        nonlocal outcome
-        for node in batch:  # again on a redo (the origin moved): the verdicts start over
+        nonlocal outcome, edits
+        edits += 1
+        if edits > 1:  # a redo (the origin moved): what went ahead stood on the old base
+            pipe.drop()
+        for node in batch:  # the verdicts start over
             node.landing = Landing()
         failed.clear()
+        went_ahead.clear()
         outcome = land_batch(batch, trial)
         for node in batch:
             if node not in outcome.landed:  # a merge a failed trial made is no more
@@ -208,6 +210,11 @@ def serve(batch: list[Node]) -> None:
         return [node.branch_ref for node in outcome.landed]
 
     try:
+        began = datetime.now(UTC)
+        for node in batch:
+            node.record.merge_began = began
+            node.record.commits = commit_lines(node)
+            node.record.files_changed = ws.files_changed(node.branch_ref)
         change = change_base(
             ws, edit, push=s.push, retries=s.push_retries, also=with_base, drop=merged,
             cheap_redo=not s.validate_commands,  # a merge and a status commit, no validation
@@ -234,6 +241,12 @@ def serve(batch: list[Node]) -> None:
             rec.notes.append(
                 "the origin moved during the merge; re-merged and pushed "
                 f"(attempt {change.attempts})"
+            )
+        if node in went_ahead:
+            rec.validated_ahead = True
+            rec.notes.append(
+                f"merged and validated ahead of {ws.base}, in a checkout of its own while the "
+                "batch before it was validated, on the head that batch left"
             )
         node.landing.branch_deleted = f":{node.branch_ref}" in change.with_base
         node.landing.local_deleted = node.branch_ref in change.dropped
@@ -273,7 +286,7 @@ def _reuse(
         return None
     validation = ahead.validation or Validation(None, None)
     if validation.problem is not None:
-        pipe.drop(on=merged.head)
+        pipe.drop()  # what went ahead of it stood on this failing head
         for node in merged.merged:
             node.record.notes.append(
                 f"validated ahead of {first.ws.base} and failed there, beside another "
@@ -281,12 +294,6 @@ def _reuse(
             )
         return None
     record_validation(merged, validation)
-    for node in merged.merged:
-        node.record.validated_ahead = True
-        node.record.notes.append(
-            f"merged and validated ahead of {first.ws.base}, in a checkout of its own while "
-            "the batch before it was validated, on the head that batch left"
-        )
     return merged
 
 

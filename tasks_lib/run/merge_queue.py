@@ -114,12 +114,13 @@ class MergeQueue(Generic[T]):
         with self._guard:
             return len(self._waiting)
 
-    def reserve(self, cap: int) -> list[T]:
+    def reserve(self, cap: int, start: Callable[[], None]) -> list[T]:
         """Make the oldest waiting items (up to ``cap``) the next batch served, whatever
         happens meanwhile, and return them: for validating them ahead (the module's doc).
-        Nothing when a next batch is reserved already, or nothing waits."""
+        Nothing when a next batch is reserved already, nothing waits, or the validation
+        ``start`` was called for has ended (a thread that joined then calls it late)."""
         with self._guard:
-            if self._reserved is not None or not self._waiting:
+            if self._on_join is not start or self._reserved is not None or not self._waiting:
                 return []
             self._reserved = [self._waiting.popleft() for _ in range(min(cap, len(self._waiting)))]
             return [t.item for t in self._reserved]
@@ -184,8 +185,11 @@ class MergeQueue(Generic[T]):
             finally:
                 self._lock.release()
         finally:
-            with self._guard:
-                if ticket in self._waiting:  # interrupted while queued: not served, not waiting
+            with self._guard:  # interrupted while queued: not served, not waiting
+                if ticket in self._waiting:
                     self._waiting.remove(ticket)
+                if self._reserved is not None and ticket in self._reserved:
+                    self._reserved.remove(ticket)  # the rest is served without it
+                    self._reserved = self._reserved or None
         if ticket.error is not None:
             raise ticket.error

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from helpers.gitrepos import git, log, make_origin, show, task_md
 from helpers.workspaces import open_ws
 
 from tasks_lib.agents.scripted import ScriptedAgent
+from tasks_lib.git.links import AHEAD_DIR
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.run.config import NodeSettings
 from tasks_lib.run.integrate import merge_queue
@@ -202,10 +204,16 @@ def start_nodes(
 
 
 def arrive_while_validating(
-    ws: Workspace, tmp: Path, first: list[str], then: str, threads: list[threading.Thread]
+    ws: Workspace,
+    tmp: Path,
+    first: list[str],
+    then: str,
+    threads: list[threading.Thread],
+    went: Callable[[], bool] | None = None,
 ) -> None:
     """``first`` queue together and their merged batch starts validating; ``then`` arrives
-    during that validation; the validation ends when ``then`` went ahead."""
+    during that validation; the validation ends when ``then`` went ahead (``went``, by
+    default: its validation ahead began)."""
     wait_for(lambda: all((tmp / f"validating-{i}").exists() for i in [*first, then]), "branches")
     queue = merge_queue(ws)
     with ws.merge_lock:
@@ -214,7 +222,7 @@ def arrive_while_validating(
             wait_for(lambda n=n: queue.waiting == n, f"{task_id} in the queue")
     wait_for(lambda: (tmp / "validating-merged").exists(), "the first batch's validation")
     (tmp / f"gate-{then}").touch()
-    wait_for(lambda: (tmp / "went-ahead").exists(), f"{then} validated ahead")
+    wait_for(went or (lambda: (tmp / "went-ahead").exists()), f"{then} validated ahead")
     (tmp / "go").touch()
     for t in threads:
         t.join(120)
@@ -407,3 +415,36 @@ def test_a_batch_broken_by_the_validation_ahead_beside_it_is_run_again_alone_and
     again = "failed while a batch was validated ahead beside it; run again alone, it passed"
     assert all(any(again in n for n in records[i].notes) for i in "ab"), records["a"].notes
     assert not records["c"].validated_ahead and show(origin, "c.txt") == "c"
+
+
+def test_a_branch_that_conflicts_ahead_of_a_batch_resolves_the_conflict_and_lands(
+    tmp_path: Path,
+) -> None:
+    """c and a change the same line: c, merged ahead on a and b, conflicts there and merges
+    nothing, so nothing of it is validated; once a and b landed it goes back to its agent to
+    resolve the conflict, as it would have without going ahead."""
+    replace = {"path": "shared.txt", "old": "the line"}
+    origin = make_origin(
+        tmp_path,
+        {
+            "shared.txt": "first line\nthe line\n",
+            "tasks/a.md": task_md("a", steps=[{"replace": {**replace, "new": "A"}}]),
+            "tasks/b.md": task_md("b", steps=[write("b.txt", "b\n")]),
+            "tasks/c.md": task_md("c", steps=[{"replace": {**replace, "new": "C"}}]),
+        },
+    )
+    ws = open_ws(origin, tmp_path / "ws")
+    settings = NodeSettings(validate_commands=[held_check(tmp_path, "false")], sandbox="none")
+    records, threads = start_nodes(ws, ["a", "b", "c"], settings)
+
+    ahead = ws.root / AHEAD_DIR / "0"
+    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads, went=ahead.is_dir)
+
+    assert {i: records[i].status for i in "abc"} == dict.fromkeys("abc", NodeStatus.COMPLETED), {
+        i: records[i].reason for i in "abc"
+    }
+    c = records["c"]
+    assert [(r.round, r.files, r.resolved) for r in c.conflicts] == [(1, ["shared.txt"], True)]
+    assert not c.validated_ahead
+    assert "ahead" not in (tmp_path / "merged-validations").read_text().split()
+    assert show(origin, "shared.txt").splitlines() == ["first line", "C", "A"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from tasks_lib.git.locks import FairLock
 from tasks_lib.run.merge_queue import MergeQueue, Trial, land_batch
@@ -127,7 +128,7 @@ def test_what_joins_while_a_batch_validates_is_reserved_and_served_next_as_it_wa
         if batch == ["a"]:
 
             def start() -> None:
-                reserved.extend(queue.reserve(3))
+                reserved.extend(queue.reserve(3, start))
 
             with queue.while_validating(start):
                 validating.set()
@@ -152,3 +153,49 @@ def test_what_joins_while_a_batch_validates_is_reserved_and_served_next_as_it_wa
 
     assert reserved == ["b"]
     assert served == [["a"], ["b"], ["c", "d"]]
+
+
+def test_a_reserved_item_whose_wait_fails_is_not_served_without_it() -> None:
+    """b is reserved while a validates, then its turn on the shared lock fails (another
+    machine's lock refused): b is not served by anyone, c is."""
+    lock, served, errors = FairLock(), [], []
+    queue: MergeQueue[str] = MergeQueue(lock)
+    validating, go = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def across() -> Iterator[None]:
+        if threading.current_thread().name == "b":
+            raise RuntimeError("the shared lock refused b")
+        yield
+
+    lock.across_processes(across)
+
+    def serve(batch: list[str]) -> None:
+        served.append(batch)
+        if batch == ["a"]:
+
+            def start() -> None:
+                queue.reserve(3, start)
+
+            with queue.while_validating(start):
+                validating.set()
+                go.wait(10)
+
+    def land(name: str) -> None:
+        try:
+            queue.land(name, 3, serve)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=land, args=(n,), name=n) for n in "abc"]
+    threads[0].start()
+    validating.wait(10)
+    for t in threads[1:]:
+        t.start()
+        time.sleep(0.2)  # b joins (and is reserved) before c
+    go.set()
+    for t in threads:
+        t.join(10)
+
+    assert errors == ["the shared lock refused b"]
+    assert served == [["a"], ["c"]]
