@@ -106,15 +106,15 @@ def validate_merged(merged: Merged, cwd: Path, cancel: threading.Event) -> Valid
 
 
 def record_validation(merged: Merged, validation: Validation) -> None:
-    """The validation in the records of the batch it decided: one run for all, each node
-    carrying its share, so totals stay true; or why there was none."""
+    """The validation in the records of the batch it decided (``count_seconds``), or why
+    there was none."""
     if not merged.merged:  # every branch conflicted: nothing was validated
         return
     if validation.result is not None:
-        for node in merged.merged:
-            node.record.validate_seconds += validation.result.duration_s / len(merged.merged)
-            if validation.again:
-                verdict = "failed again" if validation.problem else "passed"
+        count_seconds(merged, validation.result)
+        if validation.again:
+            verdict = "failed again" if validation.problem else "passed"
+            for node in merged.merged:
                 node.record.notes.append(
                     "the post-merge validation failed while a batch was validated ahead beside "
                     f"it; run again alone, it {verdict}"
@@ -129,6 +129,12 @@ def record_validation(merged: Merged, validation: Validation) -> None:
     )
 
 
+def count_seconds(merged: Merged, result: ValidationResult) -> None:
+    """One run for all: each node carries its share, so totals stay true."""
+    for node in merged.merged:
+        node.record.validate_seconds += result.duration_s / len(merged.merged)
+
+
 class Ahead:
     """A batch merged and validated on ``on`` in its own checkout, in a thread of its own:
     reserved from the queue while the batch before it validated (``Pipeline.start``)."""
@@ -140,6 +146,7 @@ class Ahead:
         self.merged: Merged | None = None  # set, or ``error``, when ``ready`` is
         self.error: BaseException | None = None
         self.validation: Validation | None = None  # set when ``done`` is, unless ``error``
+        self.counted = False  # its validation's time is in the records (``Pipeline.release``)
         self.ready, self.done = threading.Event(), threading.Event()
         # A daemon: a run that ends with a batch reserved must not wait for its validation.
         self._thread = threading.Thread(target=self._run, name=f"ahead {number}", daemon=True)
@@ -206,7 +213,13 @@ class Pipeline:
         return ahead is not None
 
     def release(self, ahead: Ahead) -> None:
+        """Stop it, free its checkout, and count the time it validated for its batch when
+        that went unused (dropped, or not trusted): the machine spent it all the same."""
         ahead.stop()
+        merged, validation = ahead.merged, ahead.validation
+        if not ahead.counted and merged and merged.merged and validation and validation.result:
+            count_seconds(merged, validation.result)
+        ahead.counted = True
         with self._guard:
             self._busy.discard(ahead.number)
 

@@ -294,6 +294,7 @@ def _reuse(
             )
         return None
     record_validation(merged, validation)
+    ahead.counted = True
     return merged
 
 
