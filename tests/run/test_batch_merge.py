@@ -228,14 +228,18 @@ def arrive_while_validating(
         t.join(120)
 
 
+def three_tasks(tmp: Path) -> Path:
+    """An origin whose tasks a, b and c each write a file of their own."""
+    return make_origin(
+        tmp, {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in "abc"}
+    )
+
+
 def test_a_branch_arriving_while_a_batch_validates_lands_as_the_commits_validated_ahead(
     tmp_path: Path,
 ) -> None:
     ids = ["a", "b", "c"]
-    origin = make_origin(
-        tmp_path,
-        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
-    )
+    origin = three_tasks(tmp_path)
     pushed_tips_checker(origin, tmp_path)
     ws = open_ws(origin, tmp_path / "ws")
     settings = NodeSettings(validate_commands=[held_check(tmp_path, "false")], sandbox="none")
@@ -271,10 +275,7 @@ def test_a_branch_validated_ahead_of_a_batch_that_fails_is_validated_again_on_wh
     tmp_path: Path,
 ) -> None:
     ids = ["a", "b", "c"]
-    origin = make_origin(
-        tmp_path,
-        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
-    )
+    origin = three_tasks(tmp_path)
     ws = open_ws(origin, tmp_path / "ws")
     breaks = "[ -e a.txt ] && [ -e b.txt ]"  # a and b each pass, together they break
     settings = NodeSettings(validate_commands=[held_check(tmp_path, breaks)], sandbox="none")
@@ -305,10 +306,7 @@ def test_a_branch_validated_ahead_of_a_batch_that_fails_is_validated_again_on_wh
 
 def test_a_cancelled_run_stops_the_validation_ahead_and_lands_nothing(tmp_path: Path) -> None:
     ids = ["a", "b", "c"]
-    origin = make_origin(
-        tmp_path,
-        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
-    )
+    origin = three_tasks(tmp_path)
     ws = open_ws(origin, tmp_path / "ws")
     before = git(origin, "rev-parse", "main")
     hang = "sleep 613.25"  # the validation ahead never ends by itself
@@ -356,31 +354,35 @@ esac
 """
 
 
+def all_land_sharing(tmp: Path, ahead: str, merged: str) -> tuple[Path, dict[str, NodeRecord]]:
+    """a and b validate merged while c arrives and goes ahead, on a ``sharing_check`` build;
+    every node completes."""
+    origin = three_tasks(tmp)
+    ws = open_ws(origin, tmp / "ws")
+    check = sharing_check(tmp, ahead=ahead, merged=merged)
+    settings = NodeSettings(validate_commands=[check], sandbox="none")
+    records, threads = start_nodes(ws, ["a", "b", "c"], settings)
+
+    arrive_while_validating(ws, tmp, ["a", "b"], "c", threads)
+
+    assert {i: records[i].status for i in "abc"} == dict.fromkeys("abc", NodeStatus.COMPLETED), {
+        i: records[i].reason for i in "abc"
+    }
+    return origin, records
+
+
 def test_a_validation_ahead_broken_by_the_one_beside_it_sends_no_branch_back(
     tmp_path: Path,
 ) -> None:
     """c's validation ahead fails only because a and b's holds the port: c is validated
     again on base, alone, and lands."""
-    ids = ["a", "b", "c"]
-    origin = make_origin(
-        tmp_path,
-        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
-    )
-    ws = open_ws(origin, tmp_path / "ws")
-    check = sharing_check(
+    origin, records = all_land_sharing(
         tmp_path,
         ahead="touch {tmp}/went-ahead; {take}",
         merged="{take}; touch {tmp}/validating-merged; "
         "while [ ! -e {tmp}/go ]; do sleep 0.05; done",
     )
-    settings = NodeSettings(validate_commands=[check], sandbox="none")
-    records, threads = start_nodes(ws, ids, settings)
 
-    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
-
-    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.COMPLETED), {
-        i: records[i].reason for i in ids
-    }
     c = records["c"]
     assert not c.validated_ahead
     assert any("validated ahead of main and failed there" in n for n in c.notes), c.notes
@@ -392,26 +394,13 @@ def test_a_batch_broken_by_the_validation_ahead_beside_it_is_run_again_alone_and
 ) -> None:
     """a and b's validation fails only because c's, ahead of it, holds the port: c's is
     stopped, a and b's run again alone, and all three land."""
-    ids = ["a", "b", "c"]
-    origin = make_origin(
-        tmp_path,
-        {f"tasks/{i}.md": task_md(i, steps=[write(f"{i}.txt", f"{i}\n")]) for i in ids},
-    )
-    ws = open_ws(origin, tmp_path / "ws")
-    check = sharing_check(
+    origin, records = all_land_sharing(
         tmp_path,
         ahead="{take}; touch {tmp}/went-ahead; sleep 600",
         merged="touch {tmp}/validating-merged; while [ ! -e {tmp}/go ]; do sleep 0.05; done; "
         "{take}",
     )
-    settings = NodeSettings(validate_commands=[check], sandbox="none")
-    records, threads = start_nodes(ws, ids, settings)
 
-    arrive_while_validating(ws, tmp_path, ["a", "b"], "c", threads)
-
-    assert {i: records[i].status for i in ids} == dict.fromkeys(ids, NodeStatus.COMPLETED), {
-        i: records[i].reason for i in ids
-    }
     again = "failed while a batch was validated ahead beside it; run again alone, it passed"
     assert all(any(again in n for n in records[i].notes) for i in "ab"), records["a"].notes
     assert not records["c"].validated_ahead and show(origin, "c.txt") == "c"
