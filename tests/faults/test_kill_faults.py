@@ -173,7 +173,9 @@ def test_kill_9_during_post_merge_validation_then_a_rerun_completes_and_loses_no
         },
     )
     add_user_refs(origin)
-    merged = "git log -1 --format=%s | grep -q '^Merge task'"  # only after the merge
+    # Only after the merge: its commit is beneath the task's status commit, which a merged
+    # tree holds when it is validated.
+    merged = "git log -2 --format=%s | grep -q '^Merge task'"
     killed = tmp_path / "killed"
     stall = f"test -e {killed} || {sleeper(f'{mark}-validating')}"
     release = tmp_path / "released"
