@@ -19,6 +19,7 @@ from pathlib import Path
 from tasks_lib.git.base import merge
 from tasks_lib.git.links import AHEAD_DIR
 from tasks_lib.git.locks import FairLock
+from tasks_lib.git.runner import GitError
 from tasks_lib.git.workspace import Workspace
 from tasks_lib.graph.taskfile import Status
 from tasks_lib.run.develop import agent_author
@@ -137,7 +138,7 @@ def count_seconds(merged: Merged, result: ValidationResult) -> None:
 
 class Ahead:
     """A batch merged and validated on ``on`` in its own checkout, in a thread of its own:
-    reserved from the queue while the batch before it validated (``Pipeline.start``)."""
+    reserved from the queue while the batch before it validated (``Pipeline.starter``)."""
 
     def __init__(self, nodes: list[Node], on: str, number: int) -> None:
         self.nodes, self.on, self.number = nodes, on, number
@@ -250,15 +251,19 @@ def pipeline(ws: Workspace) -> Pipeline:
 
 
 def _stand_on(ws: Workspace, checkout: Path, at: str) -> None:
-    """A detached checkout of tgflow's clone at ``at``, clean: made once, then reused."""
-    if not (checkout / ".git").is_file():
-        shutil.rmtree(checkout, ignore_errors=True)
-        ws.git(ws.integration, "worktree", "prune")
-        checkout.parent.mkdir(parents=True, exist_ok=True)
-        ws.git(ws.integration, "worktree", "add", "--quiet", "--detach", str(checkout), at)
-        return
-    ws.git(checkout, "reset", "--quiet", "--hard", at)
-    ws.git(checkout, "clean", "-fdq")
+    """A detached checkout of tgflow's clone at ``at``, clean: made once, then reused; made
+    again when it is not one any more (a workspace moved, a checkout half deleted)."""
+    if (checkout / ".git").is_file():
+        try:
+            ws.git(checkout, "reset", "--quiet", "--hard", at)
+            ws.git(checkout, "clean", "-fdq")
+            return
+        except GitError:
+            pass
+    shutil.rmtree(checkout, ignore_errors=True)
+    ws.git(ws.integration, "worktree", "prune")
+    checkout.parent.mkdir(parents=True, exist_ok=True)
+    ws.git(ws.integration, "worktree", "add", "--quiet", "--detach", str(checkout), at)
 
 
 def commit_lines(node: Node, base: str | None = None) -> list[str]:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers.gitrepos import git, log, make_origin, show, task_md
 from helpers.workspaces import open_ws
 
@@ -235,13 +236,17 @@ def three_tasks(tmp: Path) -> Path:
     )
 
 
+@pytest.mark.parametrize("left_over", [False, True], ids=["fresh", "over a broken checkout"])
 def test_a_branch_arriving_while_a_batch_validates_lands_as_the_commits_validated_ahead(
-    tmp_path: Path,
+    tmp_path: Path, left_over: bool
 ) -> None:
     ids = ["a", "b", "c"]
     origin = three_tasks(tmp_path)
     pushed_tips_checker(origin, tmp_path)
     ws = open_ws(origin, tmp_path / "ws")
+    if left_over:  # what a workspace that moved leaves: a checkout linked to nowhere
+        (ws.root / AHEAD_DIR / "0").mkdir(parents=True)
+        (ws.root / AHEAD_DIR / "0" / ".git").write_text(f"gitdir: {tmp_path}/gone\n")
     settings = NodeSettings(validate_commands=[held_check(tmp_path, "false")], sandbox="none")
     records, threads = start_nodes(ws, ids, settings)
 
