@@ -19,9 +19,8 @@ def sandbox_for(
 ) -> Sandbox | None:
     """Only ``cwd`` writable: a task checkout with its git dir, or tgflow's clone (or a
     checkout of it a batch is validated ahead in) with its ``.git`` read-only (its config,
-    hooks and refs are tgflow's); with ``writable=False``
-    nothing is (a reviewer only reports). The origin is hidden when it is a path here.
-    None with ``sandbox = "none"``."""
+    hooks and refs are tgflow's); with ``writable=False`` nothing is (a reviewer only
+    reports). The origin is hidden when it is a path here. None with ``sandbox = "none"``."""
     if setting == "none" or (setting is None and sandbox_problem() is not None):
         return None
     ahead = cwd.parent == ws.root / AHEAD_DIR

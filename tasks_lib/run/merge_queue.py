@@ -14,9 +14,10 @@ batch's first), the oldest waiting branches (up to ``cap``) are reserved as the 
 (``reserve``) and validated on top of the head that validation would leave, in a checkout of
 their own. The next batch is then served first whatever happens; its trial reuses that
 validation when the batch before landed whole on that head (else it is stopped and the batch
-tried as usual). So the serial part costs one validation per batch less than it waits for:
-a branch that arrives while another batch validates no longer waits for that one to end
-before its own starts (Zuul's and GitHub's merge queues validate ahead the same way).
+tried as usual). So a branch that arrives while another batch validates no longer waits for
+that validation to end before its own starts (Zuul's and GitHub's merge queues validate
+ahead the same way). A failure seen beside the other validation is run again alone before
+it sends a branch back (``integrate``).
 
 Plain Python over opaque items: the node's integrate step supplies the git (``Trial``), the
 integration benchmark a simulated clock, and the order and bisection are the same for both.
