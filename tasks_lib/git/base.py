@@ -137,11 +137,8 @@ def merge(
         if not conflicts:
             raise
         return MergeResult(merged=False, pre_sha=pre, conflicts=conflicts)
-    if where == ws.integration:
-        sha, tree = ws.commit("HEAD"), ws.tree_of("HEAD")
-    else:
-        sha, tree = ws.git(where, "rev-parse", "HEAD", "HEAD^{tree}").split()
-    return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=tree)
+    sha = ws.head(where)
+    return MergeResult(merged=True, pre_sha=pre, sha=sha, tree=ws.tree_of(sha))
 
 
 def commit_paths(ws: Workspace, paths: list[Path], message: str, cwd: Path | None = None) -> None:

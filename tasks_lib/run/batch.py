@@ -71,11 +71,10 @@ def merge_in(nodes: list[Node], at: str, cwd: Path | None = None) -> Merged:
 @dataclass
 class Validation:
     """How a merged batch's validation went: ``problem`` None when it passed; ``result`` None
-    when it was skipped (``validate_merged``), or run ahead (``ahead``: recorded then)."""
+    when it was skipped (``validate_merged``)."""
 
     result: ValidationResult | None
     problem: str | None
-    ahead: bool = False
     again: bool = False  # run a second time, alone: the first failed beside a validation ahead
 
 

@@ -167,9 +167,10 @@ def serve(batch: list[Node]) -> None:
             if first.cancel.is_set():
                 raise NodeFailed(NodeStatus.CANCELLED, "cancelled during the post-merge validation")
             if reused is not None:
-                ws.reset_to(reused.head)  # a descendant of base: its commits are base's
-                went_ahead.extend(reused.merged)
-                return _concluded(reused, Validation(None, None, ahead=True), failed, lambda: None)
+                merged, validation = reused
+                ws.reset_to(merged.head)  # a descendant of base: its commits are base's
+                went_ahead.extend(merged.merged)
+                return _concluded(merged, validation, failed, lambda: None)
         merged = merge_in(list(items), pre)
         if not merged.merged:
             return _concluded(merged, Validation(None, None), failed, lambda: None)
@@ -268,12 +269,12 @@ def _reuse(
     pre: str,
     going_ahead: Callable[[str], AbstractContextManager[None]],
     pipe: Pipeline,
-) -> Merged | None:
-    """The served batch's validation ahead, waited for: what it merged when it stands on
-    ``pre`` (base now: the batch before it landed whole on the head it was made on) and
-    passed; else None, and it stops. A failure there is not trusted (it ran beside another
-    validation): the batch is tried on base as if it had not gone ahead, and what went ahead
-    of it is dropped (it stood on this failing head)."""
+) -> tuple[Merged, Validation] | None:
+    """The served batch's validation ahead, waited for: what it merged, and how it was
+    validated, when it stands on ``pre`` (base now: the batch before it landed whole on the
+    head it was made on) and passed; else None, and it stops. A failure there is not trusted
+    (it ran beside another validation): the batch is tried on base as if it had not gone
+    ahead, and what went ahead of it is dropped (it stood on this failing head)."""
     ahead.ready.wait()
     merged = ahead.merged
     if ahead.on != pre or merged is None or ahead.error is not None:
@@ -293,9 +294,8 @@ def _reuse(
                 "validation: merged and validated again on base"
             )
         return None
-    record_validation(merged, validation)
-    ahead.counted = True
-    return merged
+    ahead.counted = True  # in the records by the trial's ``_concluded``, not by ``release``
+    return merged, validation
 
 
 def _concluded(
@@ -308,8 +308,7 @@ def _concluded(
         node.landing.conflicts = merged.conflicts[node.task.id]
     if not merged.merged:
         return Trial(True, [], merged.conflicted)
-    if not validation.ahead:
-        record_validation(merged, validation)
+    record_validation(merged, validation)
     if validation.problem is None:
         return Trial(True, merged.merged, merged.conflicted)
     for node in merged.merged:
